@@ -1,0 +1,3 @@
+from sercache.cli import cli
+
+cli()

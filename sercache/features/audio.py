@@ -1,0 +1,107 @@
+"""Read any audio file into float32 mono at the encoder's rate, or say exactly why not."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from sercache._typing import Pathlike
+
+TARGET_RATE = 16_000
+
+
+class AudioError(Exception):
+    """An audio file that cannot be used; the message is the reason stored in the errors table."""
+
+
+@dataclass
+class AudioInfo:
+    num_samples: int
+    sample_rate: int
+    channels: int
+    sha1: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.sample_rate if self.sample_rate else float("nan")
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray  # (num_samples,) float32 at ``sample_rate``
+    sample_rate: int
+    notes: list[str] = field(default_factory=list)  # what was done to it (resampled, downmixed...)
+
+
+def probe_audio(path: Pathlike) -> AudioInfo:
+    """Header facts and a SHA-1 of the file bytes (cheap: no decoding)."""
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError("file not found")
+    if p.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        info = sf.info(str(p))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"not readable as audio ({_clean(exc)}); is it a WAV/FLAC file with an intact header?") from None
+    digest = hashlib.sha1()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return AudioInfo(num_samples=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels),
+                     sha1=digest.hexdigest())
+
+
+def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
+    """Decode, downmix and resample one file.
+
+    Raises:
+        AudioError: missing, empty, undecodable, zero-length or non-finite audio.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError("file not found")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"not readable as audio ({_clean(exc)}); is it a WAV/FLAC file with an intact header?") from None
+    notes = []
+    if data.shape[0] == 0:
+        raise AudioError("zero-length audio (the file holds no samples)")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(f"audio holds {bad} NaN/inf samples; re-export the file")
+    if data.shape[1] > 1:
+        notes.append(f"downmixed {data.shape[1]} channels")
+        data = data.mean(axis=1, keepdims=True)
+    samples = np.ascontiguousarray(data[:, 0])
+    if rate != target_rate:
+        samples = resample(samples, rate, target_rate)
+        notes.append(f"resampled {rate}->{target_rate} Hz")
+    if not np.any(samples):
+        notes.append("silent (all samples are zero)")
+    return Audio(samples=samples.astype(np.float32, copy=False), sample_rate=target_rate, notes=notes)
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy), exact for rational ratios such as 44.1 kHz -> 16 kHz."""
+    g = gcd(rate, target_rate)
+    return resample_poly(samples, target_rate // g, rate // g).astype(np.float32)
+
+
+def resampled_length(num_samples: int, rate: int, target_rate: int = TARGET_RATE) -> int:
+    """How many samples :func:`resample` returns (``resample_poly`` gives ceil(n * up / down))."""
+    if rate == target_rate:
+        return num_samples
+    g = gcd(rate, target_rate)
+    up, down = target_rate // g, rate // g
+    return -(-num_samples * up // down)
+
+
+def _clean(exc: Exception) -> str:
+    return str(exc).replace("\n", " ").strip()

@@ -1,0 +1,194 @@
+"""Load frozen encoders through ``from_pretrained`` only, and check them before any work starts.
+
+Every loader takes a Hugging Face model id or a local folder. ``trust_remote_code`` stays
+off: a model folder from a colleague can never run code on this machine. Checks happen
+on the config (cheap, no weights), so a wrong model is refused in a second, not after an
+hour of extraction.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Audio encoders with a wav2vec2-style convolutional front end on raw 16 kHz samples.
+AUDIO_ENCODER_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio", "wav2vec2-conformer",
+                       "unispeech", "unispeech-sat", "sew", "sew-d")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+class ModelError(ValueError):
+    """A model that cannot serve the role it was given (named in the message)."""
+
+
+def _config(name: str, role: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        offline = "" if Path(name).exists() else (
+            " If this machine is offline, download the model elsewhere and give its local folder, or set "
+            "HF_HUB_OFFLINE=1 with the model already in the Hugging Face cache.")
+        raise ModelError(f"cannot load the {role} model {name!r}: {str(exc).splitlines()[0]}.{offline}") from None
+
+
+def check_audio_encoder(name: str, role: str = "--ssl-model") -> Any:
+    """Return the config of a raw-waveform speech encoder, or raise ModelError."""
+    config = _config(name, role)
+    if config.model_type not in AUDIO_ENCODER_TYPES or not hasattr(config, "conv_stride"):
+        raise ModelError(
+            f"{role} {name!r} is a {config.model_type!r} model, not a speech encoder on raw audio; "
+            f"give a HuBERT, wav2vec2, WavLM or data2vec-audio model (supported types: {', '.join(AUDIO_ENCODER_TYPES)})")
+    return config
+
+
+def check_ctc_model(name: str) -> Any:
+    config = check_audio_encoder(name, role="--asr-model")
+    architectures = config.architectures or []
+    if not any(a.endswith("ForCTC") for a in architectures):
+        raise ModelError(
+            f"--asr-model {name!r} has no CTC head (its checkpoint architectures are {architectures or 'unset'}); "
+            "give a fine-tuned CTC model such as facebook/wav2vec2-large-960h")
+    return config
+
+
+def check_text_encoder(name: str) -> Any:
+    config = _config(name, "--text-model")
+    if hasattr(config, "conv_stride") or getattr(config, "is_encoder_decoder", False) or not hasattr(config, "vocab_size"):
+        raise ModelError(f"--text-model {name!r} is a {config.model_type!r} model, not a text encoder; give a "
+                         "BERT-style encoder such as bert-base-uncased or roberta-base")
+    return config
+
+
+def resolve_layers(spec: str | list[int] | None, n_layers: int, name: str) -> list[int]:
+    """Parse ``--layers``: ``None`` (last), ``"all"``, ``"24"``, ``"6,12,24"``, ``"-1"``.
+
+    Hidden state 0 is the input to the first transformer layer, so a model with N layers
+    has hidden states 0..N.
+    """
+    if spec is None or spec == "" or spec == "last":
+        return [n_layers]
+    if spec == "all":
+        return list(range(n_layers + 1))
+    items = spec if isinstance(spec, list) else [s for s in re.split(r"[,\s]+", str(spec)) if s]
+    layers = []
+    for item in items:
+        try:
+            k = int(item)
+        except ValueError:
+            raise ModelError(f"--layers {spec!r}: {item!r} is not a layer number; use e.g. 24, 6,12,24 or all") from None
+        if k < 0:
+            k += n_layers + 1
+        if not 0 <= k <= n_layers:
+            raise ModelError(f"--layers {spec!r}: layer {item} is beyond {name!r}, which has {n_layers} transformer "
+                             f"layers (hidden states 0-{n_layers})")
+        if k not in layers:
+            layers.append(k)
+    return sorted(layers)
+
+
+def weights_fingerprint(name: str) -> str:
+    """A content fingerprint of the weights: the SHA-256 of the weight files.
+
+    In the Hugging Face cache, weight files are blobs named by their SHA-256, so a hub model
+    costs no hashing; local folders are hashed once per process.
+    """
+    from transformers.utils import cached_file
+
+    digests = []
+    for fname in WEIGHT_FILES:
+        try:
+            path = cached_file(name, fname, _raise_exceptions_for_missing_entries=False)
+        except (OSError, ValueError):
+            path = None
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        blob = os.path.basename(real)
+        digests.append(blob if re.fullmatch(r"[0-9a-f]{64}", blob) else _sha256(real))
+    return "sha256:" + ",".join(digests) if digests else "unknown"
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def audio_normalization(name: str) -> bool:
+    """Whether the model expects zero-mean unit-variance input (its feature extractor's ``do_normalize``)."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        fe = AutoFeatureExtractor.from_pretrained(name, trust_remote_code=False)
+        return bool(getattr(fe, "do_normalize", False))
+    except (OSError, ValueError):
+        log.warning("%s has no feature-extractor config; assuming do_normalize=True (the wav2vec2 default)", name)
+        return True
+
+
+def load_audio_encoder(name: str, *, ctc: bool = False) -> Any:
+    """The model's weights (an eval-mode torch module on the CPU)."""
+    from transformers import AutoModel, AutoModelForCTC
+
+    cls = AutoModelForCTC if ctc else AutoModel
+    return cls.from_pretrained(name, trust_remote_code=False).eval()
+
+
+def ctc_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"--asr-model {name!r} has no usable CTC tokenizer (vocab.json): {exc}") from None
+    if getattr(tok, "word_delimiter_token", None) is None:
+        raise ModelError(f"--asr-model {name!r}: tokenizer {type(tok).__name__} is not a CTC character tokenizer")
+    return tok
+
+
+def text_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"--text-model {name!r}: cannot load its tokenizer: {exc}") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"--text-model {name!r}: needs a fast (Rust) tokenizer for token-to-word offsets")
+    return tok
+
+
+def load_text_encoder(name: str) -> Any:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(name, trust_remote_code=False).eval()
+
+
+def is_uncased(tokenizer: Any) -> bool:
+    """True when the tokenizer lower-cases its input (bert-base-uncased, all-MiniLM-L6-v2...).
+
+    Asks the tokenizer's own normalizer, so it is right whatever the vocabulary holds.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    if normalizer is not None:
+        return normalizer.normalize_str("AbC") == "abc"
+    return bool(getattr(tokenizer, "do_lower_case", False))

@@ -1,0 +1,123 @@
+"""MFCC and log-mel features in numpy (there is no torchaudio CPU build to lean on).
+
+The MFCC reproduces ``librosa.feature.mfcc`` with librosa's defaults, which GLAM used:
+centred STFT (zero padding), periodic Hann window, power spectrum, 128 Slaney-style mel
+filters with Slaney area normalisation, ``power_to_db`` (ref 1, amin 1e-10, top_db 80) and
+an orthonormal DCT-II. A test checks it against librosa itself when librosa is installed.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from scipy.fft import dct
+from scipy.signal import get_window
+
+from sercache.features.base import BatchPolicy, Extractor, ExtractResult, AudioItem
+from sercache.store.records import UtteranceFeatures
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, htk=False)."""
+    f = np.asanyarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
+
+
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asanyarray(m, dtype=np.float64)
+    f = m * (200.0 / 3)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), f)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """``(n_mels, 1 + n_fft // 2)`` triangular filters with Slaney area normalisation."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    fft_freqs = np.linspace(0, sample_rate / 2, 1 + n_fft // 2)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return weights
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``(1 + n_fft // 2, frames)`` |STFT|^2, centred with zero padding; frames = 1 + len(y) // hop."""
+    y = np.pad(np.asarray(y, dtype=np.float64), n_fft // 2)
+    n_frames = 1 + (len(y) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop][:n_frames]
+    window = get_window("hann", n_fft, fftbins=True)
+    return (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).T
+
+
+def power_to_db(S: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
+    log_spec = 10.0 * np.log10(np.maximum(amin, S))
+    return np.maximum(log_spec, log_spec.max() - top_db)
+
+
+def mfcc(y: np.ndarray, sample_rate: int = 16_000, n_mfcc: int = 26, n_fft: int = 2048, hop: int = 512,
+         n_mels: int = 128) -> np.ndarray:
+    """``(frames, n_mfcc)`` float32, equal to ``librosa.feature.mfcc(y=y, sr=sample_rate, n_mfcc=n_mfcc).T``."""
+    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power_spectrogram(y, n_fft, hop)
+    return dct(power_to_db(mel), type=2, axis=0, norm="ortho")[:n_mfcc].T.astype(np.float32)
+
+
+def log_mel(y: np.ndarray, sample_rate: int = 16_000, n_mels: int = 80, n_fft: int = 400, hop: int = 160) -> np.ndarray:
+    """``(frames, n_mels)`` float32 log(mel power + 1e-6), 25 ms window, 10 ms hop (Kaldi-like framing)."""
+    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power_spectrogram(y, n_fft, hop)
+    return np.log(mel + 1e-6).T.astype(np.float32)
+
+
+class SpectralExtractor(Extractor):
+    """MFCC (``kind="mfcc"``) or log-mel (``kind="logmel"``) frames, stored float32 as ``layer_0``.
+
+    Spectral streams have one "layer", 0, so the same reader calls work for every stream.
+    """
+
+    input = "audio"
+    layers = [0]
+    pooled_layers = [0]
+
+    def __init__(self, kind: str = "mfcc", *, n_mfcc: int = 26, n_mels: int | None = None) -> None:
+        if kind not in ("mfcc", "logmel"):
+            raise ValueError(f"spectral kind {kind!r}: use 'mfcc' or 'logmel'")
+        self.kind = kind
+        if kind == "mfcc":
+            self.params = {"n_mfcc": n_mfcc, "n_fft": 2048, "hop": 512, "n_mels": n_mels or 128}
+        else:
+            self.params = {"n_mels": n_mels or 80, "n_fft": 400, "hop": 160}
+        self.frame_rate = 16_000 / self.params["hop"]
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "sample_rate": 16_000, "dtype": "float32", **self.params,
+                "window": "hann", "center": True, "mel": "slaney"}
+
+    def details(self) -> dict[str, Any]:
+        from sercache import __version__
+        return {"sercache": __version__, "numpy": np.__version__}
+
+    def stream_attrs(self) -> dict[str, Any]:
+        return dict(super().stream_attrs(), frame_rule={"kind": "stft", "hop": self.params["hop"], "center": True})
+
+    def batch_policy(self) -> BatchPolicy:
+        return BatchPolicy(budget_seconds=0.0, pad_safe=False, max_items=1)
+
+    def compute(self, samples: np.ndarray) -> np.ndarray:
+        return mfcc(samples, **self.params) if self.kind == "mfcc" else log_mel(samples, **self.params)
+
+    def extract(self, items: list[AudioItem]) -> ExtractResult:
+        result = ExtractResult()
+        for it in items:
+            feats = self.compute(it.samples)
+            stats = feats.astype(np.float64)
+            result.records.append(UtteranceFeatures(it.utt_id, {"layer_0": feats}, {
+                "pooled_mean": stats.mean(0, keepdims=True).astype(np.float32),
+                "pooled_std": stats.std(0, keepdims=True).astype(np.float32),
+                "n_samples": np.int64(len(it.samples))}))
+        return result

@@ -1,0 +1,22 @@
+"""Exceptions the store raises. Each message names the file or utterance and the fix."""
+from __future__ import annotations
+
+
+class CacheError(Exception):
+    """Base class for problems with a feature cache."""
+
+
+class StaleCacheError(CacheError):
+    """The cache holds a stream made with other settings than the ones asked for now."""
+
+
+class CacheLockedError(CacheError):
+    """Another process is writing this shard."""
+
+
+class CacheCorruptError(CacheError):
+    """Stored bytes do not match what was written (checksum, offsets, unreadable file)."""
+
+
+class IncompleteStreamError(CacheError):
+    """A stream is asked for where it has not (yet) been extracted."""

@@ -1,0 +1,113 @@
+"""``sercache cache info``: what a cache holds, how it was made, and what went wrong."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sercache._typing import Pathlike
+from sercache.store.layout import list_staging, list_stream_files, manifest_path
+from sercache.store.reader import FeatureStore
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def cache_summary(path: Pathlike) -> dict[str, Any]:
+    """Everything ``cache info`` prints, as plain data (JSON-serialisable)."""
+    cache = FeatureStore(path)
+    try:
+        shards = []
+        for shard in cache.shards:
+            rows = cache.utterances[cache.utterances.shard == shard]
+            files = list_stream_files(cache.path, shard)
+            shards.append({
+                "shard": shard, "utterances": len(rows), "hours": float(rows.duration_s.sum(skipna=True) / 3600),
+                "finished_streams": sorted(files), "in_progress": list_staging(cache.path, shard),
+                "bytes": sum(p.stat().st_size for p in files.values()) + manifest_path(cache.path, shard).stat().st_size,
+            })
+        streams = []
+        for name, info in cache.streams.items():
+            size = sum(list_stream_files(cache.path, s)[name].stat().st_size for s in info.shards)
+            ident = info.provenance.get("identity", {})
+            streams.append({
+                "stream": name, "kind": info.kind, "model": ident.get("model", ""), "layers": info.layers,
+                "pooled_layers": (f"{info.pooled_layers[0]}-{info.pooled_layers[-1]}" if info.pooled_layers else ""),
+                "dim": info.dim, "dtype": info.dtype, "frame_rate": info.frame_rate, "stored": info.n_utterances,
+                "failed": info.n_failed, "bytes": size, "complete": info.complete,
+                "missing_shards": info.missing_shards, "in_progress": info.in_progress,
+                "provenance": info.provenance, "inconsistent": info.inconsistent,
+            })
+        wer = {}
+        for name, info in cache.streams.items():
+            if info.kind == "asr" and info.shards:
+                wer[name] = cache.wer_by_shard(name).to_dict("records")
+        errors = cache.errors
+        return {
+            "path": str(cache.path), "utterances": len(cache.utterances), "shards": shards, "streams": streams,
+            "wer": wer, "errors": errors.to_dict("records"),
+            "error_counts": (errors.groupby(["stream", "stage", "severity"]).size().rename("count").reset_index()
+                             .to_dict("records") if len(errors) else []),
+        }
+    finally:
+        cache.close()
+
+
+def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
+    """The human-readable report."""
+    out = [f"cache {summary['path']}: {summary['utterances']} utterances in {len(summary['shards'])} shard(s)", ""]
+    shards = pd.DataFrame(summary["shards"])
+    shards["hours"] = shards.hours.map(lambda h: f"{h:.2f}")
+    shards["size"] = shards.pop("bytes").map(_size)
+    shards["finished_streams"] = shards.finished_streams.map(lambda s: ",".join(s) or "-")
+    shards["in_progress"] = shards.in_progress.map(lambda s: ",".join(s) or "-")
+    out += ["shards:", shards.to_string(index=False), ""]
+    if summary["streams"]:
+        st = pd.DataFrame(summary["streams"])
+        view = st[["stream", "kind", "model", "layers", "pooled_layers", "dim", "dtype", "frame_rate", "stored",
+                   "failed", "complete"]].copy()
+        view["size"] = st.bytes.map(_size)
+        view["model"] = view.model.map(lambda m: m if len(m) <= 40 else "..." + m[-37:])
+        view["layers"] = view.layers.map(lambda x: ",".join(map(str, x)) or "-")
+        out += ["streams:", view.to_string(index=False), ""]
+        for s in summary["streams"]:
+            if not s["complete"]:
+                out.append(f"  {s['stream']}: not finished in shard(s) {', '.join(s['missing_shards'])}"
+                           + (f" (in progress: {', '.join(s['in_progress'])})" if s["in_progress"] else ""))
+            if s["inconsistent"]:
+                out.append(f"  {s['stream']}: {s['inconsistent']}")
+        out += ["provenance:"]
+        for s in summary["streams"]:
+            ident = s["provenance"].get("identity", {})
+            details = s["provenance"].get("details", {})
+            out.append(f"  {s['stream']}: " + ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                                        for k, v in ident.items()))
+            if details:
+                out.append("    " + ", ".join(f"{k}={v}" for k, v in details.items()))
+        out.append("")
+    for name, rows in summary["wer"].items():
+        if rows:
+            w = pd.DataFrame(rows)
+            total = w.word_errors.sum() / max(w.ref_words.sum(), 1)
+            w["wer"] = w.wer.map(lambda x: f"{100 * x:.1f}%")
+            out += [f"ASR word error rate ({name}, per shard; total {100 * total:.1f}%):", w.to_string(index=False), ""]
+    errors = pd.DataFrame(summary["errors"])
+    if len(errors):
+        counts = pd.DataFrame(summary["error_counts"])
+        out += [f"problems: {len(errors)} ({int((errors.severity == 'error').sum())} errors, "
+                f"{int((errors.severity == 'warning').sum())} warnings)", counts.to_string(index=False), ""]
+        cols = ["shard", "stream", "utt_id", "severity", "stage", "path", "line", "reason"]
+        shown = errors[cols].head(max_errors) if max_errors >= 0 else errors[cols]
+        out += [shown.to_string(index=False, max_colwidth=90)]
+        if max_errors >= 0 and len(errors) > max_errors:
+            out.append(f"... {len(errors) - max_errors} more (use --errors -1 to list all)")
+    else:
+        out.append("problems: none")
+    return "\n".join(out)

@@ -1,0 +1,368 @@
+"""Read a cache: one object over all shards, with numpy + h5py + pandas only.
+
+Example::
+
+    import sercache
+    cache = sercache.open_cache("cache/")
+    cache.utterances                                   # DataFrame, one row per utterance
+    cache.streams["ssl"].layers                        # [24]
+    x = cache.frames("ssl", "Ses01F_impro01_F000")     # (frames, 1024) float16
+    X = cache.pooled("ssl", layer=12)                  # (n_utt, 1024), ready for scikit-learn
+    frames, offsets = cache.load("ssl", ids)           # a whole fold, one contiguous array
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from sercache._typing import Pathlike
+from sercache.store.errors import CacheCorruptError, CacheError, IncompleteStreamError
+from sercache.store.layout import list_shards, list_staging, list_stream_files
+from sercache.store.manifest import read_manifest, read_registry
+from sercache.store.provenance import describe_difference, identity_of
+from sercache.store.records import checksum
+from sercache.store.streamfile import CHECKSUMS, FRAMES, PER_UTT, FileIndex, read_index
+
+
+@dataclass
+class StreamInfo:
+    """What one stream holds across the cache's shards."""
+
+    name: str
+    kind: str
+    layers: list[int]
+    pooled_layers: list[int]
+    dim: int | None
+    dtype: str | None
+    frame_rate: float | None
+    n_utterances: int
+    n_failed: int
+    shards: list[str]
+    missing_shards: list[str]
+    in_progress: list[str]
+    provenance: dict[str, Any]
+    frame_fields: list[str] = field(default_factory=list)
+    per_utterance_fields: list[str] = field(default_factory=list)
+    inconsistent: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """True when every shard of the cache holds this stream, finished."""
+        return not self.missing_shards and not self.in_progress
+
+    @property
+    def default_layer(self) -> int | None:
+        return self.layers[-1] if self.layers else None
+
+
+def open_cache(path: Pathlike) -> "FeatureStore":
+    """Open a cache directory written by ``sercache extract``."""
+    return FeatureStore(path)
+
+
+class FeatureStore:
+    """All shards of a cache, presented as one.
+
+    Only finished streams are visible: work still under ``.staging`` is listed in
+    :attr:`streams` (``in_progress``) but never read.
+    """
+
+    def __init__(self, path: Pathlike) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise CacheError(f"{self.path} is not a directory; give the --out folder of `sercache extract`")
+        self.shards = list_shards(self.path)
+        if not self.shards:
+            raise CacheError(f"{self.path} holds no shard (no */utterances.h5): is it a sercache cache? "
+                             "Create one with `sercache extract ROOT --corpus ... --out " f"{self.path}`")
+        self.registry = read_registry(self.path)
+        tables, problems = [], []
+        for shard in self.shards:
+            table, probs, _ = read_manifest(self.path, shard)
+            tables.append(table.assign(shard=shard))
+            problems.append(probs.assign(shard=shard, stream=""))
+        self.utterances: pd.DataFrame = pd.concat(tables, ignore_index=True)
+        dup = self.utterances.utt_id[self.utterances.utt_id.duplicated(keep=False)]
+        if len(dup):
+            u = dup.iloc[0]
+            where = self.utterances.loc[self.utterances.utt_id == u, "shard"].tolist()
+            raise CacheError(f"utterance {u} is in several shards of {self.path}: {where}. Shards of one cache "
+                             "must be disjoint: remove the stray shard folder, or extract into a new cache.")
+        self._files: dict[Path, h5py.File] = {}
+        self._index: dict[str, list[FileIndex]] = {}
+        for shard in self.shards:
+            for name, p in list_stream_files(self.path, shard).items():
+                with h5py.File(p, "r", locking=False) as f:
+                    self._index.setdefault(name, []).append(read_index(f, p))
+        self._where: dict[str, dict[str, tuple[int, int]]] = {}
+        self._checksums: dict[tuple[Path, str], np.ndarray] = {}
+        self.streams: dict[str, StreamInfo] = {n: self._describe(n) for n in sorted(self._names())}
+        stream_problems = [ix.problems.assign(shard=ix.attrs.get("shard", ix.path.parent.name), stream=name)
+                           for name, ixs in self._index.items() for ix in ixs]
+        self.errors: pd.DataFrame = pd.concat(problems + stream_problems, ignore_index=True)
+
+    # ------------------------------------------------------------------ description
+    def _names(self) -> set[str]:
+        names = set(self._index)
+        for shard in self.shards:
+            names.update(list_staging(self.path, shard))
+        return names
+
+    def _describe(self, name: str) -> StreamInfo:
+        indexes = self._index.get(name, [])
+        done = [ix.attrs.get("shard", ix.path.parent.name) for ix in indexes]
+        in_progress = [s for s in self.shards if name in list_staging(self.path, s) and s not in done]
+        missing = [s for s in self.shards if s not in done]
+        prov = indexes[0].attrs.get("provenance", {}) if indexes else {}
+        inconsistent = ""
+        for ix in indexes[1:]:
+            diff = describe_difference(identity_of(prov), identity_of(ix.attrs.get("provenance", {})))
+            if diff:
+                inconsistent = f"shards {done[0]} and {ix.attrs.get('shard')} of stream {name!r} differ: {diff}"
+        ident = identity_of(prov)
+        first = indexes[0] if indexes else None
+        frame_fields = list(first.schema.frames) if first else []
+        dim = dtype = None
+        layers = [int(x) for x in (first.attrs.get("layers", []) if first else [])]
+        if first and layers:
+            dt, tail = first.schema.frames[f"layer_{layers[-1]}"]
+            dim, dtype = (int(tail[0]) if tail else 1), str(dt)
+        return StreamInfo(
+            name=name, kind=str(ident.get("kind", "")), layers=layers,
+            pooled_layers=[int(x) for x in (first.attrs.get("pooled_layers", []) if first else [])],
+            dim=dim, dtype=dtype, frame_rate=(float(first.attrs.get("frame_rate")) or None) if first else None,
+            n_utterances=sum(len(ix.utt_ids) for ix in indexes),
+            n_failed=sum(int((ix.problems.severity == "error").sum()) for ix in indexes),
+            shards=done, missing_shards=missing, in_progress=in_progress, provenance=prov,
+            frame_fields=frame_fields, per_utterance_fields=list(first.schema.per_utterance) if first else [],
+            inconsistent=inconsistent,
+        )
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({str(self.path)!r}, {len(self.utterances)} utterances, shards={self.shards}, "
+                f"streams={list(self.streams)})")
+
+    # ------------------------------------------------------------------ lookup
+    def _stream(self, stream: str) -> StreamInfo:
+        if stream not in self.streams:
+            raise KeyError(f"no stream {stream!r} in {self.path}; streams here: {sorted(self.streams) or 'none'}")
+        info = self.streams[stream]
+        if info.inconsistent:
+            raise CacheError(info.inconsistent + ". Re-extract the odd shard with the same settings (--overwrite), "
+                             "or use a different --stream-name for the other model.")
+        return info
+
+    def _locate(self, stream: str) -> dict[str, tuple[int, int]]:
+        if stream not in self._where:
+            self._stream(stream)
+            self._where[stream] = {u: (k, i) for k, ix in enumerate(self._index.get(stream, []))
+                                   for i, u in enumerate(ix.utt_ids)}
+        return self._where[stream]
+
+    def _file(self, path: Path) -> h5py.File:
+        if path not in self._files:
+            self._files[path] = h5py.File(path, "r", locking=False)
+        return self._files[path]
+
+    def _missing(self, stream: str, utt_id: str) -> Exception:
+        row = self.utterances.loc[self.utterances.utt_id == utt_id]
+        if row.empty:
+            return KeyError(f"unknown utterance id {utt_id!r} in {self.path}")
+        shard = row.shard.iloc[0]
+        info = self.streams[stream]
+        if shard not in info.shards:
+            return IncompleteStreamError(
+                f"{utt_id}: shard {shard} has no finished {stream!r} stream"
+                f"{' (extraction in progress or interrupted)' if shard in info.in_progress else ''}. "
+                f"Run `sercache extract ... --out {self.path}` for that shard to finish it.")
+        err = self.errors[(self.errors.utt_id == utt_id) & (self.errors.stream.isin(["", stream]))]
+        reason = err.reason.iloc[0] if len(err) else "not stored"
+        return IncompleteStreamError(f"{utt_id} has no {stream!r} features: {reason} (see `sercache cache info`)")
+
+    def utt_ids(self, stream: str) -> list[str]:
+        """Utterances that have ``stream`` features, in :attr:`utterances` order."""
+        where = self._locate(stream)
+        return [u for u in self.utterances.utt_id if u in where]
+
+    def _field_name(self, stream: str, layer: int | None, name: str | None) -> str:
+        info = self._stream(stream)
+        if name is not None:
+            if name not in info.frame_fields:
+                raise KeyError(f"stream {stream!r} has no frame field {name!r}; fields: {info.frame_fields}")
+            return name
+        if not info.layers:
+            raise KeyError(f"stream {stream!r} ({info.kind}) stores no feature layers; fields: {info.frame_fields}")
+        layer = info.default_layer if layer is None else int(layer)
+        if layer not in info.layers:
+            hint = (f"; pooled statistics exist for layers {info.pooled_layers} (use .pooled)"
+                    if layer in info.pooled_layers else "")
+            raise KeyError(f"layer {layer} is not stored frame-by-frame in stream {stream!r} (stored: {info.layers})"
+                           f"{hint}; re-extract with --layers {layer} (and --overwrite or a new --stream-name)")
+        return f"layer_{layer}"
+
+    # ------------------------------------------------------------------ reads
+    def frames(self, stream: str, utt_id: str, layer: int | None = None, *, name: str | None = None) -> np.ndarray:
+        """One utterance's frames ``(frames, dim)``; ``name`` reads another ragged field (``token``)."""
+        field_name = self._field_name(stream, layer, name)
+        where = self._locate(stream)
+        if utt_id not in where:
+            raise self._missing(stream, utt_id)
+        k, i = where[utt_id]
+        ix = self._index[stream][k]
+        ds = self._file(ix.path)[FRAMES][field_name]
+        a, b = ix.offsets[i], ix.offsets[i + 1]
+        return ds.asstr()[a:b] if ds.dtype.kind == "O" else ds[a:b]
+
+    def load(self, stream: str, utt_ids: Sequence[str], layer: int | None = None, *, name: str | None = None,
+             verify: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Frames of many utterances as one contiguous array plus offsets.
+
+        Utterance ``utt_ids[i]`` is ``frames[offsets[i]:offsets[i+1]]``. Runs of utterances
+        stored next to each other are read with one call straight into the output buffer.
+
+        Args:
+            verify: recompute each utterance's CRC-32 and raise CacheCorruptError on a mismatch.
+
+        Returns:
+            ``(frames (total, dim), offsets (n + 1,) int64)``.
+        """
+        field_name = self._field_name(stream, layer, name)
+        where = self._locate(stream)
+        locs = []
+        for u in utt_ids:
+            if u not in where:
+                raise self._missing(stream, u)
+            locs.append(where[u])
+        indexes = self._index[stream]
+        lengths = np.array([indexes[k].lengths[i] for k, i in locs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if not locs:
+            ds0 = self._file(indexes[0].path)[FRAMES][field_name] if indexes else None
+            shape = (0, *(ds0.shape[1:] if ds0 is not None else ()))
+            return np.empty(shape, dtype=(ds0.dtype if ds0 is not None else np.float32)), offsets
+        first = self._file(indexes[locs[0][0]].path)[FRAMES][field_name]
+        text = first.dtype.kind == "O"
+        out = np.empty((int(offsets[-1]), *first.shape[1:]), dtype=object if text else first.dtype)
+        start = 0
+        while start < len(locs):
+            k, i = locs[start]
+            stop = start + 1
+            while stop < len(locs) and locs[stop] == (k, i + stop - start):
+                stop += 1
+            ix = indexes[k]
+            ds = self._file(ix.path)[FRAMES][field_name]
+            a, b = int(ix.offsets[i]), int(ix.offsets[i + stop - start])
+            if b > a:
+                if text:
+                    out[offsets[start]:offsets[stop]] = ds.asstr()[a:b]
+                else:
+                    ds.read_direct(out, np.s_[a:b], np.s_[offsets[start]:offsets[stop]])
+            start = stop
+        if verify:
+            self._verify_rows(stream, field_name, utt_ids, locs, out, offsets)
+        return out, offsets
+
+    def _stored_checksums(self, stream: str, ix: FileIndex, kind: str, field_name: str) -> np.ndarray:
+        key = (ix.path, f"{kind}/{field_name}")
+        if key not in self._checksums:
+            self._checksums[key] = self._file(ix.path)[f"{CHECKSUMS}/{kind}/{field_name}"][()]
+        return self._checksums[key]
+
+    def _verify_rows(self, stream: str, field_name: str, utt_ids: Sequence[str], locs: list[tuple[int, int]],
+                     out: np.ndarray, offsets: np.ndarray) -> None:
+        for j, (u, (k, i)) in enumerate(zip(utt_ids, locs)):
+            ix = self._index[stream][k]
+            stored = self._stored_checksums(stream, ix, FRAMES, field_name)[i]
+            if checksum(out[offsets[j]:offsets[j + 1]]) != stored:
+                shard = ix.attrs.get("shard", ix.path.parent.name)
+                raise CacheCorruptError(
+                    f"{ix.path}: stored {field_name} frames of {u} (shard {shard}) fail their checksum: the file "
+                    f"is damaged. Run `sercache cache verify {self.path}` to list all damage, then re-extract "
+                    f"shard {shard} with --overwrite.")
+
+    def per_utterance(self, stream: str, name: str, utt_ids: Iterable[str] | None = None) -> np.ndarray:
+        """A per-utterance field (``pooled_mean``, ``text``, ``wer``...) for ``utt_ids`` (default: all)."""
+        info = self._stream(stream)
+        if name not in info.per_utterance_fields:
+            raise KeyError(f"stream {stream!r} has no per-utterance field {name!r}; fields: {info.per_utterance_fields}")
+        where = self._locate(stream)
+        ids = self.utt_ids(stream) if utt_ids is None else list(utt_ids)
+        cols: dict[int, np.ndarray] = {}
+        rows = []
+        for u in ids:
+            if u not in where:
+                raise self._missing(stream, u)
+            k, i = where[u]
+            if k not in cols:
+                ds = self._file(self._index[stream][k].path)[PER_UTT][name]
+                cols[k] = ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]
+            rows.append(cols[k][i])
+        if not rows:
+            return np.empty((0,))
+        return np.array(rows, dtype=object) if isinstance(rows[0], str) else np.stack(rows)
+
+    def pooled(self, stream: str, layer: int | None = None, how: str = "mean",
+               utt_ids: Iterable[str] | None = None) -> np.ndarray:
+        """Utterance-level statistics ``(n_utt, dim)`` float32 of any layer (all layers are pooled).
+
+        Args:
+            how: ``"mean"``, ``"std"`` or ``"meanstd"`` (the two concatenated, ``2 * dim``).
+            utt_ids: rows to return, in order (default: :meth:`utt_ids`).
+        """
+        info = self._stream(stream)
+        if how not in ("mean", "std", "meanstd"):
+            raise ValueError(f"how={how!r}: use 'mean', 'std' or 'meanstd'")
+        if not info.pooled_layers:
+            raise KeyError(f"stream {stream!r} has no pooled statistics")
+        layer = info.pooled_layers[-1] if layer is None else int(layer)
+        if layer not in info.pooled_layers:
+            raise KeyError(f"layer {layer} is not pooled in stream {stream!r} (pooled: {info.pooled_layers})")
+        li = info.pooled_layers.index(layer)
+        if how == "meanstd":
+            return np.concatenate([self.pooled(stream, layer, "mean", utt_ids),
+                                   self.pooled(stream, layer, "std", utt_ids)], axis=1)
+        return self.per_utterance(stream, f"pooled_{how}", utt_ids)[:, li].astype(np.float32)
+
+    def transcripts(self, stream: str = "asr") -> pd.DataFrame:
+        """The ASR hypotheses, with per-utterance WER where a gold transcript exists."""
+        info = self._stream(stream)
+        if info.kind != "asr":
+            raise KeyError(f"stream {stream!r} is a {info.kind!r} stream, not an ASR stream")
+        ids = self.utt_ids(stream)
+        data = {"utt_id": ids}
+        for name in info.per_utterance_fields:
+            data[name] = self.per_utterance(stream, name, ids)
+        df = pd.DataFrame(data)
+        return df.merge(self.utterances[["utt_id", "shard", "session", "transcript"]], on="utt_id", how="left")
+
+    def wer_by_shard(self, stream: str = "asr") -> pd.DataFrame:
+        """Corpus-level WER per shard: total word errors / total reference words."""
+        df = self.transcripts(stream)
+        df = df[df.ref_words > 0]
+        g = df.groupby("shard", sort=False)[["word_errors", "ref_words"]].sum()
+        g["utterances"] = df.groupby("shard", sort=False).size()
+        g["wer"] = g.word_errors / g.ref_words
+        return g.reset_index()
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # joblib workers reopen files lazily
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+

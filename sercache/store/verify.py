@@ -1,0 +1,210 @@
+"""``sercache cache verify``: find every problem in a cache and name its shard and utterance.
+
+Checks, per shard and stream:
+
+* presence: every shard and stream the registry says was asked for exists and is finished
+  (not only staged);
+* structure: the file opens, is marked complete, every manifest utterance is either stored
+  or recorded as failed, offsets are monotonic and match the frame datasets;
+* frame counts: each utterance's frames agree with its audio length and the stream's framing;
+* values: no NaN/inf in stored features;
+* bytes: each utterance's CRC-32, recorded at write time, matches the stored bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from sercache._typing import Pathlike
+from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path, shard_dir
+from sercache.store.manifest import read_manifest, read_registry
+from sercache.store.records import checksum
+from sercache.store.streamfile import CHECKSUMS, FRAMES, PER_UTT, read_index
+
+BLOCK_BYTES = 64 << 20
+
+
+@dataclass
+class VerifyProblem:
+    shard: str
+    stream: str
+    utt_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = "/".join(x for x in (self.shard, self.stream) if x)
+        return f"{where}: {self.utt_id + ': ' if self.utt_id else ''}{self.problem}"
+
+
+def _fix(registry: dict[str, Any], shard: str, stream: str) -> str:
+    cmd = registry.get("shards", {}).get(shard, {}).get("streams", {}).get(stream, {}).get("command", "")
+    if cmd:
+        return f"re-extract it: {cmd}" + ("" if "--overwrite" in cmd else " --overwrite")
+    return f"re-extract shard {shard} (sercache extract ... --overwrite)"
+
+
+def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums: bool = True) -> list[VerifyProblem]:
+    """Every problem found, as a list (empty when the cache is sound)."""
+    cache = Path(path)
+    if not cache.is_dir():
+        return [VerifyProblem("", "", "", f"{cache} is not a directory")]
+    registry = read_registry(cache)
+    problems: list[VerifyProblem] = []
+    shards = list_shards(cache)
+    for shard, entry in registry.get("shards", {}).items():
+        if shard not in shards:
+            problems.append(VerifyProblem(shard, "", "", f"shard missing: {manifest_path(cache, shard)} does not "
+                                          f"exist; {_fix(registry, shard, next(iter(entry['streams']), ''))}"))
+            continue
+        for stream in entry.get("streams", {}):
+            if streams and stream not in streams:
+                continue
+            if stream not in list_stream_files(cache, shard):
+                state = ("interrupted (staged work only): rerun the same extract command to resume"
+                         if stream in list_staging(cache, shard) else f"missing; {_fix(registry, shard, stream)}")
+                problems.append(VerifyProblem(shard, stream, "", f"stream not finished: {state}"))
+    for shard in shards:
+        try:
+            table, _, _ = read_manifest(cache, shard)
+        except (OSError, KeyError) as exc:
+            problems.append(VerifyProblem(shard, "", "", f"manifest unreadable ({exc}); re-extract this shard"))
+            continue
+        for stream, file in list_stream_files(cache, shard).items():
+            if streams and stream not in streams:
+                continue
+            problems += verify_stream_file(file, table, shard, stream, checksums=checksums,
+                                           fix=_fix(registry, shard, stream))
+    return problems
+
+
+def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str, *, checksums: bool = True,
+                       fix: str = "") -> list[VerifyProblem]:
+    out: list[VerifyProblem] = []
+
+    def bad(utt: str, what: str) -> None:
+        out.append(VerifyProblem(shard, stream, utt, what))
+
+    try:
+        f = h5py.File(file, "r", locking=False)
+    except OSError as exc:
+        bad("", f"{file} cannot be opened (truncated or corrupt: {str(exc).splitlines()[0]}); {fix}")
+        return out
+    with f:
+        try:
+            index = read_index(f, file)
+        except (OSError, KeyError, ValueError) as exc:
+            bad("", f"{file} is damaged ({exc}); {fix}")
+            return out
+        if not index.attrs.get("complete"):
+            bad("", f"{file} is not marked complete; {fix}")
+        ids, offsets = index.utt_ids, index.offsets
+        failed = set(index.problems.loc[index.problems.severity == "error", "utt_id"])
+        manifest_ids = set(table.utt_id)
+        for u in sorted(manifest_ids - set(ids) - failed):
+            bad(u, "neither stored nor recorded as failed (the stream is incomplete)")
+        for u in sorted(set(ids) - manifest_ids):
+            bad(u, "stored but not in the shard's manifest")
+        if len(set(ids)) != len(ids):
+            bad("", "duplicate utterance ids in the stream")
+        n = len(ids)
+        if len(offsets) != n + 1 or (n and (offsets[0] != 0 or np.any(np.diff(offsets) < 0))):
+            bad("", f"offsets are malformed (length {len(offsets)} for {n} utterances, or not increasing); {fix}")
+            return out
+        try:
+            for name, ds in f[FRAMES].items():
+                if ds.shape[0] != offsets[-1]:
+                    bad("", f"frames/{name} holds {ds.shape[0]} rows but offsets end at {offsets[-1]}; {fix}")
+                    return out
+            for name, ds in f[PER_UTT].items():
+                if ds.shape[0] != n:
+                    bad("", f"per_utterance/{name} holds {ds.shape[0]} rows for {n} utterances; {fix}")
+                    return out
+            _check_frame_counts(f, index, table, bad)
+            _check_values(f, index, checksums, bad, fix)
+        except OSError as exc:  # a truncated file can open and still fail on read
+            bad("", f"{file} cannot be read (truncated or corrupt: {str(exc).splitlines()[0]}); {fix}")
+    return out
+
+
+def _expected_frames(rule: dict[str, Any], n_samples: int) -> int:
+    if rule.get("kind") == "conv":
+        n = n_samples
+        rf = 1
+        for k, s in zip(reversed(rule["kernels"]), reversed(rule["strides"])):
+            rf = (rf - 1) * s + k
+        n = max(n, rf)  # audio shorter than one frame is zero-padded to one
+        for k, s in zip(rule["kernels"], rule["strides"]):
+            n = (n - k) // s + 1
+        return n
+    if rule.get("kind") == "stft":
+        return 1 + n_samples // int(rule["hop"])
+    return -1
+
+
+def _check_frame_counts(f: h5py.File, index: Any, table: pd.DataFrame, bad: Any) -> None:
+    import json
+
+    from sercache.store.streamfile import PER_UTT as PU
+
+    rule = index.attrs.get("frame_rule")
+    rule = json.loads(rule) if isinstance(rule, str) else (rule or {})
+    if "n_samples" not in f[PU] or not rule:
+        if "token" in f[FRAMES] and "text" in f[PU] and index.utt_ids and (index.lengths < 2).any():
+            for u in np.array(index.utt_ids)[index.lengths < 2]:
+                bad(u, "text stream holds fewer than 2 tokens (even an empty text has [CLS] [SEP])")
+        return
+    n_samples = f[PU]["n_samples"][()]
+    lengths = f[PU]["n_frames"][()] if "n_frames" in f[PU] else index.lengths
+    rows = table.set_index("utt_id")
+    rate = 16_000
+    for u, ns, length in zip(index.utt_ids, n_samples, lengths):
+        expected = _expected_frames(rule, int(ns))
+        if expected >= 0 and expected != int(length):
+            bad(u, f"{int(length)} frames stored, {expected} expected for {int(ns)} samples")
+        if u in rows.index:
+            r = rows.loc[u]
+            if np.isfinite(r.duration_s) and abs(int(ns) / rate - float(r.duration_s)) > 1e-3 + 1.0 / max(r.sample_rate, 1):
+                bad(u, f"{int(ns) / rate:.3f} s of audio encoded, manifest says {float(r.duration_s):.3f} s")
+
+
+def _blocks(offsets: np.ndarray, row_bytes: int) -> Iterator[tuple[int, int]]:
+    """Ranges of whole utterances of about BLOCK_BYTES each."""
+    n, start = len(offsets) - 1, 0
+    while start < n:
+        stop = start + 1
+        while stop < n and (offsets[stop + 1] - offsets[start]) * row_bytes <= BLOCK_BYTES:
+            stop += 1
+        yield start, stop
+        start = stop
+
+
+def _check_values(f: h5py.File, index: Any, checksums: bool, bad: Any, fix: str) -> None:
+    ids, offsets = index.utt_ids, index.offsets
+    for name, ds in f[FRAMES].items():
+        text = h5py.check_string_dtype(ds.dtype) is not None
+        stored = f[f"{CHECKSUMS}/{FRAMES}/{name}"][()] if checksums else None
+        row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * (16 if text else ds.dtype.itemsize))
+        for a, b in _blocks(offsets, row_bytes):
+            lo, hi = int(offsets[a]), int(offsets[b])
+            block = ds.asstr()[lo:hi] if text else ds[lo:hi]
+            finite = True if text or block.dtype.kind != "f" else bool(np.isfinite(block).all())
+            for i in range(a, b):
+                rows = block[offsets[i] - lo: offsets[i + 1] - lo]
+                if not finite and not np.isfinite(rows).all():
+                    bad(ids[i], f"frames/{name} holds NaN/inf values; {fix}")
+                if stored is not None and checksum(rows) != stored[i]:
+                    bad(ids[i], f"frames/{name}: checksum mismatch (stored bytes were damaged); {fix}")
+    for name, ds in f[PER_UTT].items():
+        data = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
+        stored = f[f"{CHECKSUMS}/{PER_UTT}/{name}"][()] if checksums else None
+        for i, u in enumerate(ids):
+            value = data[i]
+            if stored is not None and checksum(value) != stored[i]:
+                bad(u, f"per_utterance/{name}: checksum mismatch (stored bytes were damaged); {fix}")
+            if name.startswith("pooled") and not np.isfinite(value).all():
+                bad(u, f"per_utterance/{name} holds NaN/inf values; {fix}")
