@@ -64,12 +64,14 @@ def cli(verbose: int) -> None:
 @click.option("--stream-name", "stream_names", multiple=True, help="KIND=NAME, e.g. ssl=wavlm_large (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Re-extract streams whose stored settings differ (or rebuild them).")
 @click.option("--strict", is_flag=True, help="Stop at the first failing utterance, and exit non-zero on any error.")
+@click.option("--flush-seconds", type=float, default=30.0,
+              help="Checkpoint finished batches to disk at least this often (an interruption loses at most this).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], streams: str, ssl_model: str,
             asr_model: str, text_model: str, layers: str | None, text_layers: str | None, device: str,
             precision: str, dtype: str, batch_seconds: float | None, chunk_seconds: float, chunk_overlap: float,
             n_mfcc: int, shard: str | None, stream_names: tuple[str, ...], overwrite: bool, strict: bool,
-            no_progress: bool) -> None:
+            flush_seconds: float, no_progress: bool) -> None:
     """Run frozen encoders over a corpus once and store their outputs in the cache OUT.
 
     Rerunning the same command after an interruption resumes where it stopped; rerunning it
@@ -91,6 +93,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             text_model=text_model, layers=layers, text_layers=text_layers, device=device, precision=precision,
             dtype=dtype, batch_seconds=batch_seconds, chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap,
             n_mfcc=n_mfcc, shard=parse_shard(shard), overwrite=overwrite, strict=strict, progress=not no_progress,
+            flush_seconds=flush_seconds,
             command="sercache extract " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
         report = run_extract(opts)
     except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:

@@ -135,7 +135,7 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
         _check_disjoint(opts, shards)
         for shard, rows in shards.items():
             _check_manifest(opts, shard, rows)
-            _check_streams(opts, shard, extractors)
+            _check_streams(opts, shard, extractors, set(shards))
         for shard, rows in shards.items():
             _ensure_manifest(opts, shard, rows, problems.get(shard, []), manifest_attrs(opts))
             register_streams(opts.out, shard, list(extractors), opts.command)
@@ -206,7 +206,7 @@ def _manifest_difference(stored: pd.DataFrame, rows: pd.DataFrame) -> str:
     return ""
 
 
-def _check_streams(opts: ExtractOptions, shard: str, extractors: dict[str, Extractor]) -> None:
+def _check_streams(opts: ExtractOptions, shard: str, extractors: dict[str, Extractor], targets: set[str]) -> None:
     for name, extractor in extractors.items():
         final = stream_path(opts.out, shard, name)
         if final.exists() and not opts.overwrite:
@@ -219,14 +219,15 @@ def _check_streams(opts: ExtractOptions, shard: str, extractors: dict[str, Extra
         # the same stream name must mean the same settings in every shard of the cache
         for other in list_shards(opts.out):
             other_file = stream_path(opts.out, other, name)
-            if other == shard or not other_file.exists():
+            if other in targets or not other_file.exists():  # shards of this run are checked above
                 continue
             stored = read_stream_index(other_file).attrs.get("provenance", {})
             diff = describe_difference(identity_of(stored), extractor.identity())
             if diff:
                 raise StaleCacheError(
                     f"stream {name!r} of shard {other} in {opts.out} was made with other settings ({diff}); one "
-                    f"stream name must mean one model setup across shards. Use --stream-name {name}=NEW_NAME.")
+                    f"stream name must mean one model setup across shards. Use --stream-name {name}=NEW_NAME, or "
+                    f"re-extract every shard with --overwrite.")
     if "text_asr" in opts.streams and "asr" not in opts.streams:
         asr_name = opts.name_of("asr")
         if not stream_path(opts.out, shard, asr_name).exists():

@@ -26,25 +26,29 @@ class Decoded:
 
 def greedy_ctc(log_probs: torch.Tensor, id_to_token: list[str], blank_id: int, skip_ids: set[int],
                word_delimiter: str) -> Decoded:
-    """Best path: argmax per frame, merge repeats, drop blanks (and other special tokens).
+    """Best path: argmax per frame, merge repeats, drop blanks.
 
     Args:
         log_probs: ``(frames, vocab)`` log posteriors of one utterance.
     """
     probs, ids = log_probs.float().exp().max(dim=-1)
     ids, probs = ids.cpu().numpy(), probs.cpu().numpy()
+    # Frames whose best token is special but not blank (<s>, </s>, <unk>) are transparent:
+    # they neither emit nor split a run, as in the model's own decode(skip_special_tokens=True).
+    frames = [t for t in range(len(ids)) if ids[t] not in skip_ids]
     tokens, conf, start, end = [], [], [], []
-    t = 0
-    while t < len(ids):
-        u = t
-        while u + 1 < len(ids) and ids[u + 1] == ids[t]:
-            u += 1
-        if ids[t] != blank_id and ids[t] not in skip_ids:
-            tokens.append(id_to_token[ids[t]])
-            conf.append(float(probs[t:u + 1].mean()))
-            start.append(t)
-            end.append(u + 1)
-        t = u + 1
+    k = 0
+    while k < len(frames):
+        j = k
+        while j + 1 < len(frames) and ids[frames[j + 1]] == ids[frames[k]]:
+            j += 1
+        if ids[frames[k]] != blank_id:
+            run = frames[k:j + 1]
+            tokens.append(id_to_token[ids[run[0]]])
+            conf.append(float(probs[run].mean()))
+            start.append(run[0])
+            end.append(run[-1] + 1)
+        k = j + 1
     text = " ".join("".join(" " if tok == word_delimiter else tok for tok in tokens).split())
     return Decoded(text, tokens, np.array(conf, np.float32), np.array(start, np.int32), np.array(end, np.int32))
 

@@ -22,7 +22,6 @@ def normalize_for_wer(text: str) -> str:
 def sentence_case(text: str) -> str:
     """Upper-case ASR output ("I DON'T KNOW") for a cased text model: "I don't know"."""
     words = text.lower().split()
-    words = ["I" if w == "i" or w.startswith("i'") else w for w in words]
-    words = [("I" + w[1:]) if w.startswith("i'") else w for w in words]
+    words = ["I" + w[1:] if w == "i" or w.startswith("i'") else w for w in words]
     out = " ".join(words)
     return out[:1].upper() + out[1:]

@@ -74,9 +74,10 @@ def make_ctc(path: Pathlike, *, hidden: int = 32, layers: int = 2, norm: str = "
                                        conv_bias=(norm == "layer"), vocab_size=len(vocab), pad_token_id=0,
                                        **config_kwargs), hidden, layers))
     model = Wav2Vec2ForCTC(cfg)
-    with torch.no_grad():  # favour blanks and spaces a little so random transcripts look word-like
-        model.lm_head.bias[0] += 2.0
-        model.lm_head.bias[4] += 1.0
+    with torch.no_grad():  # sharper, frame-dependent posteriors so random transcripts hold a few words
+        model.lm_head.weight *= 10.0
+        model.lm_head.bias[0] += 0.5
+        model.lm_head.bias[4] += 0.3
     model.save_pretrained(path)
     Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(path)
     return path

@@ -111,5 +111,6 @@ def _cremad_genders(root: Path) -> dict[str, str]:
         return {}
     import pandas as pd
 
-    df = pd.read_csv(demo, dtype=str)
-    return {r.ActorID: ("M" if str(r.Sex).lower().startswith("m") else "F") for r in df.itertuples()}
+    df = pd.read_csv(demo, dtype=str, keep_default_na=False)
+    sex = {"male": "M", "m": "M", "female": "F", "f": "F"}  # anything else (blank, unknown) stays ''
+    return {str(r.ActorID).strip(): sex.get(str(r.Sex).strip().lower(), "") for r in df.itertuples()}

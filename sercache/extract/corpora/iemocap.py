@@ -15,6 +15,7 @@ _HEADER = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+"
 _VOTE = re.compile(r"^(C-[^:\s]+):\s*(.*?)\s*(\(.*\))?\s*$")
 _TRANSCRIPT = re.compile(r"^(Ses\d\d[FM]_\S+)\s+\[[\d.]+-[\d.]+\]:\s?(.*)$")
 _UTT_ID = re.compile(r"^Ses(\d\d)[FM]_(impro|script)\w*_([FM])\d+$")
+_ID_TOKEN = re.compile(r"\bSes\d\d[FM]_")  # a line naming an utterance: a block header, maybe malformed
 
 
 def parse_utt_id(utt_id: str) -> dict[str, str]:
@@ -50,7 +51,7 @@ def parse_emo_evaluation(path: Path, problems: list[ExtractionProblem]) -> list[
         line = line.rstrip("\r\n")
         if not line.strip() or line.startswith("%"):
             continue
-        if line.startswith("["):
+        if line.startswith("[") or (not line.startswith(("C-", "A-")) and _ID_TOKEN.search(line)):
             m = _HEADER.match(line)
             current = None
             if not m:
