@@ -50,7 +50,13 @@ def read_registry(cache: Pathlike) -> dict[str, Any]:
     path = Path(cache) / REGISTRY_FILE
     if not path.exists():
         return {"format": REGISTRY_FORMAT, "format_version": FORMAT_VERSION, "shards": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        from sercache.store.errors import CacheCorruptError
+
+        raise CacheCorruptError(f"{path} is damaged ({exc}). It only lists which shards and streams were asked "
+                                "for: delete it and rerun the extract commands (finished streams are kept).") from exc
 
 
 def register_streams(cache: Pathlike, shard: str, streams: list[str], command: str) -> None:

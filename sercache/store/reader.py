@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,11 +23,13 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.store.errors import CacheCorruptError, CacheError, IncompleteStreamError
-from sercache.store.layout import list_shards, list_staging, list_stream_files
+from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import checksum
-from sercache.store.streamfile import CHECKSUMS, FRAMES, PER_UTT, FileIndex, read_index
+from sercache.store.streamfile import CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, FileIndex, read_index
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,10 +83,19 @@ class FeatureStore:
         if not self.shards:
             raise CacheError(f"{self.path} holds no shard (no */utterances.h5): is it a sercache cache? "
                              "Create one with `sercache extract ROOT --corpus ... --out " f"{self.path}`")
-        self.registry = read_registry(self.path)
+        try:
+            self.registry = read_registry(self.path)
+        except CacheCorruptError as exc:  # the registry is bookkeeping: the features stay readable
+            log.warning("%s", exc)
+            self.registry = {"shards": {}}
         tables, problems = [], []
         for shard in self.shards:
-            table, probs, _ = read_manifest(self.path, shard)
+            try:
+                table, probs, _ = read_manifest(self.path, shard)
+            except H5_READ_ERRORS as exc:
+                raise CacheCorruptError(
+                    f"{manifest_path(self.path, shard)} cannot be read ({str(exc).splitlines()[0]}): re-extract "
+                    f"shard {shard} with --overwrite, or move its folder out of the cache.") from exc
             tables.append(table.assign(shard=shard))
             problems.append(probs.assign(shard=shard, stream=""))
         self.utterances: pd.DataFrame = pd.concat(tables, ignore_index=True)
@@ -97,8 +109,14 @@ class FeatureStore:
         self._index: dict[str, list[FileIndex]] = {}
         for shard in self.shards:
             for name, p in list_stream_files(self.path, shard).items():
-                with h5py.File(p, "r", locking=False) as f:
-                    self._index.setdefault(name, []).append(read_index(f, p))
+                try:
+                    with h5py.File(p, "r", locking=False) as f:
+                        self._index.setdefault(name, []).append(read_index(f, p))
+                except H5_READ_ERRORS as exc:  # h5py's message does not name the file
+                    raise CacheCorruptError(
+                        f"{p} cannot be read ({str(exc).splitlines()[0]}): the file is truncated or damaged. Run "
+                        f"`sercache cache verify {self.path}`, then re-extract stream {name!r} of shard {shard} "
+                        "with --overwrite (or move the file away to read the other streams).") from exc
         self._where: dict[str, dict[str, tuple[int, int]]] = {}
         self._checksums: dict[tuple[Path, str], np.ndarray] = {}
         self.streams: dict[str, StreamInfo] = {n: self._describe(n) for n in sorted(self._names())}
@@ -125,17 +143,19 @@ class FeatureStore:
             if diff:
                 inconsistent = f"shards {done[0]} and {ix.attrs.get('shard')} of stream {name!r} differ: {diff}"
         ident = identity_of(prov)
-        first = indexes[0] if indexes else None
+        # A shard where every utterance failed has a file without datasets: describe the stream from
+        # one that stores something, or fields and layers would look absent from the whole cache.
+        first = next((ix for ix in indexes if ix.utt_ids), indexes[0] if indexes else None)
         frame_fields = list(first.schema.frames) if first else []
         dim = dtype = None
         layers = [int(x) for x in (first.attrs.get("layers", []) if first else [])]
-        if first and layers:
+        if first and layers and f"layer_{layers[-1]}" in first.schema.frames:
             dt, tail = first.schema.frames[f"layer_{layers[-1]}"]
             dim, dtype = (int(tail[0]) if tail else 1), str(dt)
         return StreamInfo(
             name=name, kind=str(ident.get("kind", "")), layers=layers,
             pooled_layers=[int(x) for x in (first.attrs.get("pooled_layers", []) if first else [])],
-            dim=dim, dtype=dtype, frame_rate=(float(first.attrs.get("frame_rate")) or None) if first else None,
+            dim=dim, dtype=dtype, frame_rate=(float(first.attrs.get("frame_rate") or 0) or None) if first else None,
             n_utterances=sum(len(ix.utt_ids) for ix in indexes),
             n_failed=sum(int((ix.problems.severity == "error").sum()) for ix in indexes),
             shards=done, missing_shards=missing, in_progress=in_progress, provenance=prov,
@@ -148,10 +168,14 @@ class FeatureStore:
                 f"streams={list(self.streams)})")
 
     # ------------------------------------------------------------------ lookup
-    def _stream(self, stream: str) -> StreamInfo:
+    def _stream(self, stream: str, *, finished: bool = True) -> StreamInfo:
         if stream not in self.streams:
             raise KeyError(f"no stream {stream!r} in {self.path}; streams here: {sorted(self.streams) or 'none'}")
         info = self.streams[stream]
+        if finished and not info.shards:  # staged work only: no layer or field can be read yet
+            raise IncompleteStreamError(
+                f"stream {stream!r} is not finished in any shard of {self.path} (in progress: "
+                f"{', '.join(info.in_progress) or 'none'}). Rerun the extract command to resume it.")
         if info.inconsistent:
             raise CacheError(info.inconsistent + ". Re-extract the odd shard with the same settings (--overwrite), "
                              "or use a different --stream-name for the other model.")
@@ -159,7 +183,7 @@ class FeatureStore:
 
     def _locate(self, stream: str) -> dict[str, tuple[int, int]]:
         if stream not in self._where:
-            self._stream(stream)
+            self._stream(stream, finished=False)
             self._where[stream] = {u: (k, i) for k, ix in enumerate(self._index.get(stream, []))
                                    for i, u in enumerate(ix.utt_ids)}
         return self._where[stream]
@@ -181,6 +205,8 @@ class FeatureStore:
                 f"{' (extraction in progress or interrupted)' if shard in info.in_progress else ''}. "
                 f"Run `sercache extract ... --out {self.path}` for that shard to finish it.")
         err = self.errors[(self.errors.utt_id == utt_id) & (self.errors.stream.isin(["", stream]))]
+        # the error that kept it out of this stream, not an earlier manifest-level warning about it
+        err = err.sort_values("severity", key=lambda s: s != "error", kind="stable")
         reason = err.reason.iloc[0] if len(err) else "not stored"
         return IncompleteStreamError(f"{utt_id} has no {stream!r} features: {reason} (see `sercache cache info`)")
 
@@ -242,7 +268,8 @@ class FeatureStore:
         lengths = np.array([indexes[k].lengths[i] for k, i in locs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         if not locs:
-            ds0 = self._file(indexes[0].path)[FRAMES][field_name] if indexes else None
+            ds0 = next((self._file(ix.path)[FRAMES][field_name] for ix in indexes if field_name in ix.schema.frames),
+                       None)
             shape = (0, *(ds0.shape[1:] if ds0 is not None else ()))
             return np.empty(shape, dtype=(ds0.dtype if ds0 is not None else np.float32)), offsets
         first = self._file(indexes[locs[0][0]].path)[FRAMES][field_name]
@@ -302,8 +329,10 @@ class FeatureStore:
                 ds = self._file(self._index[stream][k].path)[PER_UTT][name]
                 cols[k] = ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]
             rows.append(cols[k][i])
-        if not rows:
-            return np.empty((0,))
+        if not rows:  # keep the field's dtype and trailing shape, so an empty selection still indexes
+            dtype, tail = next(ix.schema.per_utterance[name] for ix in self._index[stream]
+                               if name in ix.schema.per_utterance)
+            return np.empty((0, *tail), dtype=dtype)
         return np.array(rows, dtype=object) if isinstance(rows[0], str) else np.stack(rows)
 
     def pooled(self, stream: str, layer: int | None = None, how: str = "mean",

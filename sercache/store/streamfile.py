@@ -34,6 +34,12 @@ PER_UTT = "per_utterance"
 CHECKSUMS = "checksums"
 PROBLEMS = "problems"
 
+# What reading a damaged HDF5 file can raise: the C library's errors come out as OSError, KeyError,
+# RuntimeError (attribute iteration) or ValueError, and h5py's group views yield None for a member
+# that cannot be opened, which then fails as AttributeError/TypeError. Readers that must report
+# damage rather than crash (verify, resume, open_cache) catch all of these.
+H5_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, AttributeError, TypeError)
+
 
 @dataclass
 class Schema:

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from sercache._typing import Pathlike
+from sercache.store.errors import CacheCorruptError
 from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path, shard_dir
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.records import checksum
-from sercache.store.streamfile import CHECKSUMS, FRAMES, PER_UTT, read_index
+from sercache.store.streamfile import CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, read_index
 
 BLOCK_BYTES = 64 << 20
 
@@ -53,8 +54,14 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
     cache = Path(path)
     if not cache.is_dir():
         return [VerifyProblem("", "", "", f"{cache} is not a directory")]
-    registry = read_registry(cache)
-    problems: list[VerifyProblem] = []
+    try:
+        registry = read_registry(cache)
+    except CacheCorruptError as exc:
+        registry = {"shards": {}}
+        problems_first = [VerifyProblem("", "", "", str(exc))]
+    else:
+        problems_first = []
+    problems: list[VerifyProblem] = problems_first
     shards = list_shards(cache)
     for shard, entry in registry.get("shards", {}).items():
         if shard not in shards:
@@ -71,7 +78,7 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
     for shard in shards:
         try:
             table, _, _ = read_manifest(cache, shard)
-        except (OSError, KeyError) as exc:
+        except H5_READ_ERRORS as exc:
             problems.append(VerifyProblem(shard, "", "", f"manifest unreadable ({exc}); re-extract this shard"))
             continue
         for stream, file in list_stream_files(cache, shard).items():
@@ -91,14 +98,14 @@ def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str,
 
     try:
         f = h5py.File(file, "r", locking=False)
-    except OSError as exc:
+    except H5_READ_ERRORS as exc:
         bad("", f"{file} cannot be opened (truncated or corrupt: {str(exc).splitlines()[0]}); {fix}")
         return out
     with f:
         try:
             index = read_index(f, file)
-        except (OSError, KeyError, ValueError) as exc:
-            bad("", f"{file} is damaged ({exc}); {fix}")
+        except H5_READ_ERRORS as exc:
+            bad("", f"{file} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0]}); {fix}")
             return out
         if not index.attrs.get("complete"):
             bad("", f"{file} is not marked complete; {fix}")
@@ -126,8 +133,9 @@ def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str,
                     return out
             _check_frame_counts(f, index, table, bad)
             _check_values(f, index, checksums, bad, fix)
-        except OSError as exc:  # a truncated file can open and still fail on read
-            bad("", f"{file} cannot be read (truncated or corrupt: {str(exc).splitlines()[0]}); {fix}")
+        except H5_READ_ERRORS as exc:  # a truncated or damaged file can open and still fail on read
+            bad("", f"{file} cannot be read (truncated or corrupt: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0]}); {fix}")
     return out
 
 

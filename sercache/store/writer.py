@@ -28,8 +28,8 @@ from sercache.store.layout import FORMAT_VERSION, staging_dir, stream_path
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem, UtteranceFeatures, problems_frame
 from sercache.store.streamfile import (
-    CHECKSUMS, FRAMES, PER_UTT, PROBLEMS, STREAM_FORMAT, FileIndex, Schema, read_index, schema_of_records,
-    set_attrs, write_records,
+    CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, PROBLEMS, STREAM_FORMAT, FileIndex, Schema, read_index,
+    schema_of_records, set_attrs, write_records,
 )
 from sercache.store.tables import STR, as_str_array, write_table
 
@@ -77,7 +77,7 @@ class StreamWriter:
             try:
                 with h5py.File(seg, "r", locking=False) as f:
                     index = read_index(f, seg)
-            except (OSError, KeyError, ValueError) as exc:  # an unreadable segment is redone, not fatal
+            except H5_READ_ERRORS as exc:  # an unreadable segment is redone, not fatal
                 log.warning("discarding unreadable staged segment %s (%s); its utterances are redone", seg, exc)
                 seg.unlink()
                 self._segments.remove(seg)
