@@ -1,0 +1,150 @@
+"""The contract every head follows, and the helpers they share (masked pooling, attention).
+
+A head is a ``torch.nn.Module`` that
+
+* declares the stream roles it reads (``roles``: ``"audio"``, ``"text"``, ``"mfcc"``), which the
+  CLI maps to cache streams (``--audio-stream ssl``, ``--text asr`` -> ``text_asr``...);
+* takes the data-derived sizes (``dims`` per role, ``n_classes``) plus every hyperparameter as
+  an explicit keyword argument with a default, so ``inspect.signature`` lists them and the
+  resolved configuration is serialisable as it stands;
+* maps a :class:`Batch` to a :class:`HeadOutput` (logits, optional valence/arousal, optional
+  auxiliary loss) with explicit padding masks: padding never changes an unpadded item's output;
+* carries its published training defaults in ``train_defaults`` (optimiser, lr, batch size...).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class StreamBatch:
+    """One role's padded frames. ``x``: ``(batch, frames, dim)`` (or ``(batch, layers, frames, dim)``
+    for multi-layer roles); ``mask``: ``(batch, frames)`` bool, True on real frames."""
+
+    x: Tensor
+    mask: Tensor
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.mask.sum(-1)
+
+
+@dataclass
+class Batch:
+    """What a head sees.
+
+    Attributes:
+        streams: role -> padded frames.
+        y: ``(batch,)`` class indices.
+        soft: ``(batch, classes)`` soft label distributions (annotator votes), when loaded.
+        va: ``(batch, 2)`` valence and arousal scaled to [0, 1] (NaN where unknown), when loaded.
+        chars: ``(batch, chars)`` gold-transcript character ids (0 = padding), when loaded.
+        char_lengths: ``(batch,)`` their lengths.
+        utt_ids: the utterance ids, in batch order.
+    """
+
+    streams: dict[str, StreamBatch]
+    y: Tensor
+    soft: Tensor | None = None
+    va: Tensor | None = None
+    chars: Tensor | None = None
+    char_lengths: Tensor | None = None
+    utt_ids: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device) -> "Batch":
+        def mv(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch({k: StreamBatch(mv(s.x), mv(s.mask)) for k, s in self.streams.items()}, mv(self.y),
+                     mv(self.soft), mv(self.va), mv(self.chars), mv(self.char_lengths), self.utt_ids)
+
+
+@dataclass
+class HeadOutput:
+    logits: Tensor                    # (batch, classes)
+    regression: Tensor | None = None  # (batch, 2): valence, arousal in the scaled [0, 1] range
+    aux_loss: Tensor | None = None    # already weighted; added to the main loss when training
+
+
+#: Training defaults every head may override (keys of :class:`sercache.train_heads.trainer.TrainConfig`).
+BASE_TRAIN_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "batch_size": 16, "epochs": 30, "patience": 8,
+    "schedule": "none", "gamma": 0.95, "min_lr": 1e-6, "grad_clip": 5.0, "mixup_alpha": 0.0,
+}
+
+
+class Head(nn.Module):
+    """Base class: subclasses set ``name``, ``roles`` and implement ``forward``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    roles: ClassVar[tuple[str, ...]] = ("audio",)
+    multi_layer_roles: ClassVar[tuple[str, ...]] = ()  # roles loaded with every stored layer
+    needs: ClassVar[frozenset[str]] = frozenset()       # extra targets: "soft", "va", "chars"
+    regression: ClassVar[bool] = False                  # predicts valence/arousal (reports CCC)
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Every keyword the head takes beyond the data-derived ``dims`` and ``n_classes``."""
+        sig = inspect.signature(cls.__init__)
+        return {n: p.default for n, p in sig.parameters.items()
+                if n not in ("self", "dims", "n_classes") and p.kind == p.KEYWORD_ONLY}
+
+    @classmethod
+    def resolved_train_defaults(cls) -> dict[str, Any]:
+        return {**BASE_TRAIN_DEFAULTS, **cls.train_defaults}
+
+    def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, out: HeadOutput, batch: Batch) -> Tensor:
+        """Cross-entropy on the labels, plus any auxiliary loss the head computed."""
+        loss = F.cross_entropy(out.logits, batch.y)
+        return loss if out.aux_loss is None else loss + out.aux_loss
+
+    def training_step(self, batch: Batch) -> Tensor:
+        """One batch's loss in training mode (heads with input mixing, e.g. mixup, override this)."""
+        return self.loss(self(batch), batch)
+
+    def predict(self, batch: Batch) -> HeadOutput:
+        """Evaluation-time output (defaults to ``forward``)."""
+        return self(batch)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over frames ``(batch, frames, dim) -> (batch, dim)``, ignoring padding."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    """Max over real frames ``(batch, frames, dim) -> (batch, dim)``."""
+    return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+
+
+def attend(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, scale: float | None = None) -> Tensor:
+    """Scaled dot-product attention ``softmax(q k^T / sqrt(d)) v`` with a key padding mask.
+
+    Args:
+        query: ``(batch, tq, d)``; key: ``(batch, tk, d)``; value: ``(batch, tk, dv)``.
+        key_mask: ``(batch, tk)`` bool, True on real keys (None: attend to every key).
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask.unsqueeze(1), torch.finfo(scores.dtype).min)
+    return torch.matmul(scores.softmax(-1), value)
+
+
+#: Characters of gold transcripts for CTC targets (MMER's auxiliary loss). Id 0 is the CTC blank
+#: (and the padding of ``Batch.chars``); other characters are dropped before encoding.
+CHAR_VOCAB = ("<blank>", " ", "'", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
