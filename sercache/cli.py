@@ -154,5 +154,182 @@ def cache_verify(path: Path, streams: tuple[str, ...], no_checksums: bool) -> No
     click.echo(f"{path}: OK")
 
 
+# --------------------------------------------------------------------------------------- heads, labels
+def _head_names() -> list[str]:
+    # kept import-light: the registry's names are listed in the help without importing torch
+    return ["apcnn", "cmgi", "gate", "glam", "linear", "mhcnn", "mmer", "tmn", "wsum"]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", required=False)
+def heads(name: str | None) -> None:
+    """List the heads, the streams they read, their hyperparameters and training defaults."""
+    from sercache.train_heads.heads import HEADS, get_head
+
+    try:
+        chosen = [get_head(name)] if name else [HEADS[n] for n in sorted(HEADS)]
+    except KeyError as exc:
+        _fail(exc)
+    for cls in chosen:
+        click.echo(f"{cls.name}: {cls.summary}")
+        click.echo(f"  reads: {', '.join(cls.roles)}"
+                   + (f" (all stored layers of: {', '.join(cls.multi_layer_roles)})" if cls.multi_layer_roles else "")
+                   + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else ""))
+        click.echo("  hyperparameters (--set KEY=VALUE): "
+                   + ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()))
+        click.echo("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items()))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("preset", required=False)
+def labels(preset: str | None) -> None:
+    """List the label-map presets (corpus codes -> classes)."""
+    from sercache.splits import DEFAULT_PRESET, PRESETS, get_preset
+
+    try:
+        chosen = [get_preset(preset)] if preset else [PRESETS[n] for n in PRESETS if n != "glam"]
+    except KeyError as exc:
+        _fail(exc)
+    for p in chosen:
+        default = [c for c, n in DEFAULT_PRESET.items() if n == p.name]
+        click.echo(p.describe() + (f" [default for {default[0]}]" if default else ""))
+    if not preset:
+        click.echo("glam: alias of iemocap4-exc")
+
+
+# --------------------------------------------------------------------------------------- train / eval / report
+def _parse_value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--head", required=True, type=click.Choice(_head_names()), help="Head to train (see `sercache heads`).")
+@click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
+@click.option("--protocol", default="loso", type=click.Choice(["loso", "lospk", "session-holdout", "random",
+                                                               "predefined"]))
+@click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
+@click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]))
+@click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
+@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
+@click.option("--text-stream", default=None, help="Stream for the text role (overrides --text).")
+@click.option("--mfcc-stream", default=None, help="Stream for the mfcc role (default mfcc).")
+@click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
+@click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
+@click.option("--valid", default=None, type=click.Choice(["group", "fraction"]),
+              help="Validation: a held-out training session (group) or a fraction of training utterances.")
+@click.option("--valid-fraction", type=float, default=0.2)
+@click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
+@click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
+@click.option("--seeds", type=int, default=3, help="Seeds per fold (0..N-1).")
+@click.option("--jobs", type=int, default=1, help="Folds x seeds trained in parallel (joblib).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--patience", type=int, default=None)
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]))
+@click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
+@click.option("--device", default="auto", help="cpu, cuda or auto.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
+def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: str | None, subset: str, text: str,
+          audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, layer: int | None,
+          text_layer: int | None, valid: str | None, valid_fraction: float, holdout_session: str, ratios: str,
+          seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
+          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], device: str,
+          out: Path | None) -> None:
+    """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
+
+    Model selection uses the validation set only (carved from the training sessions or
+    speakers); the test fold is evaluated once, with the selected checkpoint.
+    """
+    from sercache.splits import ProtocolError
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.run import RunError, TrainRequest, run_training
+
+    hyper = {}
+    for item in settings:
+        if "=" not in item:
+            _fail(ValueError(f"--set {item!r}: use KEY=VALUE, e.g. --set dropout=0.2"))
+        k, v = item.split("=", 1)
+        hyper[k.strip()] = _parse_value(v.strip())
+    options: dict[str, object] = {}
+    if protocol == "session-holdout":
+        options["session"] = holdout_session
+    if protocol == "random":
+        options["ratios"] = tuple(float(x) for x in ratios.split(","))
+    elif valid is not None or protocol != "session-holdout":
+        if valid is not None:
+            options["valid"] = valid
+        options["valid_fraction"] = valid_fraction
+    streams = {k: v for k, v in (("audio", audio_stream), ("text", text_stream), ("mfcc", mfcc_stream)) if v}
+    req = TrainRequest(
+        cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options,
+        labels=label_preset, subset=subset, text=text, streams=streams, layers={"audio": layer, "text": text_layer},
+        seeds=seeds, jobs=jobs, hyperparameters=hyper,
+        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
+               "weight_decay": weight_decay, "optimizer": optimizer},
+        device=device, command="sercache " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    try:
+        run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
+    except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
+        _fail(exc)
+    failed = [r for r in results if not r["ok"]]
+    click.echo(f"run: {run}  ({len(results) - len(failed)} fold/seed trained, {len(failed)} failed); "
+               f"`sercache report {run}` for the table")
+    if failed:
+        for r in failed:
+            click.echo(f"failed: {r['fold']} seed {r['seed']}: {r['error']}", err=True)
+        sys.exit(1)
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--fold", default=None, help="Only this fold (number or name).")
+@click.option("--cache", "other_cache", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Evaluate on another corpus's cache, on the label classes both presets share.")
+@click.option("--labels", "label_preset", default=None, help="Preset of the other corpus (default per corpus).")
+@click.option("--device", default="cpu")
+def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, label_preset: str | None,
+                 device: str) -> None:
+    """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.evaluate import evaluate_run
+    from sercache.train_heads.run import RunError
+
+    try:
+        table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device)
+    except (FileNotFoundError, DataError, CacheError, RunError, KeyError) as exc:
+        _fail(exc)
+    click.echo(f"evaluated on {table.attrs['cache']} (classes: {', '.join(table.attrs['classes'])})")
+    shown = table.copy()
+    for m in ("wa", "ua", "macro_f1", "weighted_f1"):
+        shown[m] = shown[m].map(lambda v: f"{100 * v:.2f}")
+    click.echo(shown.to_string(index=False))
+    click.echo(f"mean: WA {100 * table.wa.mean():.2f}  UA {100 * table.ua.mean():.2f}  "
+               f"macro-F1 {100 * table.macro_f1.mean():.2f}")
+    name = "eval.csv" if other_cache is None else f"eval-{Path(other_cache).name}.csv"
+    table.to_csv(run_dir / name, index=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", default="md", type=click.Choice(["md", "csv"]))
+@click.option("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95% CI.")
+def report(runs: tuple[Path, ...], fmt: str, bootstrap: int) -> None:
+    """Paper-style table of one or more runs (paired tests when folds and seeds match)."""
+    from sercache.train_heads.report import make_report
+
+    try:
+        click.echo(make_report(list(runs), fmt, n_boot=bootstrap))
+    except FileNotFoundError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     cli()

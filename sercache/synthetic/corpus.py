@@ -54,11 +54,13 @@ class SynthUtterance:
 
     @property
     def session(self) -> int:
-        return int(self.utt_id[3:5])
+        """IEMOCAP session from the id (1 for ids that do not follow IEMOCAP's rules)."""
+        return int(self.utt_id[3:5]) if self.utt_id[3:5].isdigit() else 1
 
     @property
     def speaker_gender(self) -> str:
-        return self.utt_id.rsplit("_", 1)[1][0]
+        last = self.utt_id.rsplit("_", 1)[-1]
+        return last[0] if last[:1] in ("F", "M") else "F"
 
 
 def speechlike(label: str, duration_s: float, *, speaker_pitch: float = 1.0, sample_rate: int = 16_000,

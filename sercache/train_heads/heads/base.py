@@ -99,6 +99,11 @@ class Head(nn.Module):
                 if n not in ("self", "dims", "n_classes") and p.kind == p.KEYWORD_ONLY}
 
     @classmethod
+    def required_roles(cls, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
+        """The roles a head built with these hyperparameters reads (most heads: ``roles``)."""
+        return cls.roles
+
+    @classmethod
     def resolved_train_defaults(cls) -> dict[str, Any]:
         return {**BASE_TRAIN_DEFAULTS, **cls.train_defaults}
 

@@ -1,0 +1,182 @@
+"""Fold protocols over the manifest: who is tested, who validates, who trains.
+
+Every protocol returns :class:`Fold` objects of utterance ids (never row positions). The
+validation set always comes from the training side (other sessions/speakers, or a slice of
+the training utterances): nothing is ever selected on the test fold. Every random choice
+uses its own ``numpy.random.Generator`` seeded from the ``seed`` argument, never global state.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_test_split
+
+from sercache._typing import Pathlike
+
+
+@dataclass
+class Fold:
+    name: str
+    train: list[str]
+    valid: list[str]
+    test: list[str]
+    speaker_independent: bool
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+def _natural(values: list) -> list:
+    return sorted(values, key=lambda v: (len(str(v)), str(v)))
+
+
+def _valid_split(train: pd.DataFrame, valid: str, valid_fraction: float, group: str,
+                 held_out_group: object, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Carve validation out of the training side. Returns (train, valid, valid_is_speaker_disjoint)."""
+    if valid == "group":
+        groups = _natural(list(train[group].unique()))
+        if len(groups) < 2:
+            raise ProtocolError(f"validation by {group} needs at least 2 training {group}s, got {len(groups)}")
+        # the training group after the test group, cyclically: deterministic and spread over folds
+        later = [g for g in groups if _natural([g, held_out_group])[0] == held_out_group and g != held_out_group]
+        pick = (later or [g for g in groups if g != held_out_group] or groups)[0]
+        return train[train[group] != pick], train[train[group] == pick], True
+    if valid == "fraction":
+        seed = int(rng.integers(2**31))
+        strat = train["y"] if train["y"].value_counts().min() >= 2 else None
+        tr, va = train_test_split(train, test_size=valid_fraction, random_state=seed, stratify=strat)
+        return tr, va, False
+    raise ProtocolError(f"validation {valid!r}: use 'group' (held-out training session/speaker) or 'fraction'")
+
+
+def _leave_one_group_out(df: pd.DataFrame, group: str, name: str, valid: str, valid_fraction: float,
+                         seed: int, valid_group: str | None = None) -> list[Fold]:
+    if (df[group].astype(str) == "").any():
+        raise ProtocolError(f"protocol {name} needs a {group} for every utterance; this manifest has none for "
+                            f"{int((df[group].astype(str) == '').sum())} of them (use --protocol random or lospk)")
+    groups = df[group].to_numpy()
+    if len(set(groups)) < 2:
+        raise ProtocolError(f"protocol {name} needs at least 2 {group}s, got {len(set(groups))}")
+    rng = np.random.default_rng(seed)
+    folds = []
+    order = {g: i for i, g in enumerate(_natural(list(set(groups))))}
+    splits = sorted(LeaveOneGroupOut().split(df, groups=groups), key=lambda s: order[groups[s[1][0]]])
+    for train_idx, test_idx in splits:
+        held = groups[test_idx[0]]
+        train = df.iloc[train_idx]
+        # validate on the group after the test one; for lospk, the session after the test speaker's
+        after = held if valid_group in (None, group) else df.iloc[test_idx][valid_group].iloc[0]
+        tr, va, disjoint = _valid_split(train, valid, valid_fraction, valid_group or group, after, rng)
+        folds.append(Fold(
+            name=f"{name}-{held}", train=tr.utt_id.tolist(), valid=va.utt_id.tolist(),
+            test=df.iloc[test_idx].utt_id.tolist(), speaker_independent=True,
+            description=f"test {group} {held}; validation: "
+                        + (f"{valid_group or group} {va[valid_group or group].iloc[0]}" if disjoint
+                           else f"{valid_fraction:.0%} of training utterances"),
+            meta={group: str(held)}))
+    return folds
+
+
+def loso(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+    """Leave one session out: fold k tests session k; validation is another training session."""
+    return _leave_one_group_out(df, "session", "loso", valid, valid_fraction, seed)
+
+
+def lospk(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+    """Leave one speaker out; validation is a training session (or a fraction), never the test speaker."""
+    has_sessions = (df["session"].astype(str) != "").all()
+    return _leave_one_group_out(df, "speaker", "lospk", valid if has_sessions or valid != "group" else "group",
+                                valid_fraction, seed, valid_group="session" if has_sessions else "speaker")
+
+
+def session_holdout(df: pd.DataFrame, *, session: str = "2", valid: str = "fraction", valid_fraction: float = 0.2,
+                    seed: int = 0) -> list[Fold]:
+    """One named test session (the single-layer paper: Session 2); validation from the other sessions."""
+    session = str(session)
+    if session not in set(df["session"].astype(str)):
+        raise ProtocolError(f"session {session!r} is not in this manifest (sessions: "
+                            f"{_natural(list(df['session'].astype(str).unique()))})")
+    test = df[df.session.astype(str) == session]
+    train = df[df.session.astype(str) != session]
+    tr, va, disjoint = _valid_split(train, valid, valid_fraction, "session", session, np.random.default_rng(seed))
+    return [Fold(f"session{session}", tr.utt_id.tolist(), va.utt_id.tolist(), test.utt_id.tolist(), True,
+                 f"test session {session}; validation: "
+                 + (f"session {va.session.iloc[0]}" if disjoint else f"{valid_fraction:.0%} of training utterances "
+                                                                      "(speaker-dependent validation)"),
+                 meta={"session": session})]
+
+
+def random_split(df: pd.DataFrame, *, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), n_folds: int = 1,
+                 seed: int = 0) -> list[Fold]:
+    """Stratified utterance-level train/valid/test split(s): speaker-DEPENDENT (GLAM's 8:1:1)."""
+    if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-6 or min(ratios) <= 0:
+        raise ProtocolError(f"--ratios {ratios}: give three positive train,valid,test ratios summing to 1 "
+                            "(e.g. 0.8,0.1,0.1); validation is never the test set")
+    folds = []
+    for k in range(n_folds):
+        rng = np.random.default_rng([seed, k])
+        strat = df["y"] if df["y"].value_counts().min() >= 3 else None
+        rest, test = train_test_split(df, test_size=ratios[2], random_state=int(rng.integers(2**31)), stratify=strat)
+        strat = rest["y"] if strat is not None else None
+        train, valid = train_test_split(rest, test_size=ratios[1] / (ratios[0] + ratios[1]),
+                                        random_state=int(rng.integers(2**31)), stratify=strat)
+        folds.append(Fold(f"random-{k + 1}", train.utt_id.tolist(), valid.utt_id.tolist(), test.utt_id.tolist(), False,
+                          f"stratified random {ratios[0]:g}/{ratios[1]:g}/{ratios[2]:g} utterance split "
+                          "(speaker-dependent)"))
+    return folds
+
+
+def predefined(df: pd.DataFrame, *, column: str = "fold", valid: str = "group", valid_fraction: float = 0.2,
+               seed: int = 0) -> list[Fold]:
+    """Folds from a manifest column (EmoBox-style fold files, KEMDy's session folds)."""
+    if column not in df.columns or (df[column].astype(str) == "").all():
+        raise ProtocolError(f"protocol predefined needs a {column!r} column in the manifest")
+    values = df[column].astype(str)
+    codes = {v: i for i, v in enumerate(_natural(list(values.unique())))}
+    rng = np.random.default_rng(seed)
+    folds = []
+    for train_idx, test_idx in PredefinedSplit(values.map(codes).to_numpy()).split():
+        held = values.iloc[test_idx[0]]
+        train = df.iloc[train_idx].assign(_fold=values.iloc[train_idx].to_numpy())
+        tr, va, disjoint = _valid_split(train, valid, valid_fraction, "_fold", held, rng)
+        speaker_disjoint = not set(df.iloc[test_idx].speaker) & set(df.iloc[train_idx].speaker) if "speaker" in df else False
+        folds.append(Fold(f"fold-{held}", tr.utt_id.tolist(), va.utt_id.tolist(), df.iloc[test_idx].utt_id.tolist(),
+                          bool(speaker_disjoint), f"test {column}={held}", meta={column: held}))
+    return folds
+
+
+PROTOCOLS: dict[str, Callable[..., list[Fold]]] = {
+    "loso": loso, "lospk": lospk, "session-holdout": session_holdout, "random": random_split,
+    "predefined": predefined,
+}
+
+
+def make_folds(df: pd.DataFrame, protocol: str, *, subset: str = "all", **options: object) -> list[Fold]:
+    """Filter by ``subset`` (impro/script/all), then apply ``protocol`` (needs a ``y`` column)."""
+    if protocol not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
+    if subset not in ("all", "impro", "script"):
+        raise ProtocolError(f"--subset {subset!r}: use impro, script or all")
+    if subset != "all":
+        if (df["dialog_type"].astype(str) == "").all():
+            raise ProtocolError(f"--subset {subset} needs a dialog_type column (IEMOCAP impro/script)")
+        df = df[df.dialog_type == subset]
+    if df.empty:
+        raise ProtocolError("no utterances left to split (check --labels and --subset)")
+    return PROTOCOLS[protocol](df.reset_index(drop=True), **options)
+
+
+def save_folds(folds: list[Fold], path: Pathlike) -> None:
+    Path(path).write_text(json.dumps([asdict(f) for f in folds], indent=1))
+
+
+def load_folds(path: Pathlike) -> list[Fold]:
+    return [Fold(**d) for d in json.loads(Path(path).read_text())]

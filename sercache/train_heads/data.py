@@ -1,0 +1,186 @@
+"""A run's features in memory: each stream loaded once into one flat tensor, batched by index.
+
+Loading a stream is one ``FeatureStore.load`` call (contiguous reads, checksums verified),
+after which every epoch only gathers rows: no HDF5 access happens inside the training loop.
+On a GPU the flat tensors live on the device, so batches are gathered there too. Frames stay
+in their storage dtype (fp16) until a batch is gathered and cast to float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sercache.splits.labels import LabelPreset, apply_preset, soft_labels
+from sercache.store.errors import CacheCorruptError
+from sercache.store.reader import FeatureStore
+from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, StreamBatch
+
+#: Which cache stream a role reads when the user does not say.
+ROLE_DEFAULT_STREAMS = {"audio": "ssl", "text": "text_asr", "mfcc": "mfcc"}
+
+
+class DataError(ValueError):
+    """The cache cannot feed this head as asked (missing stream, layer...)."""
+
+
+@dataclass
+class RoleSpec:
+    role: str
+    stream: str
+    layers: list[int]  # one layer, or every stored layer for multi-layer roles
+
+    def to_dict(self) -> dict:
+        return {"stream": self.stream, "layers": self.layers}
+
+
+def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tuple[str, ...],
+                  streams: dict[str, str], layers: dict[str, int | None]) -> dict[str, RoleSpec]:
+    """Map the head's roles to cache streams and layers, with errors that list what exists."""
+    out = {}
+    for role in roles:
+        name = streams.get(role) or ROLE_DEFAULT_STREAMS.get(role)
+        if name is None or name not in cache.streams:
+            raise DataError(f"the head reads a {role!r} stream, and stream {name!r} is not in {cache.path} "
+                            f"(streams: {', '.join(cache.streams) or 'none'}); choose one with --{role}-stream")
+        info = cache.streams[name]
+        if not info.complete:
+            raise DataError(f"stream {name!r} is not finished in shard(s) {', '.join(info.missing_shards)} of "
+                            f"{cache.path}: finish the extraction first (rerun the extract command)")
+        if role in multi_layer:
+            if len(info.layers) < 2:
+                raise DataError(f"this head weights several layers, but stream {name!r} stores only {info.layers}; "
+                                "re-extract with --layers all (or e.g. --layers 0,6,12,24)")
+            chosen = list(info.layers)
+        else:
+            layer = layers.get(role)
+            if layer is not None and layer not in info.layers:
+                raise DataError(f"--{role}-layer {layer}: stream {name!r} stores layers {info.layers} frame by frame")
+            chosen = [info.default_layer if layer is None else int(layer)]
+        out[role] = RoleSpec(role, name, chosen)
+    return out
+
+
+def labelled_utterances(cache: FeatureStore, preset: LabelPreset, roles: dict[str, RoleSpec]) -> pd.DataFrame:
+    """Manifest rows the preset labels and every role's stream holds (others are reported, not used)."""
+    table = apply_preset(cache.utterances, preset)
+    if table.empty:
+        codes = sorted(cache.utterances.label.unique())[:12]
+        raise DataError(f"label preset {preset.name!r} maps none of this cache's labels ({codes}); pick another "
+                        "--labels (see `sercache labels`)")
+    have = set(table.utt_id)
+    for spec in roles.values():
+        have &= set(cache.utt_ids(spec.stream))
+    return table[table.utt_id.isin(have)].reset_index(drop=True)
+
+
+def _chars(text: object) -> list[int]:
+    """Gold transcript -> CHAR_VOCAB ids (missing transcripts give no targets)."""
+    if not isinstance(text, str):
+        return []
+    index = {c: i for i, c in enumerate(CHAR_VOCAB)}
+    return [index[c] for c in " ".join(text.upper().split()) if c in index]
+
+
+class InMemoryData:
+    """Every needed stream and target of a set of utterances, resident in memory (or on the GPU).
+
+    Args:
+        cache: the open cache.
+        table: rows with ``utt_id`` and ``y`` (from :func:`labelled_utterances`).
+        roles: role -> stream and layers.
+        preset: for soft labels.
+        needs: extra targets the head uses: ``"soft"``, ``"va"``, ``"chars"``.
+        device: where tensors live.
+    """
+
+    def __init__(self, cache: FeatureStore, table: pd.DataFrame, roles: dict[str, RoleSpec], preset: LabelPreset,
+                 needs: frozenset[str] = frozenset(), device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.table = table.reset_index(drop=True)
+        self.utt_ids = self.table.utt_id.tolist()
+        self.position = {u: i for i, u in enumerate(self.utt_ids)}
+        self.roles = roles
+        self.dims: dict[str, int] = {}
+        self._frames: dict[str, torch.Tensor] = {}   # role -> (layers, total + 1, dim): last row is zero padding
+        self._starts: dict[str, torch.Tensor] = {}
+        self.lengths: dict[str, np.ndarray] = {}
+        for role, spec in roles.items():
+            per_layer = []
+            for layer in spec.layers:
+                frames, offsets = cache.load(spec.stream, self.utt_ids, layer=layer, verify=True)
+                if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+                    raise CacheCorruptError(f"stream {spec.stream!r} layer {layer} holds NaN/inf values; run "
+                                            f"`sercache cache verify {cache.path}` and re-extract what it names")
+                per_layer.append(np.concatenate([frames, np.zeros((1, frames.shape[1]), frames.dtype)]))
+            self._frames[role] = torch.from_numpy(np.stack(per_layer)).to(self.device)
+            self._starts[role] = torch.from_numpy(offsets[:-1]).to(self.device)
+            self.lengths[role] = np.diff(offsets)
+            self.dims[role] = int(per_layer[0].shape[1])
+        self.y = torch.as_tensor(self.table.y.to_numpy(), dtype=torch.long, device=self.device)
+        self.n_classes = len(preset.classes)
+        self.soft = self.va = self.chars = self.char_lengths = None
+        if "soft" in needs:
+            self.soft = torch.from_numpy(soft_labels(self.table.votes, preset, self.table.y.to_numpy())).to(self.device)
+        if "va" in needs:
+            va = self.table[["valence", "arousal"]].to_numpy(np.float64)
+            lo, hi = np.nanmin(va, axis=0), np.nanmax(va, axis=0)
+            scaled = (va - lo) / np.where(hi > lo, hi - lo, 1.0)  # the corpus's own range -> [0, 1]
+            self.va = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
+            self.va_range = (lo.tolist(), hi.tolist())
+        if "chars" in needs:
+            seqs = [_chars(t) for t in self.table.transcript]
+            width = max([len(s) for s in seqs] + [1])
+            chars = np.zeros((len(seqs), width), dtype=np.int64)
+            for i, s in enumerate(seqs):
+                chars[i, : len(s)] = s
+            self.chars = torch.from_numpy(chars).to(self.device)
+            self.char_lengths = torch.as_tensor([len(s) for s in seqs], dtype=torch.long, device=self.device)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def indices(self, utt_ids: list[str]) -> np.ndarray:
+        return np.array([self.position[u] for u in utt_ids], dtype=np.int64)
+
+    def length_of(self, idx: np.ndarray) -> np.ndarray:
+        """Sort key for bucketing: the longest role's frame count per utterance."""
+        return np.max(np.stack([self.lengths[r][idx] for r in self.roles]), axis=0)
+
+    def batch(self, idx: np.ndarray) -> Batch:
+        """Gather utterances ``idx`` into padded float32 tensors on the data's device."""
+        sel = torch.as_tensor(idx, device=self.device)
+        streams = {}
+        for role, frames in self._frames.items():
+            lengths = torch.as_tensor(self.lengths[role][idx], device=self.device)
+            width = int(lengths.max()) if len(idx) else 0
+            steps = torch.arange(width, device=self.device)
+            mask = steps[None, :] < lengths[:, None]
+            rows = torch.where(mask, self._starts[role][sel][:, None] + steps[None, :], frames.shape[1] - 1)
+            x = frames[:, rows].float()  # (layers, batch, frames, dim)
+            x = x[0] if len(self.roles[role].layers) == 1 else x.permute(1, 0, 2, 3)
+            streams[role] = StreamBatch(x, mask)
+        pick = (lambda t: None if t is None else t[sel])
+        return Batch(streams, self.y[sel], pick(self.soft), pick(self.va), pick(self.chars), pick(self.char_lengths),
+                     [self.utt_ids[i] for i in idx])
+
+
+def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   pool: int = 50) -> list[np.ndarray]:
+    """Batches of similar length: shuffle, sort within pools of ``pool * batch_size``, shuffle batches.
+
+    With ``rng=None`` the order is deterministic and length-sorted (evaluation).
+    """
+    n = len(lengths)
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    order = rng.permutation(n)
+    batches = []
+    for start in range(0, n, pool * batch_size):
+        chunk = order[start:start + pool * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

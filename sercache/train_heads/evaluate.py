@@ -1,0 +1,88 @@
+"""``sercache eval``: re-evaluate saved checkpoints, on their own test folds or on another corpus.
+
+On the run's own cache, each checkpoint is rebuilt from its JSON config (``weights_only`` load:
+nothing in a run directory can execute code), evaluated on its test fold, and compared with
+the predictions recorded at training time. With another cache (``--cache``), every checkpoint
+is evaluated on all of that corpus's utterances whose class the two label presets share;
+logits of the other classes are ignored.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sercache.splits import DEFAULT_PRESET, LabelPreset, get_preset, load_folds
+from sercache.store import open_cache
+from sercache.train_heads.data import DataError, InMemoryData, labelled_utterances, resolve_roles
+from sercache.train_heads.heads import get_head
+from sercache.train_heads.metrics import classification_metrics
+from sercache.train_heads.report import load_run
+from sercache.train_heads.trainer import DONE, build_head, evaluate, load_checkpoint
+
+
+def _roles(config: dict[str, Any], cache: Any) -> dict:
+    head_cls = get_head(config["head"])
+    return resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
+                         {r: s["stream"] for r, s in config["roles"].items()},
+                         {r: s["layers"][0] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles})
+
+
+def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | Path | None = None,
+                 labels: str | None = None, device: str = "cpu") -> pd.DataFrame:
+    """One row per evaluated checkpoint: metrics, and (own cache) the largest logit difference to the record."""
+    run = load_run(run_dir)
+    config = run.config
+    folds = load_folds(Path(run_dir) / "folds.json")
+    if fold is not None:
+        from sercache.train_heads.run import select_folds
+
+        folds = select_folds(folds, fold)
+    other = cache is not None and Path(cache).resolve() != Path(config["cache"]).resolve()
+    store = open_cache(cache or config["cache"])
+    head_cls = get_head(config["head"])
+    roles = _roles(config, store)
+    own = get_preset(config["labels"]["preset"])
+    if other:
+        corpus = str(store.utterances.corpus.iloc[0])
+        target = get_preset(labels or DEFAULT_PRESET.get(corpus, own.name))
+        shared = [c for c in own.classes if c in target.classes]
+        if not shared:
+            raise DataError(f"presets {own.name} {own.classes} and {target.name} {target.classes} share no class")
+        preset = LabelPreset(f"{own.name}&{target.name}", corpus, tuple(shared),
+                             {k: v for k, v in target.mapping.items() if v in shared})
+    else:
+        preset, shared = own, list(own.classes)
+    table = labelled_utterances(store, preset, roles)
+    data = InMemoryData(store, table, roles, preset, head_cls.needs, device)
+    columns = [own.classes.index(c) for c in shared]
+    rows = []
+    for f in folds:
+        for seed_dir in sorted((Path(run_dir) / f.name).glob("seed*")):
+            if not (seed_dir / DONE).exists():
+                continue
+            ckpt = load_checkpoint(seed_dir / "checkpoint.pt")
+            if ckpt["dims"] != data.dims:
+                raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, this cache gives "
+                                f"{data.dims}; cross-corpus evaluation needs the same encoders and layers")
+            head = build_head(config["head"], ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
+            head.load_state_dict(ckpt["state_dict"])
+            head.to(data.device)
+            test_ids = table.utt_id.tolist() if other else f.test
+            idx = data.indices(test_ids)
+            result, _ = evaluate(head, data, idx, 64)
+            logits = result["logits"][:, columns]
+            m = classification_metrics(data.y[idx].cpu().numpy(), logits.argmax(1), len(shared))
+            row = {"fold": f.name, "seed": int(seed_dir.name[4:]), "n_test": len(idx), **m}
+            if not other:
+                recorded = pd.read_csv(seed_dir / "predictions.csv").set_index("utt_id").loc[test_ids]
+                rec = recorded[[f"logit_{c}" for c in own.classes]].to_numpy()
+                row["max_logit_diff_vs_record"] = float(np.abs(rec - result["logits"]).max())
+            rows.append(row)
+    store.close()
+    out = pd.DataFrame(rows)
+    out.attrs["classes"] = shared
+    out.attrs["cache"] = str(cache or config["cache"])
+    return out

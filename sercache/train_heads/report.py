@@ -1,0 +1,231 @@
+"""``sercache report``: paper-style tables from one or more run directories.
+
+For each run: WA, UA, macro-F1, weighted-F1 (and CCC for heads that regress valence/arousal)
+as mean +- std over folds x seeds, with a bootstrap 95% CI over test utterances; the pooled
+variant (predictions of all folds pooled, per seed); impro/script breakdowns where known; a
+per-fold table; a confusion-matrix PNG. With several runs on identical folds and seeds, paired
+differences with a paired t-test and a Wilcoxon signed-rank test.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sercache.splits import load_folds
+from sercache.train_heads.metrics import (METRIC_NAMES, bootstrap_ci, classification_metrics, confusion,
+                                          paired_comparison)
+from sercache.train_heads.trainer import DONE
+
+NICE = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "ccc_valence": "CCC-V",
+        "ccc_arousal": "CCC-A"}
+
+
+@dataclass
+class RunResults:
+    path: Path
+    config: dict[str, Any]
+    metrics: pd.DataFrame        # one row per fold x seed
+    predictions: pd.DataFrame    # all test predictions, with fold and seed columns
+    test_ids: dict[str, list[str]]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.config["labels"]["classes"]
+
+
+def load_run(path: str | Path) -> RunResults:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a run directory (no config.json): give the --out of `sercache train`")
+    config = json.loads((path / "config.json").read_text())
+    folds = load_folds(path / "folds.json")
+    rows, preds = [], []
+    for fold in folds:
+        for seed_dir in sorted((path / fold.name).glob("seed*")):
+            if not (seed_dir / DONE).exists():
+                continue
+            m = json.loads((seed_dir / "metrics.json").read_text())
+            seed = int(seed_dir.name[4:])
+            rows.append({"fold": fold.name, "seed": seed, **m})
+            preds.append(pd.read_csv(seed_dir / "predictions.csv").assign(fold=fold.name, seed=seed))
+    if not rows:
+        raise FileNotFoundError(f"{path} has no finished fold yet (no */seed*/DONE); run `sercache train` first")
+    return RunResults(path, config, pd.DataFrame(rows), pd.concat(preds, ignore_index=True),
+                      {f.name: f.test for f in folds})
+
+
+def summarize(run: RunResults, n_boot: int = 1000) -> dict[str, Any]:
+    """Mean, std and bootstrap CI of every metric, plus pooled and per-subset figures."""
+    k = len(run.label_names)
+    groups = {(r.fold, r.seed): g for (r_fold, r_seed), g in run.predictions.groupby(["fold", "seed"], sort=False)
+              for r in [pd.Series({"fold": r_fold, "seed": r_seed})]}
+    keys = list(groups)
+    fold_ids = {f: i for i, f in enumerate(dict.fromkeys(f for f, _ in keys))}
+    ci = bootstrap_ci([(groups[key].label.to_numpy(), groups[key].pred.to_numpy()) for key in keys], k,
+                      n_boot=n_boot, paired_groups=[fold_ids[f] for f, _ in keys])
+    out: dict[str, Any] = {"n_runs": len(keys), "folds": len(fold_ids), "seeds": sorted({s for _, s in keys})}
+    for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+        if m in run.metrics and run.metrics[m].notna().any():
+            vals = run.metrics[m].to_numpy(float)
+            out[m] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                      "ci": ci.get(m)}
+    pooled = [classification_metrics(g.label.to_numpy(), g.pred.to_numpy(), k)
+              for _, g in run.predictions.groupby("seed")]
+    out["pooled"] = {m: float(np.mean([p[m] for p in pooled])) for m in METRIC_NAMES}
+    if "dialog_type" in run.predictions and run.predictions.dialog_type.notna().any():
+        out["subsets"] = {}
+        for subset, part in run.predictions.groupby("dialog_type"):
+            per = [classification_metrics(g.label.to_numpy(), g.pred.to_numpy(), k)
+                   for _, g in part.groupby(["fold", "seed"])]
+            out["subsets"][str(subset)] = {m: float(np.mean([p[m] for p in per])) for m in ("wa", "ua")}
+    out["timing"] = {"train_seconds_per_epoch": float(run.metrics.train_seconds_per_epoch.mean()),
+                     "test_inference_seconds": float(run.metrics.test_inference_seconds.mean())}
+    return out
+
+
+def header(run: RunResults) -> list[str]:
+    c = run.config
+    enc = "; ".join(f"{role}: {e.get('stream')} layer(s) {','.join(map(str, e.get('layers', [])))}"
+                    f"{' (' + str(e['model']) + ')' if e.get('model') else ''}"
+                    f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c["encoders"].items())
+    proto = c["protocol"] + (f" ({c['subset']} subset)" if c.get("subset", "all") != "all" else "")
+    return [f"run: {run.path}",
+            f"head: {c['head']}  {json.dumps({k: v for k, v in c['hyperparameters'].items()})}",
+            f"protocol: {proto}; speaker-independent: {'yes' if c['speaker_independent'] else 'NO (speaker-dependent split)'}",
+            f"labels: {c['labels']['rule']}",
+            f"text source: {c['text_source'] or 'none (no text stream)'}",
+            f"features: {enc}",
+            f"folds x seeds: {run.metrics.fold.nunique()} x {run.metrics.seed.nunique()}; model selection: best "
+            "epoch by validation UA (validation carved from the training side; the test fold is never used)",
+            f"cache: {c['cache']}"]
+
+
+def _fmt(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    ci = entry.get("ci")
+    text = f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+    return text + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+
+
+def runs_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for run, s in zip(runs, summaries):
+        row = {"run": run.path.name, "head": run.config["head"], "folds x seeds": f"{s['folds']} x {len(s['seeds'])}"}
+        for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+            if m in s:
+                row[NICE[m]] = _fmt(s[m])
+        row["pooled WA"] = f"{100 * s['pooled']['wa']:.2f}"
+        row["pooled UA"] = f"{100 * s['pooled']['ua']:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("-")
+
+
+def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for run, s in zip(runs, summaries):
+        row = {"run": str(run.path), "head": run.config["head"], "protocol": run.config["protocol"],
+               "labels": run.config["labels"]["preset"], "text_source": run.config["text_source"],
+               "speaker_independent": run.config["speaker_independent"], "folds": s["folds"], "seeds": len(s["seeds"])}
+        for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+            if m in s:
+                row.update({f"{m}_mean": s[m]["mean"], f"{m}_std": s[m]["std"]})
+                if s[m]["ci"]:
+                    row.update({f"{m}_ci_low": s[m]["ci"][0], f"{m}_ci_high": s[m]["ci"][1]})
+        row.update({f"pooled_{m}": v for m, v in s["pooled"].items()})
+        row.update(s["timing"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_fold_table(run: RunResults) -> pd.DataFrame:
+    g = run.metrics.groupby("fold", sort=False)
+    return pd.DataFrame({"UA": g.ua.mean().map(lambda v: f"{100 * v:.2f}"), "WA": g.wa.mean().map(lambda v: f"{100 * v:.2f}"),
+                         "test utts": g.n_test.first(), "best epoch": g.best_epoch.mean().map(lambda v: f"{v:.1f}"),
+                         "s/epoch": g.train_seconds_per_epoch.mean().map(lambda v: f"{v:.2f}"),
+                         "test inference s": g.test_inference_seconds.mean().map(lambda v: f"{v:.3f}")})
+
+
+def paired_table(base: RunResults, other: RunResults) -> pd.DataFrame | str:
+    """Paired differences other - base over identical folds and seeds (or why they cannot be paired)."""
+    if base.test_ids != other.test_ids:
+        return f"{other.path.name} vs {base.path.name}: folds differ (not the same test utterances); no paired test"
+    merged = base.metrics.merge(other.metrics, on=["fold", "seed"], suffixes=("_base", "_other"))
+    if len(merged) < 2:
+        return f"{other.path.name} vs {base.path.name}: fewer than 2 matching fold/seed results; no paired test"
+    rows = []
+    for m in METRIC_NAMES:
+        r = paired_comparison(merged[f"{m}_other"], merged[f"{m}_base"])
+        rows.append({"metric": NICE[m], "n pairs": r["n"], "mean diff (pp)": f"{100 * r['mean_diff']:+.2f}",
+                     "std (pp)": f"{100 * r['std_diff']:.2f}", "paired t p": f"{r['t_p']:.3g}",
+                     "Wilcoxon p": f"{r['wilcoxon_p']:.3g}"})
+    return pd.DataFrame(rows)
+
+
+def confusion_png(run: RunResults, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(run.label_names)
+    cm = confusion(run.predictions.label.to_numpy(), run.predictions.pred.to_numpy(), k).astype(float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.1 * k + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), run.label_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), run.label_names)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{100 * norm[i, j]:.0f}%\n({int(cm[i, j])})", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{run.config['head']} ({run.config['protocol']}): all folds x seeds, row-normalised")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) -> str:
+    """Build the report text; also write report.md/.csv and confusion.png into each run directory."""
+    runs = [load_run(p) for p in paths]
+    summaries = [summarize(r, n_boot) for r in runs]
+    for run, s in zip(runs, summaries):
+        png = confusion_png(run, run.path / "confusion.png")
+        single = [f"# {run.config['head']} on {run.config['protocol']}", "", *[f"- {h}" for h in header(run)], "",
+                  runs_table([run], [s]).to_markdown(index=False), "", "Per fold (mean over seeds):", "",
+                  per_fold_table(run).to_markdown(), ""]
+        if "subsets" in s:
+            single += ["By dialog type (mean over folds x seeds; scripted dialogs reuse sentences across sessions, "
+                       "so text heads can memorise them):", "",
+                       pd.DataFrame(s["subsets"]).T.map(lambda v: f"{100 * v:.2f}").to_markdown(), ""]
+        single += [f"Confusion matrix: {png.name}", ""]
+        (run.path / "report.md").write_text("\n".join(single))
+        csv_table([run], [s]).to_csv(run.path / "report.csv", index=False)
+    if fmt == "csv":
+        return csv_table(runs, summaries).to_csv(index=False)
+    if fmt != "md":
+        raise ValueError(f"--format {fmt!r}: use md or csv")
+    lines = []
+    for run in runs:
+        lines += [*[f"- {h}" for h in header(run)], ""]
+    lines += ["Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
+              "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False), ""]
+    for run, s in zip(runs, summaries):
+        lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(), ""]
+    for other in runs[1:]:
+        table = paired_table(runs[0], other)
+        if isinstance(table, str):
+            lines += [table, ""]
+        else:
+            lines += [f"Paired differences, {other.path.name} - {runs[0].path.name} (identical folds and seeds):", "",
+                      table.to_markdown(index=False), ""]
+    lines += [f"Confusion matrices: {', '.join(str(r.path / 'confusion.png') for r in runs)}"]
+    return "\n".join(lines)

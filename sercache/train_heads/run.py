@@ -1,0 +1,231 @@
+"""``sercache train``: folds x seeds of one head on one cache, in parallel, resumable.
+
+The run directory holds ``config.json`` (everything needed to rebuild the experiment),
+``folds.json`` (utterance ids per fold) and ``<fold>/seed<k>/`` records. A fold/seed whose
+``DONE`` marker exists is skipped, so an interrupted ``--fold all`` resumes where it stopped,
+and rerunning into a directory made with other settings is refused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sercache import __version__
+from sercache.splits import DEFAULT_PRESET, Fold, get_preset, load_folds, make_folds, save_folds
+from sercache.store import open_cache
+from sercache.store.errors import CacheError
+from sercache.store.reader import FeatureStore
+from sercache.train_heads.data import InMemoryData, labelled_utterances, resolve_roles
+from sercache.train_heads.heads import get_head
+from sercache.train_heads.trainer import DONE, TrainConfig, TrainingError, train_fold
+
+log = logging.getLogger(__name__)
+
+FAILED = "FAILED"
+#: Keys of config.json that may differ when resuming a run (everything else must match).
+RESUMABLE_KEYS = ("jobs", "command", "created", "fold_selection", "device", "seeds")
+
+
+class RunError(ValueError):
+    """A training request that cannot be carried out (named option and the fix)."""
+
+
+@dataclass
+class TrainRequest:
+    """What ``sercache train`` takes (see the CLI help)."""
+
+    cache: Path
+    head: str
+    out: Path | None = None
+    fold: str = "all"
+    protocol: str = "loso"
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None
+    subset: str = "all"
+    text: str = "asr"
+    streams: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, int | None] = field(default_factory=dict)
+    seeds: int = 3
+    jobs: int = 1
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    split_seed: int = 0
+    command: str = ""
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"--device {device}: no CUDA device is visible; use --device cpu")
+    return device
+
+
+def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStore]:
+    """Resolve the head, streams, labels and folds; everything is checked before training starts."""
+    cache = open_cache(req.cache)
+    head_cls = get_head(req.head)
+    valid = head_cls.hyperparameters()
+    unknown = sorted(set(req.hyperparameters) - set(valid))
+    if unknown:
+        raise RunError(f"head {req.head!r} has no hyperparameter {unknown[0]!r}; its hyperparameters: "
+                       + ", ".join(f"{k}={v!r}" for k, v in valid.items()))
+    hyper = {**valid, **req.hyperparameters}
+    streams = dict(req.streams)
+    if req.text not in ("asr", "gold"):
+        raise RunError(f"--text {req.text!r}: use asr or gold")
+    streams.setdefault("text", f"text_{req.text}")
+    roles = resolve_roles(cache, head_cls.required_roles(hyper), head_cls.multi_layer_roles, streams, req.layers)
+    for role in head_cls.multi_layer_roles:
+        if role in roles and "n_layers" in hyper:
+            hyper["n_layers"] = len(roles[role].layers)
+    corpus = str(cache.utterances.corpus.iloc[0]) if len(cache.utterances) else ""
+    preset = get_preset(req.labels or DEFAULT_PRESET.get(corpus, "iemocap4"))
+    table = labelled_utterances(cache, preset, roles)
+    folds = make_folds(table, req.protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
+    train_cfg = TrainConfig.for_head(req.head, req.train)
+    encoders = {role: {"stream": spec.stream, "layers": spec.layers,
+                       **{k: v for k, v in cache.streams[spec.stream].provenance.get("identity", {}).items()
+                          if k in ("kind", "model", "source", "weights", "dtype", "precision", "synthetic")}}
+                for role, spec in roles.items()}
+    config = {
+        "cache": str(Path(req.cache).resolve()), "head": req.head, "hyperparameters": hyper,
+        "train": asdict(train_cfg), "roles": {r: s.to_dict() for r, s in roles.items()}, "encoders": encoders,
+        "labels": {"preset": preset.name, "classes": list(preset.classes), "rule": preset.describe()},
+        "protocol": req.protocol, "protocol_options": req.protocol_options, "subset": req.subset,
+        "split_seed": req.split_seed, "text_source": req.text if "text" in roles else None,
+        "speaker_independent": all(f.speaker_independent for f in folds), "n_utterances": len(table),
+        "dropped_utterances": int(len(cache.utterances) - len(table)), "seeds": list(range(req.seeds)),
+        "fold_selection": req.fold, "jobs": req.jobs, "device": req.device, "sercache_version": __version__,
+        "command": req.command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return config, select_folds(folds, req.fold), cache
+
+
+def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
+    """``all``, a 1-based fold number (``2``: the second fold, Session 2 under loso), or fold names."""
+    if spec == "all":
+        return folds
+    chosen = []
+    for item in str(spec).split(","):
+        item = item.strip()
+        if item.isdigit() and 1 <= int(item) <= len(folds):
+            chosen.append(folds[int(item) - 1])
+        else:
+            match = [f for f in folds if f.name == item]
+            if not match:
+                raise RunError(f"--fold {item!r}: use all, 1-{len(folds)} or a fold name "
+                               f"({', '.join(f.name for f in folds)})")
+            chosen += match
+    return chosen
+
+
+def default_run_dir(req: TrainRequest) -> Path:
+    parts = [req.head, req.protocol] + ([req.subset] if req.subset != "all" else []) + [req.labels or "labels"]
+    return Path("runs") / "-".join(parts)
+
+
+def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> None:
+    """Create, or resume into, ``run``; refuse one made with other settings."""
+    cfg_path = run / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        diff = [k for k in sorted(set(old) | set(config)) if k not in RESUMABLE_KEYS
+                and json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str)]
+        if diff:
+            raise RunError(f"{run} holds a run made with other settings ({', '.join(diff)}); give a new --out, "
+                           "or delete that folder to start over")
+        known = {f.name for f in load_folds(run / "folds.json")}
+        new = [f for f in folds if f.name not in known]
+        if new:
+            save_folds(load_folds(run / "folds.json") + new, run / "folds.json")
+        seeds = sorted(set(old.get("seeds", [])) | set(config["seeds"]))
+        config = {**old, "seeds": seeds, "command": config["command"]}
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(config, indent=1, default=str))
+    if not (run / "folds.json").exists():
+        save_folds(folds, run / "folds.json")
+
+
+def task_dir(run: Path, fold: str, seed: int) -> Path:
+    return run / fold / f"seed{seed}"
+
+
+def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
+                threads: int) -> dict[str, Any]:
+    """One fold x seed (runs in a joblib worker): load the fold into memory, train, record."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = task_dir(Path(run), fold["name"], seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FAILED).unlink(missing_ok=True)
+    logfile = open(out / "train.log", "a", buffering=1)
+    try:
+        cache = open_cache(config["cache"])
+        head_cls = get_head(config["head"])
+        preset = get_preset(config["labels"]["preset"])
+        roles = resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
+                              {r: s["stream"] for r, s in config["roles"].items()},
+                              {r: s["layers"][0] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles})
+        ids = set(fold["train"]) | set(fold["valid"]) | set(fold["test"])
+        table = labelled_utterances(cache, preset, roles)
+        data = InMemoryData(cache, table[table.utt_id.isin(ids)], roles, preset, head_cls.needs, device)
+        cache.close()
+        start = time.perf_counter()
+        metrics = train_fold(out, head_name=config["head"], hyperparameters=config["hyperparameters"],
+                             cfg=TrainConfig(**config["train"]), data=data, train_ids=fold["train"],
+                             valid_ids=fold["valid"], test_ids=fold["test"], seed=seed,
+                             label_names=config["labels"]["classes"], run_config=config,
+                             log=lambda msg: print(msg, file=logfile))
+        return {"fold": fold["name"], "seed": seed, "ok": True, "seconds": time.perf_counter() - start, **metrics}
+    except (TrainingError, CacheError, ValueError, OSError) as exc:
+        (out / FAILED).write_text(str(exc))
+        print(f"FAILED: {exc}", file=logfile)
+        return {"fold": fold["name"], "seed": seed, "ok": False, "error": str(exc)}
+    finally:
+        logfile.close()
+
+
+def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[dict[str, Any]]]:
+    """Plan, check, then train every selected fold x seed not yet done. Returns (run dir, results)."""
+    from joblib import Parallel, delayed
+
+    from sercache.store.verify import verify_cache
+
+    config, folds, cache = plan_run(req)
+    streams = sorted({s["stream"] for s in config["roles"].values()})
+    problems = verify_cache(req.cache, streams, checksums=False, values=False)
+    cache.close()
+    if problems:
+        listing = "\n  ".join(str(p) for p in problems[:10])
+        raise RunError(f"{req.cache} fails verification for stream(s) {', '.join(streams)}:\n  {listing}\n"
+                       "Repair it first: re-extract the named shards/utterances (the commands are listed above), "
+                       "then rerun `sercache cache verify`.")
+    run = Path(req.out) if req.out else default_run_dir(req)
+    prepare_run_dir(run, config, folds)
+    device = resolve_device(req.device)
+    todo = [(f, s) for f in folds for s in config["seeds"] if not (task_dir(run, f.name, s) / DONE).exists()]
+    skipped = len(folds) * len(config["seeds"]) - len(todo)
+    if skipped:
+        progress(f"{run}: {skipped} fold/seed result(s) already done, {len(todo)} to train")
+    jobs = max(1, min(req.jobs, len(todo))) if todo else 1
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    results = []
+    tasks = (delayed(_train_task)(str(run), asdict(f), s, config, device, threads) for f, s in todo)
+    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+        results.append(res)
+        if res["ok"]:
+            progress(f"{res['fold']} seed {res['seed']}: UA {res['ua']:.4f} WA {res['wa']:.4f} "
+                     f"(epoch {res['best_epoch']}/{res['epochs_run']}, {res['seconds']:.0f} s)")
+        else:
+            progress(f"{res['fold']} seed {res['seed']}: FAILED: {res['error']}")
+    return run, results
