@@ -44,3 +44,48 @@ def extract_args(corpus: Path, out: Path, models: dict[str, Path], *extra: str,
     return ["extract", str(corpus), "--corpus", "iemocap", "--out", str(out), "--streams", streams,
             "--ssl-model", str(models["ssl"]), "--asr-model", str(models["asr"]), "--text-model", str(models["text"]),
             "--no-progress", *extra]
+
+
+@pytest.fixture(scope="session")
+def extracted_cache(small_corpus, models, tmp_path_factory) -> Path:
+    """`sercache extract` of :func:`small_corpus` with every stream (ssl with all layers). Read-only!"""
+    from click.testing import CliRunner
+
+    from sercache.cli import cli
+
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    result = CliRunner().invoke(cli, extract_args(small_corpus, out, models, "--layers", "all"), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def synthetic_manifest(n_per_speaker_label: int = 6, seed: int = 0):  # noqa: ANN201 - DataFrame
+    """An IEMOCAP-shaped manifest (5 sessions x 2 speakers x 4 classes) with votes, V/A/D and transcripts."""
+    from sercache.synthetic.cache import manifest_from_rows
+    from sercache.synthetic.corpus import VAD, VOTE_NAMES, iemocap_like
+
+    rows = []
+    for u in iemocap_like(n_per_speaker_label, seed=seed):
+        v, a, d = VAD[u.label]
+        rows.append({"utt_id": u.utt_id, "session": u.session, "speaker": u.utt_id[:5] + u.speaker_gender,
+                     "gender": u.speaker_gender, "dialog_type": "impro" if "_impro" in u.utt_id else "script",
+                     "duration_s": u.duration_s, "emotion": u.label, "transcript": u.transcript,
+                     "valence": v, "arousal": a, "dominance": d,
+                     "votes": {"C-E1": [VOTE_NAMES[u.label]], "C-E2": [VOTE_NAMES[u.label], "Neutral"]}})
+    return manifest_from_rows(rows)
+
+
+def write_signal_cache(out: Path, manifest, signal: float = 1.0):  # noqa: ANN001, ANN201
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+
+    return write_synthetic_cache(out, manifest, [
+        SyntheticStream("ssl", "ssl", 32, (0, 1, 2), signal=signal),
+        SyntheticStream("text_asr", "text", 16, signal=signal),
+        SyntheticStream("text_gold", "text", 16, signal=signal),
+        SyntheticStream("mfcc", "mfcc", 26, dtype="float32", signal=2 * signal)])
+
+
+@pytest.fixture(scope="session")
+def signal_cache(tmp_path_factory) -> Path:
+    """A 240-utterance synthetic cache whose features carry a class-specific direction. Read-only!"""
+    return write_signal_cache(tmp_path_factory.mktemp("signal") / "cache", synthetic_manifest())

@@ -47,11 +47,8 @@ def assert_same_stream(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def extracted(small_corpus, models, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cache") / "cache"
-    result = run_cli(*extract_args(small_corpus, out, models, "--layers", "all"))
-    assert result.exit_code == 0, result.output
-    return out
+def extracted(extracted_cache) -> Path:
+    return extracted_cache
 
 
 def test_every_stream_is_extracted_and_readable(extracted, small_corpus):

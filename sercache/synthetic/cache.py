@@ -95,6 +95,8 @@ def write_synthetic_cache(out: Pathlike, manifest: pd.DataFrame, streams: list[S
                     strength = s.signal * (li + 1) / len(s.layers)
                     x = rng.standard_normal((n, s.dim), dtype=np.float32)
                     x += strength * direction
+                    if s.kind == "text":  # like BERT's [CLS], the first token summarises the sentence
+                        x[0] = x.mean(0)
                     frames[f"layer_{layer}"] = x.astype(s.dtype)
                     pooled_mean.append(x.mean(0))
                     pooled_std.append(x.std(0))

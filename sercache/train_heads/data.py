@@ -119,7 +119,7 @@ class InMemoryData:
             self._starts[role] = torch.from_numpy(offsets[:-1]).to(self.device)
             self.lengths[role] = np.diff(offsets)
             self.dims[role] = int(per_layer[0].shape[1])
-        self.y = torch.as_tensor(self.table.y.to_numpy(), dtype=torch.long, device=self.device)
+        self.y = torch.as_tensor(self.table.y.to_numpy(copy=True), dtype=torch.long, device=self.device)
         self.n_classes = len(preset.classes)
         self.soft = self.va = self.chars = self.char_lengths = None
         if "soft" in needs:

@@ -1,0 +1,145 @@
+"""Every registered head: contract, shapes, padding invariance; gate/cmgi/probe specifics."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from sercache.train_heads.heads import HEADS, get_head
+from sercache.train_heads.heads.base import Batch, StreamBatch
+
+DIMS = {"audio": 24, "text": 16, "mfcc": 12}
+#: Small hyperparameters so every head runs in milliseconds.
+SMALL = {
+    "gate": {}, "cmgi": {}, "linear": {}, "wsum": {"n_layers": 3, "hidden": 16},
+    "glam": {"segment_frames": 16, "hop_frames": 4}, "apcnn": {"segment_frames": 16, "hop_frames": 4},
+    "mhcnn": {"segment_frames": 16, "hop_frames": 4},
+    "tmn": {"fusion_dim": 32, "patch_size": 8, "mixer_dim": 32, "depth": 2},
+    "mmer": {"hidden": 32, "heads": 4, "ffn_dim": 64},
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_batch(cls, hyper: dict, lengths: list[int], seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    streams = {}
+    for role in cls.required_roles({**cls.hyperparameters(), **hyper}):
+        t = max(lengths)
+        if role in cls.multi_layer_roles:
+            x = torch.randn(len(lengths), hyper.get("n_layers", 2), t, DIMS[role], generator=g)
+        else:
+            x = torch.randn(len(lengths), t, DIMS[role], generator=g)
+        mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
+        streams[role] = StreamBatch(x, mask)
+    y = torch.arange(len(lengths)) % 4
+    return Batch(streams, y, soft=torch.nn.functional.one_hot(y, 4).float(), va=torch.rand(len(lengths), 2),
+                 chars=torch.randint(1, 29, (len(lengths), 3), generator=g), char_lengths=torch.full((len(lengths),), 3))
+
+
+def test_cli_lists_every_registered_head():
+    from sercache.cli import _head_names
+
+    assert _head_names() == sorted(HEADS) == sorted(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_contract(name):
+    cls = get_head(name)
+    assert cls.name == name and cls.summary and cls.roles
+    params = inspect.signature(cls.__init__).parameters
+    for k, p in params.items():
+        if k not in ("self", "dims", "n_classes"):
+            assert p.kind == p.KEYWORD_ONLY and p.default is not p.empty, f"{name}.{k} needs a keyword default"
+    assert {"optimizer", "lr", "batch_size", "epochs"} <= set(cls.resolved_train_defaults())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_shapes_and_padding_invariance(name):
+    """An utterance's outputs do not depend on the padding added around it in a batch."""
+    torch.manual_seed(0)
+    cls = get_head(name)
+    head = cls(dims=DIMS, n_classes=4, **SMALL[name]).eval()
+    short = make_batch(cls, SMALL[name], [7], seed=1)
+    padded = make_batch(cls, SMALL[name], [7, 40], seed=2)
+    for role, s in short.streams.items():  # the short item, now padded next to a longer one
+        p = padded.streams[role]
+        if s.x.dim() == 4:
+            p.x[0, :, :7] = s.x[0]
+            p.x[0, :, 7:] = 1e3  # loud padding: any leak shows
+        else:
+            p.x[0, :7] = s.x[0]
+            p.x[0, 7:] = 1e3
+    with torch.no_grad():
+        alone, together = head(short), head(padded)
+    assert together.logits.shape == (2, 4)
+    torch.testing.assert_close(together.logits[:1], alone.logits, atol=1e-4, rtol=1e-4)
+    if cls.regression:
+        assert together.regression.shape == (2, 2)
+    head.train()
+    loss = head.training_step(make_batch(cls, SMALL[name], [5, 9, 30, 12]))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+
+
+def test_gate_and_cmgi_parameter_counts():
+    dims = {"audio": 1024, "text": 768}
+    text_proj = 768 * 1024 + 1024
+    gate = 2048 * 1024 + 1024
+    classifier = 2048 * 4 + 4
+    qkv = 3 * (1024 * 1024 + 1024)
+    assert n_params(get_head("gate")(dims=dims, n_classes=4)) == text_proj + gate + classifier == 2_893_828
+    assert n_params(get_head("gate")(dims=dims, n_classes=4, share_gate=False)) == text_proj + 2 * gate + classifier
+    assert n_params(get_head("gate")(dims=dims, n_classes=4, align="pool")) == 2_893_828
+    assert n_params(get_head("cmgi")(dims=dims, n_classes=4)) == text_proj + qkv + gate + classifier == 6_042_628
+    assert n_params(get_head("cmgi")(dims=dims, n_classes=4, self_attn=True)) == 6_042_628 + qkv
+
+
+def test_cmgi_faithful_padding_reproduces_the_unmasked_original():
+    """With faithful_padding, padding changes the outputs (as in the original code); masked, it does not."""
+    torch.manual_seed(0)
+    cls = get_head("cmgi")
+    faithful = cls(dims=DIMS, n_classes=4, faithful_padding=True).eval()
+    short = make_batch(cls, {}, [7], seed=1)
+    padded = make_batch(cls, {}, [7, 40], seed=2)
+    for role in ("audio", "text"):
+        padded.streams[role].x[0, :7] = short.streams[role].x[0]
+        padded.streams[role].x[0, 7:] = 0.0
+    with torch.no_grad():
+        diff = (faithful(padded).logits[0] - faithful(short).logits[0]).abs().max()
+    assert diff > 1e-3
+
+
+def test_gate_alignment_is_parameter_free_attention():
+    """align="attention" output equals the formula written out: softmax(X Y^T / sqrt(d)) Y, gate, mean."""
+    torch.manual_seed(0)
+    head = get_head("gate")(dims={"audio": 8, "text": 8}, n_classes=3).eval()
+    x, t = torch.randn(1, 5, 8), torch.randn(1, 3, 8)
+    mask = lambda n: torch.ones(1, n, dtype=torch.bool)  # noqa: E731
+    batch = Batch({"audio": StreamBatch(x, mask(5)), "text": StreamBatch(t, mask(3))}, torch.tensor([0]))
+    y = head.text_proj(t)
+    c_a = torch.softmax(x @ y.transpose(1, 2) / 8 ** 0.5, -1) @ y
+    c_t = torch.softmax(y @ x.transpose(1, 2) / 8 ** 0.5, -1) @ x
+    w = head.gate_audio.proj
+    g_a = torch.sigmoid(w(torch.cat([x, c_a], -1)))
+    g_t = torch.sigmoid(w(torch.cat([y, c_t], -1)))
+    fused = torch.cat([(x * g_a + c_a * (1 - g_a)).mean(1), (y * g_t + c_t * (1 - g_t)).mean(1)], -1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(batch).logits, head.classifier(fused))
+
+
+def test_wsum_weights_start_uniform_and_need_matching_layers():
+    head = get_head("wsum")(dims={"audio": 8}, n_classes=4, n_layers=5)
+    assert head.layer_distribution == pytest.approx([0.2] * 5)
+    bad = Batch({"audio": StreamBatch(torch.randn(2, 3, 4, 8), torch.ones(2, 4, dtype=torch.bool))},
+                torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="5 layers"):
+        head(bad)
+
+
+def test_unknown_head_lists_valid_ones():
+    with pytest.raises(KeyError, match="valid heads: apcnn, cmgi, gate"):
+        get_head("gated")
