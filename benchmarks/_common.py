@@ -45,3 +45,38 @@ def machine() -> str:
     except ImportError:
         threads = "?"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}"
+
+
+def gate_sized_cache(path: Path, rows: list[dict], signal: float = 0.5) -> Path:
+    """An IEMOCAP-shaped synthetic cache with 1024-d fp16 audio frames and 768-d text tokens (written once)."""
+    from sercache.synthetic.cache import SyntheticStream, manifest_from_rows, write_synthetic_cache
+
+    if not (path / "sercache.json").exists():
+        write_synthetic_cache(path, manifest_from_rows(rows), [
+            SyntheticStream("ssl", "ssl", 1024, (24,), signal=signal),
+            SyntheticStream("text_asr", "text", 768, signal=signal)])
+    return path
+
+
+def audio_text_data(cache_dir: Path, device: str = "cpu"):  # noqa: ANN201 - (InMemoryData, table, preset)
+    """Every utterance of an audio+text cache in memory, as the trainer holds a fold."""
+    import sercache
+    from sercache.splits import get_preset
+    from sercache.train_heads.data import InMemoryData, labelled_utterances, resolve_roles
+
+    cache = sercache.open_cache(cache_dir)
+    preset = get_preset("iemocap4")
+    roles = resolve_roles(cache, ("audio", "text"), (), {"text": "text_asr"}, {})
+    table = labelled_utterances(cache, preset, roles)
+    return InMemoryData(cache, table, roles, preset, device=device), table, preset
+
+
+def train_epoch(head, optimizer, batches: list) -> float:  # noqa: ANN001 - seconds for one pass over `batches`
+    """One optimisation pass, as the trainer runs it (batches are ready-made ``Batch`` factories)."""
+    start = time.perf_counter()
+    for make in batches:
+        loss = head.training_step(make())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start

@@ -120,7 +120,7 @@ def main() -> None:
         del_me = fn()  # prime the page cache
         del del_me
     for _ in range(args.repeats):
-        for name, fn, files in methods:
+        for name, fn, _ in methods:
             t = time.perf_counter()
             out = fn()
             warm[name].append(time.perf_counter() - t)

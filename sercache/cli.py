@@ -108,7 +108,9 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
     if report.stored == 0:
         click.echo("error: nothing could be extracted", err=True)
         sys.exit(1)
-    if strict and (report.failed or report.manifest_problems):
+    if strict and (report.failed or report.manifest_errors):
+        click.echo(f"--strict: {report.failed} utterance-stream(s) failed and {report.manifest_errors} manifest "
+                   "error(s); see `sercache cache info`", err=True)
         sys.exit(1)
 
 
@@ -224,6 +226,7 @@ def _parse_value(text: str) -> object:
 @click.option("--valid-fraction", type=float, default=0.2)
 @click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
 @click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
+@click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
 @click.option("--seeds", type=int, default=3, help="Seeds per fold (0..N-1).")
 @click.option("--jobs", type=int, default=1, help="Folds x seeds trained in parallel (joblib).")
 @click.option("--epochs", type=int, default=None)
@@ -233,14 +236,15 @@ def _parse_value(text: str) -> object:
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]))
 @click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
+@click.option("--no-normalize", is_flag=True, help="Do not z-score features with training-fold statistics.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
 def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: str | None, subset: str, text: str,
           audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, layer: int | None,
           text_layer: int | None, valid: str | None, valid_fraction: float, holdout_session: str, ratios: str,
-          seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
-          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], device: str,
-          out: Path | None) -> None:
+          split_seed: int, seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
+          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], no_normalize: bool,
+          device: str, out: Path | None) -> None:
     """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
 
     Model selection uses the validation set only (carved from the training sessions or
@@ -270,9 +274,9 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: st
     req = TrainRequest(
         cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options,
         labels=label_preset, subset=subset, text=text, streams=streams, layers={"audio": layer, "text": text_layer},
-        seeds=seeds, jobs=jobs, hyperparameters=hyper,
+        seeds=seeds, jobs=jobs, hyperparameters=hyper, split_seed=split_seed,
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
-               "weight_decay": weight_decay, "optimizer": optimizer},
+               "weight_decay": weight_decay, "optimizer": optimizer, "normalize": False if no_normalize else None},
         device=device, command="sercache " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     try:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
@@ -329,6 +333,17 @@ def report(runs: tuple[Path, ...], fmt: str, bootstrap: int) -> None:
         click.echo(make_report(list(runs), fmt, n_boot=bootstrap))
     except FileNotFoundError as exc:
         _fail(exc)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("sercache-demo"), help="Where to write everything.")
+@click.option("--jobs", type=int, default=2, help="Folds trained in parallel.")
+@click.option("--no-progress", is_flag=True)
+def demo(out: Path, jobs: int, no_progress: bool) -> None:
+    """Run extract -> train -> report offline on a synthetic IEMOCAP-layout corpus (about a minute)."""
+    from sercache.demo import run_demo
+
+    run_demo(out, jobs=jobs, progress=not no_progress, say=click.echo)
 
 
 if __name__ == "__main__":

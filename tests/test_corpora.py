@@ -402,7 +402,7 @@ def test_iemocap_session_without_emoevaluation_folder(tmp_path):
 
 def test_ravdess(tmp_path):
     a = write_wav(tmp_path / "Actor_01" / "03-01-05-01-02-01-01.wav", 4800, rate=48_000)
-    b = write_wav(tmp_path / "Actor_02" / "03-01-03-02-01-02-02.wav", 9600, rate=48_000, channels=2)
+    write_wav(tmp_path / "Actor_02" / "03-01-03-02-01-02-02.wav", 9600, rate=48_000, channels=2)
     bad_emotion = write_wav(tmp_path / "Actor_01" / "03-01-09-01-01-01-01.wav", 480, rate=48_000)
     bad_name = write_wav(tmp_path / "Actor_02" / "notes.wav", 480, rate=48_000)
     m = read_corpus("ravdess", tmp_path)

@@ -38,7 +38,8 @@ def write_label_tree(root: Path, rows: pd.DataFrame) -> Path:
 
 @pytest.fixture(scope="module")
 def iemocap4(tmp_path_factory) -> pd.DataFrame:
-    rows = pd.read_csv(gzip.open(DATA, "rt"), sep="\t")
+    with gzip.open(DATA, "rt") as fh:
+        rows = pd.read_csv(fh, sep="\t")
     root = write_label_tree(tmp_path_factory.mktemp("iemocap-labels"), rows)
     manifest = read_corpus("iemocap", root, probe=False).table
     return apply_preset(manifest, get_preset("iemocap4"))

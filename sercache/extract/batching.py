@@ -33,9 +33,7 @@ def plan_batches(items: list[PlanItem], policy: BatchPolicy) -> list[list[PlanIt
             return False
         if not policy.pad_safe and item.length != current[0].length:
             return False
-        if policy.budget_seconds > 0 and (len(current) + 1) * current[0].seconds > policy.budget_seconds:
-            return False
-        return True
+        return policy.budget_seconds <= 0 or (len(current) + 1) * current[0].seconds <= policy.budget_seconds
 
     for item in ordered:
         if item.seconds > policy.chunk_seconds:

@@ -58,6 +58,7 @@ class StreamRun:
 class ExtractReport:
     runs: list[StreamRun] = field(default_factory=list)
     manifest_problems: int = 0
+    manifest_errors: int = 0
 
     @property
     def failed(self) -> int:
@@ -131,16 +132,17 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
     bound_kernel_cache()
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
+    extractors = build_extractors(opts, device, precision)  # model configs and layers first: cheap, and fail fast
     manifest = read_corpus(opts.corpus, opts.root, opts.sessions)
     table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard))
     table = table[table.shard != ""]
     if table.empty:
         raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
                            f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
-    extractors = build_extractors(opts, device, precision)
     shards = {s: g.drop(columns="shard").reset_index(drop=True) for s, g in table.groupby("shard", sort=True)}
     problems = _problems_by_shard(manifest.problems, table)
-    report = ExtractReport(manifest_problems=len(manifest.problems))
+    report = ExtractReport(manifest_problems=len(manifest.problems),
+                           manifest_errors=sum(p.severity == "error" for p in manifest.problems))
     opts.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as locks:
         for shard in shards:
@@ -149,9 +151,12 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
         for shard, rows in shards.items():
             _check_manifest(opts, shard, rows)
             _check_streams(opts, shard, extractors, set(shards))
+        # Register every shard and stream before any work: an interruption at any point then shows
+        # up in `cache verify` as unfinished streams, never as a smaller cache that looks whole.
+        for shard in shards:
+            register_streams(opts.out, shard, list(extractors), opts.command)
         for shard, rows in shards.items():
             _ensure_manifest(opts, shard, rows, problems.get(shard, []), manifest_attrs(opts))
-            register_streams(opts.out, shard, list(extractors), opts.command)
             for name, extractor in extractors.items():
                 report.runs.append(_run_stream(opts, shard, name, extractor, rows, problems.get(shard, [])))
     for extractor in extractors.values():
@@ -299,13 +304,19 @@ def _run_stream(opts: ExtractOptions, shard: str, name: str, extractor: Extracto
     return run
 
 
+def _record(writer: StreamWriter, problem: ExtractionProblem, strict: bool) -> None:
+    """Record a problem; under --strict an error stops the run (finished batches are kept)."""
+    writer.add_problem(problem)
+    if strict and problem.severity == "error":
+        raise ExtractError(f"--strict: {problem.utt_id} ({problem.path}) failed in {problem.stage}: {problem.reason}. "
+                           "Finished batches are kept; fix the input, or rerun without --strict to record and skip it.")
+
+
 def _safe_extract(extractor: Extractor, items: list[Any], strict: bool) -> ExtractResult:
     """One batch; a failure is retried utterance by utterance, then recorded (never fatal unless --strict)."""
     try:
         return extractor.extract(items)
     except Exception as exc:  # noqa: BLE001 - recorded per utterance with its reason
-        if strict:
-            raise
         if len(items) > 1:
             merged = ExtractResult()
             for it in items:
@@ -334,7 +345,7 @@ def _run_audio(opts: ExtractOptions, shard: str, name: str, extractor: Extractor
     items = []
     for r in todo.itertuples(index=False):
         if r.utt_id in unreadable:
-            writer.add_problem(unreadable[r.utt_id])
+            _record(writer, unreadable[r.utt_id], opts.strict)
             continue
         items.append(PlanItem(r.utt_id, resampled_length(int(r.num_samples), int(r.sample_rate)), float(r.duration_s)))
     by_id = rows.set_index("utt_id")
@@ -362,12 +373,12 @@ def _run_audio(opts: ExtractOptions, shard: str, name: str, extractor: Extractor
             good, bad = pending.result()  # type: ignore[union-attr]
             pending = pool.submit(load, batches[b + 1]) if b + 1 < len(batches) else None  # decode ahead
             for p in bad:
-                writer.add_problem(p)
+                _record(writer, p, opts.strict)
             result = _safe_extract(extractor, good, opts.strict) if good else ExtractResult()
             for record in result.records:
                 writer.add(record)
             for p in result.problems:
-                writer.add_problem(p)
+                _record(writer, p, opts.strict)
             writer.end_batch()
             run.audio_seconds += sum(it.seconds for it in batch)
             bar.update(len(batch))
@@ -376,7 +387,7 @@ def _run_audio(opts: ExtractOptions, shard: str, name: str, extractor: Extractor
 
 def _run_text(opts: ExtractOptions, shard: str, name: str, extractor: Extractor, rows: pd.DataFrame,
               writer: StreamWriter, run: StreamRun) -> None:
-    source = getattr(extractor, "source")
+    source = extractor.source
     remaining = writer.remaining_ids
     by_id = rows.set_index("utt_id")
     texts: dict[str, str] = {}
@@ -386,7 +397,8 @@ def _run_text(opts: ExtractOptions, shard: str, name: str, extractor: Extractor,
             if t.strip():
                 texts[u] = t
             else:
-                writer.add_problem(ExtractionProblem(u, str(by_id.loc[u, "path"]), "text", "no gold transcript"))
+                _record(writer, ExtractionProblem(u, str(by_id.loc[u, "path"]), "text", "no gold transcript"),
+                        opts.strict)
     else:
         asr_file = stream_path(opts.out, shard, opts.name_of("asr"))
         import h5py
@@ -401,7 +413,8 @@ def _run_text(opts: ExtractOptions, shard: str, name: str, extractor: Extractor,
             else:
                 why = failed.loc[u, "reason"] if u in failed.index else "not in the asr stream"
                 why = why.iloc[0] if isinstance(why, pd.Series) else why
-                writer.add_problem(ExtractionProblem(u, str(by_id.loc[u, "path"]), "text", f"no ASR transcript ({why})"))
+                _record(writer, ExtractionProblem(u, str(by_id.loc[u, "path"]), "text", f"no ASR transcript ({why})"),
+                        opts.strict)
     items = [PlanItem(u, len(t), 0.0) for u, t in texts.items()]
     batches = plan_batches(items, extractor.batch_policy())
     with _progress(opts, shard, name, len(items)) as bar:
@@ -411,6 +424,6 @@ def _run_text(opts: ExtractOptions, shard: str, name: str, extractor: Extractor,
             for record in result.records:
                 writer.add(record)
             for p in result.problems:
-                writer.add_problem(p)
+                _record(writer, p, opts.strict)
             writer.end_batch()
             bar.update(len(batch))

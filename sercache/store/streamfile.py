@@ -57,7 +57,7 @@ class Schema:
 
 
 def _is_text(dtype: np.dtype) -> bool:
-    return dtype == object or h5py.check_string_dtype(dtype) is not None
+    return dtype.kind == "O" or h5py.check_string_dtype(dtype) is not None
 
 
 def schema_of_records(records: list[UtteranceFeatures]) -> Schema:
@@ -87,7 +87,7 @@ def schema_of_file(f: h5py.File) -> Schema:
 
 
 def _h5_dtype(dtype: np.dtype) -> Any:
-    return STR if dtype == object else dtype
+    return STR if dtype.kind == "O" else dtype
 
 
 def write_records(f: h5py.File, records: list[UtteranceFeatures], problems: list[ExtractionProblem],
@@ -102,16 +102,16 @@ def write_records(f: h5py.File, records: list[UtteranceFeatures], problems: list
         f.create_group(kind)
         f.create_group(f"{CHECKSUMS}/{kind}")
     for name, (dtype, tail) in schema.frames.items():
-        parts = [as_str_array(r.frames[name]) if dtype == object else np.asarray(r.frames[name], dtype=dtype)
+        parts = [as_str_array(r.frames[name]) if dtype.kind == "O" else np.asarray(r.frames[name], dtype=dtype)
                  for r in records]
-        data = (as_str_array(v for p in parts for v in p) if dtype == object
+        data = (as_str_array(v for p in parts for v in p) if dtype.kind == "O"
                 else np.concatenate(parts).reshape((-1, *tail)))
         f[FRAMES].create_dataset(name, data=data, dtype=_h5_dtype(dtype))
         f[f"{CHECKSUMS}/{FRAMES}"].create_dataset(name, data=np.array([checksum(p) for p in parts], dtype=np.uint32))
-    for name, (dtype, tail) in schema.per_utterance.items():
-        values = [str(r.per_utterance[name]) if dtype == object else np.asarray(r.per_utterance[name], dtype=dtype)
+    for name, (dtype, _) in schema.per_utterance.items():
+        values = [str(r.per_utterance[name]) if dtype.kind == "O" else np.asarray(r.per_utterance[name], dtype=dtype)
                   for r in records]
-        data = as_str_array(values) if dtype == object else np.stack([np.asarray(v, dtype=dtype) for v in values])
+        data = as_str_array(values) if dtype.kind == "O" else np.stack([np.asarray(v, dtype=dtype) for v in values])
         f[PER_UTT].create_dataset(name, data=data, dtype=_h5_dtype(dtype))
         f[f"{CHECKSUMS}/{PER_UTT}"].create_dataset(name, data=np.array([checksum(v) for v in values], dtype=np.uint32))
     write_table(f, PROBLEMS, problems_frame(problems))

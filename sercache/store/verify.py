@@ -22,7 +22,7 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.store.errors import CacheCorruptError
-from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path, shard_dir
+from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.records import checksum
 from sercache.store.streamfile import CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, read_index
@@ -74,7 +74,8 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
     for shard, entry in registry.get("shards", {}).items():
         if shard not in shards:
             problems.append(VerifyProblem(shard, "", "", f"shard missing: {manifest_path(cache, shard)} does not "
-                                          f"exist; {_fix(registry, shard, next(iter(entry['streams']), ''))}"))
+                                          "exist (the extraction stopped before this shard, or it was deleted); "
+                                          f"{_fix(registry, shard, next(iter(entry['streams']), ''))}"))
             continue
         for stream in entry.get("streams", {}):
             if streams and stream not in streams:

@@ -209,10 +209,10 @@ def compact(indexes: list[FileIndex], out: Path, order: list[str], attrs: dict[s
             f.create_group(kind)
             f.create_group(f"{CHECKSUMS}/{kind}")
         for name, (dtype, tail) in schema.frames.items():
-            f[FRAMES].create_dataset(name, shape=(total, *tail), dtype=STR if dtype == object else dtype)
+            f[FRAMES].create_dataset(name, shape=(total, *tail), dtype=STR if dtype.kind == "O" else dtype)
             f[f"{CHECKSUMS}/{FRAMES}"].create_dataset(name, shape=(n,), dtype=np.uint32)
         for name, (dtype, tail) in schema.per_utterance.items():
-            f[PER_UTT].create_dataset(name, shape=(n, *tail), dtype=STR if dtype == object else dtype)
+            f[PER_UTT].create_dataset(name, shape=(n, *tail), dtype=STR if dtype.kind == "O" else dtype)
             f[f"{CHECKSUMS}/{PER_UTT}"].create_dataset(name, shape=(n,), dtype=np.uint32)
         for s, index in enumerate(indexes):
             local = [i for i, u in enumerate(index.utt_ids) if where.get(u) == (s, i)]

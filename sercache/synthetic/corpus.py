@@ -17,14 +17,27 @@ import soundfile as sf
 
 from sercache._typing import Pathlike
 
-#: Emotion -> (pitch Hz for a male voice, energy, syllables/s, brightness = harmonics kept).
+@dataclass(frozen=True)
+class VoiceStyle:
+    """How an emotion sounds in the synthetic voice (the cues emotional speech is known for)."""
+
+    pitch: float        # mean F0 in Hz for a male voice (a female voice is about 1.6x higher)
+    energy: float       # peak amplitude
+    rate: float         # syllables per second
+    harmonics: int      # brightness: how many harmonics are voiced
+    movement: float     # pitch movement (relative depth of the intonation contour)
+    harshness: float    # breathy/harsh noise mixed into the voiced parts
+
+
+#: Emotion -> voice. Loudness is normalised away by most encoders, so the classes also differ in
+#: brightness, harshness, rhythm and intonation, which survive that normalisation.
 EMOTION_STYLE = {
-    "neu": (115.0, 0.20, 4.0, 8),
-    "hap": (190.0, 0.45, 5.5, 14),
-    "exc": (200.0, 0.50, 6.0, 14),
-    "sad": (95.0, 0.10, 2.5, 5),
-    "ang": (160.0, 0.75, 6.5, 22),
-    "fru": (140.0, 0.50, 5.0, 16),
+    "neu": VoiceStyle(115.0, 0.20, 4.0, 8, 0.04, 0.00),
+    "hap": VoiceStyle(190.0, 0.45, 5.5, 16, 0.22, 0.02),
+    "exc": VoiceStyle(200.0, 0.50, 6.0, 18, 0.25, 0.03),
+    "sad": VoiceStyle(95.0, 0.10, 2.5, 4, 0.02, 0.01),
+    "ang": VoiceStyle(160.0, 0.75, 6.5, 30, 0.10, 0.20),
+    "fru": VoiceStyle(140.0, 0.50, 5.0, 20, 0.08, 0.10),
 }
 VOTE_NAMES = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "sad": "Sadness", "ang": "Anger",
               "fru": "Frustration", "sur": "Surprise", "fea": "Fear", "dis": "Disgust", "oth": "Other"}
@@ -65,24 +78,28 @@ class SynthUtterance:
 
 def speechlike(label: str, duration_s: float, *, speaker_pitch: float = 1.0, sample_rate: int = 16_000,
                rng: np.random.Generator | None = None) -> np.ndarray:
-    """A voiced, speech-like waveform whose pitch, energy, rate and brightness follow ``label``."""
+    """A voiced, speech-like waveform whose pitch, loudness, rhythm, brightness, intonation and
+    harshness follow ``label`` (see :data:`EMOTION_STYLE`)."""
     rng = rng or np.random.default_rng(0)
-    f0, energy, rate, n_harm = EMOTION_STYLE.get(label, EMOTION_STYLE["neu"])
+    style = EMOTION_STYLE.get(label, EMOTION_STYLE["neu"])
     n = max(1, int(round(duration_s * sample_rate)))
     t = np.arange(n) / sample_rate
-    contour = f0 * speaker_pitch * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-                                    + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(n))
+    f0 = style.pitch * speaker_pitch
+    contour = f0 * (1 + style.movement * np.sin(2 * np.pi * 2.5 * t + rng.uniform(0, 6))
+                    + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(n))
     phase = 2 * np.pi * np.cumsum(contour) / sample_rate
-    harmonics = np.arange(1, n_harm + 1)
-    amps = 1.0 / harmonics
     formants = (600 * speaker_pitch ** 0.3, 1700 * speaker_pitch ** 0.3)
     wave = np.zeros(n)
-    for k, a in zip(harmonics, amps):
-        freq = k * contour.mean()
+    for k in range(1, style.harmonics + 1):
+        freq = k * f0
+        if freq > 0.45 * sample_rate:
+            break
         gain = sum(np.exp(-((freq - f) / 250.0) ** 2) for f in formants) + 0.2
-        wave += a * gain * np.sin(k * phase)
-    envelope = np.clip(np.sin(np.pi * rate * t + rng.uniform(0, np.pi)), 0, None) ** 0.6
-    wave = wave / (np.abs(wave).max() + 1e-9) * envelope * energy
+        wave += gain / k ** 0.7 * np.sin(k * phase)
+    wave /= np.abs(wave).max() + 1e-9
+    envelope = np.clip(np.sin(np.pi * style.rate * t + rng.uniform(0, np.pi)), 0, None) ** 0.6
+    wave = (wave + style.harshness * 3 * rng.standard_normal(n)) * envelope
+    wave = wave / (np.abs(wave).max() + 1e-9) * style.energy
     wave += 0.003 * rng.standard_normal(n)  # breath noise, so silence is never exact
     return np.clip(wave, -1, 1).astype(np.float32)
 

@@ -139,6 +139,33 @@ class InMemoryData:
             self.chars = torch.from_numpy(chars).to(self.device)
             self.char_lengths = torch.as_tensor([len(s) for s in seqs], dtype=torch.long, device=self.device)
 
+        self.normalization: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def fit_normalization(self, idx: np.ndarray, chunk: int = 256) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-dimension mean and std of every role (per layer) over the frames of utterances ``idx``.
+
+        Fit on the training utterances only, so nothing of the validation or test set leaks in.
+        Returns ``{role: (mean, std)}`` with shapes ``(layers, dim)``.
+        """
+        stats = {}
+        for role, frames in self._frames.items():
+            total = torch.zeros(frames.shape[0], frames.shape[2], dtype=torch.float64, device=self.device)
+            squares, count = total.clone(), 0
+            for start in range(0, len(idx), chunk):
+                part = idx[start:start + chunk]
+                lengths = torch.as_tensor(self.lengths[role][part], device=self.device)
+                steps = torch.arange(int(lengths.max()) if len(part) else 0, device=self.device)
+                mask = steps[None, :] < lengths[:, None]
+                rows = (self._starts[role][torch.as_tensor(part, device=self.device)][:, None] + steps[None, :])[mask]
+                x = frames[:, rows].double()
+                total += x.sum(1)
+                squares += (x * x).sum(1)
+                count += rows.numel()
+            mean = total / max(count, 1)
+            std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+            stats[role] = (mean.float(), std.float().clamp(min=1e-5))
+        return stats
+
     def __len__(self) -> int:
         return len(self.utt_ids)
 
@@ -160,9 +187,15 @@ class InMemoryData:
             mask = steps[None, :] < lengths[:, None]
             rows = torch.where(mask, self._starts[role][sel][:, None] + steps[None, :], frames.shape[1] - 1)
             x = frames[:, rows].float()  # (layers, batch, frames, dim)
+            if self.normalization is not None:  # z-score with training statistics; padding stays zero
+                mean, std = (t.to(self.device) for t in self.normalization[role])
+                x = (x - mean[:, None, None, :]) / std[:, None, None, :] * mask[None, :, :, None]
             x = x[0] if len(self.roles[role].layers) == 1 else x.permute(1, 0, 2, 3)
             streams[role] = StreamBatch(x, mask)
-        pick = (lambda t: None if t is None else t[sel])
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[sel]
+
         return Batch(streams, self.y[sel], pick(self.soft), pick(self.va), pick(self.chars), pick(self.char_lengths),
                      [self.utt_ids[i] for i in idx])
 

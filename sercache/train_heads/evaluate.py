@@ -69,6 +69,8 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
                                 f"{data.dims}; cross-corpus evaluation needs the same encoders and layers")
             head = build_head(config["head"], ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
             head.load_state_dict(ckpt["state_dict"])
+            data.normalization = ({r: (v["mean"], v["std"]) for r, v in ckpt["normalization"].items()}
+                                  if ckpt.get("normalization") else None)
             head.to(data.device)
             test_ids = table.utt_id.tolist() if other else f.test
             idx = data.indices(test_ids)

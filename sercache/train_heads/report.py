@@ -218,7 +218,7 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
         lines += [*[f"- {h}" for h in header(run)], ""]
     lines += ["Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
               "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False), ""]
-    for run, s in zip(runs, summaries):
+    for run in runs:
         lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(), ""]
     for other in runs[1:]:
         table = paired_table(runs[0], other)

@@ -168,7 +168,12 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
     out = task_dir(Path(run), fold["name"], seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILED).unlink(missing_ok=True)
-    logfile = open(out / "train.log", "a", buffering=1)
+    with open(out / "train.log", "a", buffering=1) as logfile:
+        return _train_logged(out, fold, seed, config, device, logfile)
+
+
+def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
+                  logfile: Any) -> dict[str, Any]:
     try:
         cache = open_cache(config["cache"])
         head_cls = get_head(config["head"])
@@ -191,8 +196,6 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
         (out / FAILED).write_text(str(exc))
         print(f"FAILED: {exc}", file=logfile)
         return {"fold": fold["name"], "seed": seed, "ok": False, "error": str(exc)}
-    finally:
-        logfile.close()
 
 
 def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[dict[str, Any]]]:
@@ -203,7 +206,9 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
 
     config, folds, cache = plan_run(req)
     streams = sorted({s["stream"] for s in config["roles"].values()})
-    problems = verify_cache(req.cache, streams, checksums=False, values=False)
+    # Every byte training will read is checked once here (checksums, NaN/inf, completeness), so a
+    # damaged cache is refused before any fold starts, with the shards and utterances to re-extract.
+    problems = verify_cache(req.cache, streams, checksums=True, values=True)
     cache.close()
     if problems:
         listing = "\n  ".join(str(p) for p in problems[:10])

@@ -50,6 +50,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     grad_clip: float = 5.0      # max grad norm (0: off)
     mixup_alpha: float = 0.0    # kept for the record; heads that mix inputs read their own keyword
+    normalize: bool = True      # z-score every feature dimension with training-fold statistics
 
     @classmethod
     def for_head(cls, head: str, overrides: dict[str, Any]) -> "TrainConfig":
@@ -128,6 +129,8 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
     head = build_head(head_name, data.dims, data.n_classes, hyperparameters).to(device)
     optimizer = make_optimizer(cfg, [p for p in head.parameters() if p.requires_grad])
     tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
+    # frozen encoders' features come at very different scales; statistics from the training fold only
+    data.normalization = data.fit_normalization(tr) if cfg.normalize else None
     lengths = data.length_of(tr)
     curve, best, best_state, stale, best_epoch = [], (-1.0, math.inf), copy.deepcopy(head.state_dict()), 0, 0
     lr = cfg.lr
@@ -140,7 +143,7 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
             loss = head.training_step(batch)
             if not torch.isfinite(loss.detach()):
                 raise TrainingError(
-                    f"{out_dir}: the training loss became {float(loss)} at epoch {epoch} (utterances "
+                    f"{out_dir}: the training loss became {loss.item()} at epoch {epoch} (utterances "
                     f"{batch.utt_ids[:3]}...). This fold/seed stopped; lower --lr, or check the cache with "
                     "`sercache cache verify`.")
             optimizer.zero_grad(set_to_none=True)
@@ -219,7 +222,9 @@ def write_records(out_dir: Path, head: Head, run_config: dict[str, Any], hyperpa
                   cfg: TrainConfig, curve: list[dict], data: InMemoryData, te: np.ndarray, test: dict[str, Any],
                   metrics: dict[str, Any], label_names: list[str]) -> None:
     state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
-    checkpoint = {"state_dict": state, "head": head.name, "hyperparameters": hyperparameters, "train": asdict(cfg),
+    checkpoint = {"state_dict": state, "head": head.name,
+                  "normalization": {r: {"mean": m.cpu(), "std": sd.cpu()} for r, (m, sd) in
+                                    (data.normalization or {}).items()}, "hyperparameters": hyperparameters, "train": asdict(cfg),
                   "dims": data.dims, "n_classes": data.n_classes, "labels": label_names,
                   "run": json.loads(json.dumps(run_config, default=str))}
     _atomic_write(out_dir / "checkpoint.pt", lambda p: torch.save(checkpoint, p))

@@ -1,0 +1,92 @@
+"""Training efficiency of ``gate``: achieved GFLOP/s as a fraction of this machine's fp32 matmul peak.
+
+Both are measured in the same run. The head trains from an in-memory fold (the trainer's own
+data path and step) on 1024-d audio frames and 768-d text tokens with IEMOCAP durations; its
+FLOPs are counted analytically per utterance:
+
+* forward: text projection 2*Tt*768*1024; parameter-free attention both ways 8*Ta*Tt*1024;
+  the shared gate on both streams 2*(Ta+Tt)*2048*1024; (classifier negligible);
+* backward: twice the forward, minus the text projection's input gradient (data needs none).
+
+"useful" counts real frames only; "executed" counts the padded frames the batch computes too.
+
+    python benchmarks/train_efficiency.py [--n 400] [--batch-sizes 2,8,32]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from _common import audio_text_data, gate_sized_cache, iemocap_rows, machine, train_epoch
+
+
+def matmul_peak(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def gate_flops(ta: int, tt: int, d: int = 1024, dt: int = 768) -> float:
+    forward = 2 * tt * dt * d + 8 * ta * tt * d + 2 * (ta + tt) * 2 * d * d
+    return 3 * forward - 2 * tt * dt * d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=400, help="training utterances")
+    ap.add_argument("--batch-sizes", default="2,8,32")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jsonl", default=None)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from sercache.train_heads.data import bucket_batches
+    from sercache.train_heads.heads import get_head
+
+    rows = iemocap_rows(args.jsonl)
+    random.Random(0).shuffle(rows)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-eff-"))
+    data, _, _ = audio_text_data(gate_sized_cache(work / f"cache{args.n}", rows[: args.n]), args.device)
+    peak = matmul_peak(torch.get_num_threads())
+    idx = np.arange(len(data))
+    ta, tt = data.lengths["audio"], data.lengths["text"]
+    useful = float(sum(gate_flops(a, t) for a, t in zip(ta, tt)))
+    print(f"# gate on {len(idx)} utterances (IEMOCAP durations; {ta.sum()} audio frames x 1024, {tt.sum()} text tokens "
+          f"x 768); {machine()}")
+    print(f"fp32 matmul peak (2048^3, measured now): {peak:.1f} GFLOP/s")
+    print(f"{'batch':>5s} {'s/epoch':>8s} {'useful GFLOP/s':>15s} {'% of peak':>9s} {'executed GFLOP/s':>17s} "
+          f"{'% of peak':>9s}")
+    for bs in (int(x) for x in args.batch_sizes.split(",")):
+        torch.manual_seed(0)
+        head = get_head("gate")(dims=data.dims, n_classes=4).to(data.device)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-5)
+        rng = np.random.default_rng(0)
+        batches = bucket_batches(data.length_of(idx), bs, rng)
+        executed = sum(gate_flops(int(ta[b].max()), int(tt[b].max())) * len(b) for b in batches)
+        for b in batches[:2]:  # warm-up
+            head.training_step(data.batch(idx[b])).backward()
+        seconds = train_epoch(head, opt, [lambda b=b: data.batch(idx[b]) for b in batches])
+        if data.device.type == "cuda":
+            torch.cuda.synchronize()
+        u, e = useful / seconds / 1e9, executed / seconds / 1e9
+        print(f"{bs:5d} {seconds:8.2f} {u:15.1f} {100 * u / peak:8.1f}% {e:17.1f} {100 * e / peak:8.1f}%")
+
+
+if __name__ == "__main__":
+    main()
