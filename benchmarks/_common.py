@@ -6,9 +6,9 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSONL = REPO.parent / "shared" / "data" / "iemocap-4class.jsonl"

@@ -24,8 +24,18 @@ from _common import iemocap_rows, machine, train_epoch
 
 def make_models(root: Path) -> dict[str, Path]:
     import torch
-    from transformers import (BertConfig, BertModel, BertTokenizer, HubertConfig, HubertModel, Wav2Vec2Config,
-                              Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        BertTokenizer,
+        HubertConfig,
+        HubertModel,
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     from sercache.synthetic.models import CTC_CHARS, WORDS
 

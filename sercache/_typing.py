@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import TypeAlias
 
-Pathlike = Union[str, os.PathLike]
+Pathlike: TypeAlias = str | os.PathLike

@@ -76,11 +76,18 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
 
     Rerunning the same command after an interruption resumes where it stopped; rerunning it
     after success does nothing. Problems (unreadable audio, bad label lines...) are recorded
-    in the cache and shown by `sercache cache info`; the exit status is non-zero only with
-    --strict, or when nothing could be extracted.
+    in the cache and shown by `sercache cache info`. Exit status: 0 when anything was stored;
+    1 when nothing could be extracted, or --strict met a failing utterance; 2 for a bad request
+    (unknown option value, missing model, cache settings that differ without --overwrite).
     """
-    from sercache.extract.options import (ExtractError, ExtractOptions, parse_sessions, parse_shard,
-                                          parse_stream_names)
+    from sercache.extract.options import (
+        ExtractError,
+        ExtractOptions,
+        StrictStop,
+        parse_sessions,
+        parse_shard,
+        parse_stream_names,
+    )
     from sercache.extract.runner import run_extract
     from sercache.features.models import ModelError
     from sercache.store.errors import CacheError
@@ -96,6 +103,9 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             flush_seconds=flush_seconds,
             command="sercache extract " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
         report = run_extract(opts)
+    except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     table = report.table()
@@ -219,6 +229,7 @@ def _parse_value(text: str) -> object:
 @click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
 @click.option("--text-stream", default=None, help="Stream for the text role (overrides --text).")
 @click.option("--mfcc-stream", default=None, help="Stream for the mfcc role (default mfcc).")
+@click.option("--text-aug-stream", default=None, help="Augmented-text stream for mmer --set augmented_text=true.")
 @click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
 @click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
 @click.option("--valid", default=None, type=click.Choice(["group", "fraction"]),
@@ -240,7 +251,8 @@ def _parse_value(text: str) -> object:
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
 def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: str | None, subset: str, text: str,
-          audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, layer: int | None,
+          audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, text_aug_stream: str | None,
+          layer: int | None,
           text_layer: int | None, valid: str | None, valid_fraction: float, holdout_session: str, ratios: str,
           split_seed: int, seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
           weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], no_normalize: bool,
@@ -270,7 +282,8 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: st
         if valid is not None:
             options["valid"] = valid
         options["valid_fraction"] = valid_fraction
-    streams = {k: v for k, v in (("audio", audio_stream), ("text", text_stream), ("mfcc", mfcc_stream)) if v}
+    streams = {k: v for k, v in (("audio", audio_stream), ("text", text_stream), ("mfcc", mfcc_stream),
+                                 ("text_aug", text_aug_stream)) if v}
     req = TrainRequest(
         cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options,
         labels=label_preset, subset=subset, text=text, streams=streams, layers={"audio": layer, "text": text_layer},

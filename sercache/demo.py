@@ -14,9 +14,9 @@ printed UA is well above chance: a wiring bug anywhere would show as chance accu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from sercache._typing import Pathlike
 

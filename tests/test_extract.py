@@ -21,7 +21,7 @@ from tests.conftest import extract_args
 STREAMS = ("ssl", "asr", "text_asr", "text_gold", "mfcc")
 
 
-def run_cli(*args: str) -> "click.testing.Result":  # noqa: F821
+def run_cli(*args: str) -> click.testing.Result:  # noqa: F821
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
@@ -178,7 +178,8 @@ def test_bad_audio_is_recorded_and_the_rest_extracted(small_corpus, models, tmp_
     info = run_cli("cache", "info", str(tmp_path / "c"))
     assert victim.stem in info.output and "not readable as audio" in info.output
     strict = run_cli(*extract_args(corpus, tmp_path / "c2", models, "--strict", streams="mfcc"))
-    assert strict.exit_code == 1
+    assert strict.exit_code == 1, strict.output
+    assert "--strict" in strict.output and victim.stem in strict.output and "not readable as audio" in strict.output
 
 
 @pytest.mark.slow

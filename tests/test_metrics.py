@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from sercache.train_heads.metrics import (bootstrap_ci, ccc, classification_metrics, paired_comparison)
+from sercache.train_heads.metrics import bootstrap_ci, ccc, classification_metrics, paired_comparison
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -70,7 +70,7 @@ def bad_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bad_extracted(bad_corpus, models, tmp_path_factory) -> tuple[Path, dict[str, str], "click.testing.Result"]:  # noqa: F821
+def bad_extracted(bad_corpus, models, tmp_path_factory) -> tuple[Path, dict[str, str], click.testing.Result]:  # noqa: F821
     out = tmp_path_factory.mktemp("bad-cache") / "cache"
     result = CliRunner().invoke(cli, extract_args(bad_corpus, out, models, "--chunk-seconds", "30", streams=STREAMS),
                                 catch_exceptions=False)

@@ -20,8 +20,16 @@ import pandas as pd
 import pytest
 
 from sercache.store import (
-    CacheCorruptError, CacheError, CacheLockedError, ExtractionProblem, IncompleteStreamError, StaleCacheError,
-    StreamWriter, UtteranceFeatures, atomic, open_cache,
+    CacheCorruptError,
+    CacheError,
+    CacheLockedError,
+    ExtractionProblem,
+    IncompleteStreamError,
+    StaleCacheError,
+    StreamWriter,
+    UtteranceFeatures,
+    atomic,
+    open_cache,
 )
 from sercache.store.layout import STAGING_DIR, staging_dir, stream_path
 from sercache.store.lock import ShardLock

@@ -184,3 +184,21 @@ def test_every_head_trains_and_reports_on_an_extracted_cache(extracted_cache, tm
         assert len(list(out.glob("loso-*/seed0/DONE"))) == 5, head
         rep = runner.invoke(cli, ["report", str(out), "--bootstrap", "50"], catch_exceptions=False)
         assert rep.exit_code == 0 and "UA" in rep.output, head
+
+
+def test_mmer_uses_an_augmented_text_stream_when_asked(tmp_path):
+    """InfoNCE against augmented views: the extra stream is loaded as the text_aug role and trained on."""
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+    from tests.conftest import synthetic_manifest
+
+    torch.set_num_threads(1)
+    cache = write_synthetic_cache(tmp_path / "cache", synthetic_manifest(3), [
+        SyntheticStream("ssl", "ssl", 32, (0,)), SyntheticStream("text_asr", "text", 16),
+        SyntheticStream("backtranslated", "text", 16)])
+    with pytest.raises(Exception, match="text_aug"):
+        train(cache, tmp_path / "missing", "mmer", fold="1",
+              hyperparameters={**SMALL["mmer"], "augmented_text": True}, train={"epochs": 1})
+    run, results = train(cache, tmp_path / "run", "mmer", fold="1", streams={"text_aug": "backtranslated"},
+                         hyperparameters={**SMALL["mmer"], "augmented_text": True}, train={"epochs": 1})
+    config = json.loads((run / "config.json").read_text())
+    assert config["roles"]["text_aug"]["stream"] == "backtranslated" and results[0]["ok"]

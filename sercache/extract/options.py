@@ -23,6 +23,10 @@ class ExtractError(ValueError):
     """A request that cannot be carried out (raised before any work starts)."""
 
 
+class StrictStop(ExtractError):
+    """--strict met a failing utterance: the input data is at fault, not the request (CLI exit code 1)."""
+
+
 @dataclass
 class ExtractOptions:
     """Everything ``sercache extract`` takes; see the CLI help for each option."""

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from sercache.extract.batching import PlanItem, plan_batches
 from sercache.extract.corpora import read_corpus
-from sercache.extract.options import ExtractError, ExtractOptions, assign_shards
+from sercache.extract.options import ExtractError, ExtractOptions, StrictStop, assign_shards
 from sercache.features.audio import AudioError, load_audio, resampled_length
 from sercache.features.base import AudioItem, Extractor, ExtractResult, TextItem
 from sercache.store.errors import StaleCacheError
@@ -308,7 +308,7 @@ def _record(writer: StreamWriter, problem: ExtractionProblem, strict: bool) -> N
     """Record a problem; under --strict an error stops the run (finished batches are kept)."""
     writer.add_problem(problem)
     if strict and problem.severity == "error":
-        raise ExtractError(f"--strict: {problem.utt_id} ({problem.path}) failed in {problem.stage}: {problem.reason}. "
+        raise StrictStop(f"--strict: {problem.utt_id} ({problem.path}) failed in {problem.stage}: {problem.reason}. "
                            "Finished batches are kept; fix the input, or rerun without --strict to record and skip it.")
 
 

@@ -18,8 +18,9 @@ equals that of the unchunked utterance, so nothing is truncated or skipped.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class ConvFrontend:
     strides: tuple[int, ...]
 
     @classmethod
-    def of(cls, config: Any) -> "ConvFrontend":
+    def of(cls, config: Any) -> ConvFrontend:
         return cls(tuple(int(k) for k in config.conv_kernel), tuple(int(s) for s in config.conv_stride))
 
     @property

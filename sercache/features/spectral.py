@@ -14,7 +14,7 @@ import numpy as np
 from scipy.fft import dct
 from scipy.signal import get_window
 
-from sercache.features.base import BatchPolicy, Extractor, ExtractResult, AudioItem
+from sercache.features.base import AudioItem, BatchPolicy, Extractor, ExtractResult
 from sercache.store.records import UtteranceFeatures
 
 

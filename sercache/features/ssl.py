@@ -9,7 +9,11 @@ import torch
 from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult, pooled_stats
 from sercache.features.encoder import PRECISIONS, AudioEncoder, ConvFrontend, pad_safe
 from sercache.features.models import (
-    audio_normalization, check_audio_encoder, load_audio_encoder, resolve_layers, weights_fingerprint,
+    audio_normalization,
+    check_audio_encoder,
+    load_audio_encoder,
+    resolve_layers,
+    weights_fingerprint,
 )
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 

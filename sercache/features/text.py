@@ -8,7 +8,14 @@ import numpy as np
 import torch
 
 from sercache.features.base import STORAGE_DTYPES, BatchPolicy, Extractor, ExtractResult, TextItem, pooled_stats
-from sercache.features.models import check_text_encoder, is_uncased, load_text_encoder, resolve_layers, text_tokenizer, weights_fingerprint
+from sercache.features.models import (
+    check_text_encoder,
+    is_uncased,
+    load_text_encoder,
+    resolve_layers,
+    text_tokenizer,
+    weights_fingerprint,
+)
 from sercache.features.textnorm import sentence_case, strip_tags
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 

@@ -8,9 +8,9 @@ uses its own ``numpy.random.Generator`` seeded from the ``seed`` argument, never
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd

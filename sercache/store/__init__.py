@@ -4,7 +4,11 @@ Nothing here imports torch or transformers, so notebooks and analysis scripts ca
 cache without a deep-learning stack.
 """
 from sercache.store.errors import (
-    CacheCorruptError, CacheError, CacheLockedError, IncompleteStreamError, StaleCacheError,
+    CacheCorruptError,
+    CacheError,
+    CacheLockedError,
+    IncompleteStreamError,
+    StaleCacheError,
 )
 from sercache.store.reader import FeatureStore, StreamInfo, open_cache
 from sercache.store.records import ExtractionProblem, UtteranceFeatures

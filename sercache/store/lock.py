@@ -11,9 +11,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sercache._typing import Pathlike
 from sercache.store.errors import CacheLockedError
@@ -29,7 +29,7 @@ class ShardLock:
         self.path = shard_dir(cache, shard) / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> "ShardLock":
+    def __enter__(self) -> ShardLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

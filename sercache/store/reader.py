@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -68,7 +69,7 @@ class StreamInfo:
         return self.layers[-1] if self.layers else None
 
 
-def open_cache(path: Pathlike) -> "FeatureStore":
+def open_cache(path: Pathlike) -> FeatureStore:
     """Open a cache directory written by ``sercache extract``."""
     return FeatureStore(path)
 
@@ -462,7 +463,7 @@ class FeatureStore:
         self._raw.clear()
         self._pool = None
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

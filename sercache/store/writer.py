@@ -28,8 +28,18 @@ from sercache.store.layout import FORMAT_VERSION, staging_dir, stream_path
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem, UtteranceFeatures, problems_frame
 from sercache.store.streamfile import (
-    CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, PROBLEMS, STREAM_FORMAT, FileIndex, Schema, read_index,
-    schema_of_records, set_attrs, write_records,
+    CHECKSUMS,
+    FRAMES,
+    H5_READ_ERRORS,
+    PER_UTT,
+    PROBLEMS,
+    STREAM_FORMAT,
+    FileIndex,
+    Schema,
+    read_index,
+    schema_of_records,
+    set_attrs,
+    write_records,
 )
 from sercache.store.tables import STR, as_str_array, write_table
 

@@ -7,9 +7,9 @@ scrambles them cannot. Written through the real store writer, so the result is a
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd

@@ -8,14 +8,15 @@ and brightness depend on the emotion, and pitch also on the speaker, so a model 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import soundfile as sf
 
 from sercache._typing import Pathlike
+
 
 @dataclass(frozen=True)
 class VoiceStyle:

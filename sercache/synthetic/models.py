@@ -11,7 +11,7 @@ from pathlib import Path
 from sercache._typing import Pathlike
 
 CTC_CHARS = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
-WORDS = ["the", "a", "an", "i", "you", "he", "she", "it", "we", "they", "me", "my", "your", "is", "are", "was", "were", "be", "been", "do", "did", "does", "not", "no", "yes", "yeah", "oh", "ok", "okay", "what", "why", "how", "when", "where", "who", "that", "this", "there", "here", "and", "but", "or", "so", "if", "to", "of", "in", "on", "at", "for", "with", "from", "about", "know", "think", "just", "like", "really", "right", "well", "want", "going", "go", "get", "got", "can", "can't", "don't", "i'm", "it's", "that's", "excuse", "sorry", "thank", "thanks", "please", "hello", "hi", "good", "bad", "great", "sad", "happy", "angry", "mad", "fine", "love", "hate", "time", "day", "now", "never", "always", "again", "back", "home", "work", "money", "car", "told", "said", "say", "tell", "look", "come", "came", "make", "made", "one", "two", "let's", "alright", "maybe", "sure"]
+WORDS = ["the", "a", "an", "i", "you", "he", "she", "it", "we", "they", "me", "my", "your", "is", "are", "was", "were", "be", "been", "do", "did", "does", "not", "no", "yes", "yeah", "oh", "ok", "okay", "what", "why", "how", "when", "where", "who", "that", "this", "there", "here", "and", "but", "or", "so", "if", "to", "of", "in", "on", "at", "for", "with", "from", "about", "know", "think", "just", "like", "really", "right", "well", "want", "going", "go", "get", "got", "can", "can't", "don't", "i'm", "it's", "that's", "excuse", "sorry", "thank", "thanks", "please", "hello", "hi", "good", "bad", "great", "sad", "happy", "angry", "mad", "fine", "love", "hate", "time", "day", "now", "never", "always", "again", "back", "home", "work", "money", "car", "told", "said", "say", "tell", "look", "come", "came", "make", "made", "one", "two", "let's", "alright", "maybe", "sure"]  # noqa: E501
 
 
 def _small(config_kwargs: dict, hidden: int, layers: int) -> dict:
@@ -54,8 +54,13 @@ def make_ctc(path: Pathlike, *, hidden: int = 32, layers: int = 2, norm: str = "
              **config_kwargs) -> Path:
     """A random Wav2Vec2ForCTC with a character vocabulary and processor files (like wav2vec2-large-960h)."""
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     torch.manual_seed(seed)
     path = Path(path)

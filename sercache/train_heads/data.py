@@ -19,7 +19,7 @@ from sercache.store.reader import FeatureStore
 from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, StreamBatch
 
 #: Which cache stream a role reads when the user does not say.
-ROLE_DEFAULT_STREAMS = {"audio": "ssl", "text": "text_asr", "mfcc": "mfcc"}
+ROLE_DEFAULT_STREAMS = {"audio": "ssl", "text": "text_asr", "mfcc": "mfcc", "text_aug": "text_aug"}
 
 
 class DataError(ValueError):

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sercache.splits import load_folds
-from sercache.train_heads.metrics import (METRIC_NAMES, bootstrap_ci, classification_metrics, confusion,
-                                          paired_comparison)
+from sercache.train_heads.metrics import METRIC_NAMES, bootstrap_ci, classification_metrics, confusion, paired_comparison
 from sercache.train_heads.trainer import DONE
 
 NICE = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "ccc_valence": "CCC-V",

@@ -53,7 +53,7 @@ class TrainConfig:
     normalize: bool = True      # z-score every feature dimension with training-fold statistics
 
     @classmethod
-    def for_head(cls, head: str, overrides: dict[str, Any]) -> "TrainConfig":
+    def for_head(cls, head: str, overrides: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:

@@ -1,7 +1,7 @@
 """Corpus readers: a corpus on disk -> a :class:`Manifest` (utterance table + problems)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, probe_all

@@ -58,7 +58,7 @@ class Batch:
     char_lengths: Tensor | None = None
     utt_ids: list[str] = field(default_factory=list)
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 

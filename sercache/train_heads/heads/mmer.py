@@ -142,6 +142,9 @@ class MMERHead(Head):
         supcon_weight: weight of the supervised contrastive loss (0 disables it).
         infonce_weight: weight of InfoNCE against a ``"text_aug"`` stream (0 disables it).
         temperature: temperature of both contrastive losses.
+        augmented_text: also read a ``text_aug`` role (an augmented transcript stream, e.g. back-
+            translations encoded with ``--stream-name``; pick it with ``--text-aug-stream``) and add
+            InfoNCE between the fused views of the original and augmented text.
     """
 
     name: ClassVar[str] = "mmer"
@@ -152,7 +155,7 @@ class MMERHead(Head):
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, hidden: int = 768, heads: int = 12,
                  ffn_dim: int = 3072, dropout: float = 0.1, ctc_weight: float = 0.1, supcon_weight: float = 0.1,
-                 infonce_weight: float = 0.1, temperature: float = 0.07) -> None:
+                 infonce_weight: float = 0.1, temperature: float = 0.07, augmented_text: bool = False) -> None:
         super().__init__()
         missing = [role for role in self.roles if role not in dims]
         if missing:
@@ -176,6 +179,10 @@ class MMERHead(Head):
         # The paper's classifier reads the max-pooled encoder frames themselves (768 for wav2vec2-base).
         self.classifier = nn.Linear(d_audio + hidden, n_classes)
         self.ctc = nn.Linear(hidden, len(CHAR_VOCAB))
+
+    @classmethod
+    def required_roles(cls, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
+        return cls.roles + (("text_aug",) if hyperparameters.get("augmented_text") else ())
 
     def _pooled_fusion(self, a1: Tensor, a2: Tensor, audio_mask: Tensor, text: StreamBatch) -> Tensor:
         """The gated fused text-axis sequence, max-pooled.
