@@ -48,7 +48,7 @@ def test_registered_with_contract() -> None:
     assert MMERHead.roles == ("audio", "text") and MMERHead.needs == frozenset({"chars"})
     assert MMERHead.hyperparameters() == {"hidden": 768, "heads": 12, "ffn_dim": 3072, "dropout": 0.1,
                                           "ctc_weight": 0.1, "supcon_weight": 0.1, "infonce_weight": 0.1,
-                                          "temperature": 0.07}
+                                          "temperature": 0.07, "augmented_text": False}
     defaults = MMERHead.resolved_train_defaults()
     assert (defaults["optimizer"], defaults["lr"], defaults["batch_size"]) == ("adamw", 5e-5, 16)
 
