@@ -163,7 +163,7 @@ def main() -> None:
     print(f"{'one-off: sercache extract (ssl, asr, text_asr)':44s} {extract_seconds:9.1f}")
     print(f"{'epoch, encoders recomputed in the data loop':44s} {recomputed:9.1f}")
     print(f"{'epoch, from the cache (best of 3)':44s} {cached:9.2f}")
-    print(f"cache is {recomputed / cached:.0f}x faster per epoch; the extraction pays for itself after "
+    print(f"cache is {recomputed / cached:.1f}x faster per epoch; the extraction pays for itself after "
           f"{extract_seconds / max(recomputed - cached, 1e-9):.1f} epochs")
 
 

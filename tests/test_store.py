@@ -191,6 +191,21 @@ def test_round_trip(tmp_path: Path, dtype: str, tail: tuple[int, ...]) -> None:
         out, offsets = cache.load("ssl", [])
         assert out.shape == (0, *tail) and offsets.tolist() == [0]
 
+        # .load(out=): each layer into its slice of one preallocated block, sized by frame_counts
+        ids = ["s2_u1", "s1_u0", "s2_u3", "s1_u4"]
+        counts = cache.frame_counts("ssl", ids)
+        assert counts.tolist() == [records[u].n_frames for u in ids]
+        block = np.full((len(LAYERS), int(counts.sum()) + 1, *tail), -1, dtype=dtype)
+        for i, k in enumerate(LAYERS):
+            filled, _ = cache.load("ssl", ids, layer=k, verify=True, out=block[i, :-1])
+            assert np.shares_memory(filled, block)
+            np.testing.assert_array_equal(block[i, :-1], cache.load("ssl", ids, layer=k)[0])
+        assert (block[:, -1] == -1).all()  # nothing written past the requested rows
+        for bad in (block[0], block[0, :-2], block[0, :-1].astype(np.float64),
+                    np.empty((int(counts.sum()), 2, *tail), dtype)[:, 0]):  # strided
+            with pytest.raises(ValueError, match="out= must be"):
+                cache.load("ssl", ids, layer=3, out=bad)
+
         # per-utterance scalars, strings and fixed-shape arrays, in any order
         ids = ["s2_u3", "s1_u1", "s2_u0"]
         np.testing.assert_array_equal(cache.per_utterance("ssl", "n_samples"),

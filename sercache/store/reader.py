@@ -253,8 +253,20 @@ class FeatureStore:
         a, b = ix.offsets[i], ix.offsets[i + 1]
         return ds.asstr()[a:b] if ds.dtype.kind == "O" else ds[a:b]
 
+    def frame_counts(self, stream: str, utt_ids: Sequence[str]) -> np.ndarray:
+        """Frames (or tokens) stored for each of ``utt_ids`` in ``stream``: size an ``out`` buffer for :meth:`load`."""
+        where = self._locate(stream)
+        indexes = self._index[stream]
+        counts = []
+        for u in utt_ids:
+            if u not in where:
+                raise self._missing(stream, u)
+            k, i = where[u]
+            counts.append(indexes[k].lengths[i])
+        return np.asarray(counts, dtype=np.int64)
+
     def load(self, stream: str, utt_ids: Sequence[str], layer: int | None = None, *, name: str | None = None,
-             verify: bool = False) -> tuple[np.ndarray, np.ndarray]:
+             verify: bool = False, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames of many utterances as one contiguous array plus offsets.
 
         Utterance ``utt_ids[i]`` is ``frames[offsets[i]:offsets[i+1]]``. Runs of utterances
@@ -263,6 +275,9 @@ class FeatureStore:
 
         Args:
             verify: recompute each utterance's CRC-32 and raise CacheCorruptError on a mismatch.
+            out: a C-contiguous array to fill instead of allocating one, shaped
+                ``(frame_counts(...).sum(), dim)`` with the stored dtype (e.g. one layer's slice of a
+                preallocated ``(layers, total, dim)`` block, so a fold is never held twice).
 
         Returns:
             ``(frames (total, dim), offsets (n + 1,) int64)``.
@@ -284,7 +299,12 @@ class FeatureStore:
             return np.empty(shape, dtype=(ds0.dtype if ds0 is not None else np.float32)), offsets
         first = self._file(indexes[locs[0][0]].path)[FRAMES][field_name]
         text = first.dtype.kind == "O"
-        out = np.empty((int(offsets[-1]), *first.shape[1:]), dtype=object if text else first.dtype)
+        shape, dtype = (int(offsets[-1]), *first.shape[1:]), np.dtype(object if text else first.dtype)
+        if out is None:
+            out = np.empty(shape, dtype=dtype)
+        elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"out= must be a writeable C-contiguous {dtype} array of shape {shape} for these "
+                             f"{len(locs)} utterances of {stream!r}; got {out.dtype} {out.shape}")
         raw_reads: list[tuple[int, int, memoryview]] = []
         start = 0
         while start < len(locs):

@@ -84,6 +84,11 @@ def _chars(text: object) -> list[int]:
     return [index[c] for c in " ".join(text.upper().split()) if c in index]
 
 
+def _all_finite(frames: np.ndarray, rows: int = 1 << 16) -> bool:
+    """np.isfinite(frames).all() in slices, without a boolean copy of the whole fold."""
+    return all(np.isfinite(frames[a:a + rows]).all() for a in range(0, len(frames), rows))
+
+
 class InMemoryData:
     """Every needed stream and target of a set of utterances, resident in memory (or on the GPU).
 
@@ -108,17 +113,23 @@ class InMemoryData:
         self._starts: dict[str, torch.Tensor] = {}
         self.lengths: dict[str, np.ndarray] = {}
         for role, spec in roles.items():
-            per_layer = []
-            for layer in spec.layers:
-                frames, offsets = cache.load(spec.stream, self.utt_ids, layer=layer, verify=True)
-                if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+            # Each layer is read straight into its slice of one preallocated block, so the fold is
+            # held once (plus a zero row for padding), never copied while being assembled.
+            total = int(cache.frame_counts(spec.stream, self.utt_ids).sum())
+            info = cache.streams[spec.stream]
+            if info.dim is None:  # no feature layers: load() raises the error that says what is stored
+                cache.load(spec.stream, self.utt_ids, layer=spec.layers[0])
+            block = np.empty((len(spec.layers), total + 1, info.dim), dtype=np.dtype(info.dtype))
+            block[:, total] = 0
+            for i, layer in enumerate(spec.layers):
+                frames, offsets = cache.load(spec.stream, self.utt_ids, layer=layer, verify=True, out=block[i, :total])
+                if frames.dtype.kind == "f" and not _all_finite(frames):
                     raise CacheCorruptError(f"stream {spec.stream!r} layer {layer} holds NaN/inf values; run "
                                             f"`sercache cache verify {cache.path}` and re-extract what it names")
-                per_layer.append(np.concatenate([frames, np.zeros((1, frames.shape[1]), frames.dtype)]))
-            self._frames[role] = torch.from_numpy(np.stack(per_layer)).to(self.device)
+            self._frames[role] = torch.from_numpy(block).to(self.device)
             self._starts[role] = torch.from_numpy(offsets[:-1]).to(self.device)
             self.lengths[role] = np.diff(offsets)
-            self.dims[role] = int(per_layer[0].shape[1])
+            self.dims[role] = int(info.dim)
         self.y = torch.as_tensor(self.table.y.to_numpy(copy=True), dtype=torch.long, device=self.device)
         self.n_classes = len(preset.classes)
         self.soft = self.va = self.chars = self.char_lengths = None
