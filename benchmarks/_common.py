@@ -1,10 +1,13 @@
 """Helpers shared by the benchmark scripts (not part of the package)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,26 @@ def iemocap_rows(path: str | os.PathLike | None = None) -> list[dict]:
     if not p.exists():
         sys.exit(f"{p} not found: pass --jsonl PATH to iemocap-4class.jsonl")
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes (``--workdir``, ``--jsonl``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", default=None, help="work here; corpora and caches already there are reused")
+    ap.add_argument("--jsonl", default=None, help=f"iemocap-4class.jsonl (default: {DEFAULT_JSONL})")
+    return ap
+
+
+def workdir(path: str | None, name: str) -> Path:
+    """``--workdir`` if given, else a fresh temporary directory named after the benchmark."""
+    return Path(path or tempfile.mkdtemp(prefix=f"sercache-{name}-"))
+
+
+def sampled_rows(path: str | os.PathLike | None, n: int | None, seed: int) -> list[dict]:
+    """``n`` IEMOCAP rows (all if None) in a seeded random order, so durations are drawn from the real list."""
+    rows = iemocap_rows(path)
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
 
 
 @contextmanager

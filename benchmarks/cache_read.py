@@ -19,13 +19,11 @@ about 0.1 s here: it reads every shard's manifest).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
-from _common import iemocap_rows, machine
+from _common import benchmark_parser, iemocap_rows, machine, workdir
 
 
 def drop_cache(paths: list[Path]) -> None:
@@ -39,12 +37,10 @@ def drop_cache(paths: list[Path]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", default=None)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=9, help="warm rounds (best kept)")
     ap.add_argument("--cold-repeats", type=int, default=3, help="cold rounds (best kept)")
     ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
     import h5py
@@ -53,7 +49,7 @@ def main() -> None:
     import sercache
     from sercache.synthetic.cache import SyntheticStream, manifest_from_rows, write_synthetic_cache
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-read-"))
+    work = workdir(args.workdir, "read")
     cache_dir = work / "cache"
     manifest = manifest_from_rows(iemocap_rows(args.jsonl))
     if not (cache_dir / "Session5" / "ssl.h5").exists():

@@ -12,14 +12,11 @@ All models are random (no hub here): their cost, not their accuracy, is being me
 """
 from __future__ import annotations
 
-import argparse
 import json
-import random
-import tempfile
 import time
 from pathlib import Path
 
-from _common import iemocap_rows, machine, train_epoch
+from _common import benchmark_parser, machine, sampled_rows, train_epoch, workdir
 
 
 def make_models(root: Path) -> dict[str, Path]:
@@ -64,11 +61,9 @@ def make_models(root: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
     import numpy as np
@@ -86,10 +81,8 @@ def main() -> None:
     from sercache.train_heads.heads import get_head
     from sercache.train_heads.heads.base import Batch, StreamBatch
 
-    rows = iemocap_rows(args.jsonl)
-    random.Random(2).shuffle(rows)
-    rows = rows[: args.n]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-cvr-"))
+    rows = sampled_rows(args.jsonl, args.n, 2)
+    work = workdir(args.workdir, "cvr")
     corpus = work / "corpus"
     if not (corpus / "Session1").exists() and not any(corpus.glob("Session*")):
         write_iemocap_tree(corpus, [SynthUtterance(r["utt_id"], r["emotion"], r["duration_s"]) for r in rows])

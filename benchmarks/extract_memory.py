@@ -10,15 +10,11 @@ utterance, and with it the encoder's own activation peak, is the same at both si
 """
 from __future__ import annotations
 
-import argparse
 import json
-import random
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from _common import REPO, iemocap_rows, machine
+from _common import REPO, benchmark_parser, machine, sampled_rows, workdir
 
 CHILD = """
 import json, resource, sys, time
@@ -34,21 +30,18 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "stored": report.stored, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--sizes", default="200,1600")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from sercache.synthetic.corpus import SynthUtterance, write_csv_corpus
     from sercache.synthetic.models import make_hubert
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-mem-"))
+    work = workdir(args.workdir, "mem")
     model = work / "hubert-4x256"
     if not model.exists():
         make_hubert(model, hidden=256, layers=4)
-    rows = iemocap_rows(args.jsonl)
-    random.Random(0).shuffle(rows)
+    rows = sampled_rows(args.jsonl, None, 0)
     print(f"# small random HuBERT (4 x 256, all 5 hidden states stored, fp16) + MFCC; {machine()}")
     print(f"{'utterances':>10s} {'audio h':>8s} {'features GB':>11s} {'peak RSS MB':>11s} {'seconds':>8s}")
     base = rows[: min(int(x) for x in args.sizes.split(","))]

@@ -14,25 +14,19 @@ and the share of the runner's wall time spent inside the model's forward.
 """
 from __future__ import annotations
 
-import argparse
-import random
-import tempfile
 import time
-from pathlib import Path
 
-from _common import iemocap_rows, machine
+from _common import benchmark_parser, machine, sampled_rows, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=100, help="utterances")
     ap.add_argument("--batch-seconds", type=float, default=40.0, help="budget for the batched comparison run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--norm", default="layer", choices=["layer", "group"], help="feature-encoder norm of the model")
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each contender (best kept)")
-    ap.add_argument("--jsonl", default=None)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
     import numpy as np
@@ -44,10 +38,8 @@ def main() -> None:
     from sercache.extract.runner import run_extract
     from sercache.synthetic.corpus import SynthUtterance, write_iemocap_tree
 
-    rows = iemocap_rows(args.jsonl)
-    random.Random(0).shuffle(rows)
-    rows = rows[: args.n]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-bench-"))
+    rows = sampled_rows(args.jsonl, args.n, 0)
+    work = workdir(args.workdir, "bench")
     corpus = work / "corpus"
     utts = [SynthUtterance(r["utt_id"], r["emotion"], r["duration_s"]) for r in rows]
     if not corpus.exists():

@@ -16,14 +16,11 @@ Both verify checksums. Pass ``--workdir`` of ``full_protocol.py`` to reuse its c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from _common import REPO, gate_sized_cache, iemocap_rows, machine
+from _common import REPO, benchmark_parser, gate_sized_cache, iemocap_rows, machine, workdir
 
 CHILD = """
 import json, resource, sys, time
@@ -60,13 +57,11 @@ print(json.dumps(dict(seconds=seconds, held_mb=held / 2**20, before_mb=before,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", default=None)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-foldmem-"))
+    work = workdir(args.workdir, "foldmem")
     cache = gate_sized_cache(work / "cache", iemocap_rows(args.jsonl), signal=0.3)
     print(f"# every utterance of an IEMOCAP-scale cache (1024-d fp16 audio + 768-d text), warm; {machine()}")
     best: dict[str, dict] = {}

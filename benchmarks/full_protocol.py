@@ -9,28 +9,23 @@ head's published defaults (Adam, lr 1e-5, batch 2) unless ``--epochs`` etc. say 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
-from _common import gate_sized_cache, iemocap_rows, machine, peak_rss_mb
+from _common import benchmark_parser, gate_sized_cache, iemocap_rows, machine, peak_rss_mb, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--epochs", type=int, default=None, help="default: the head's (15, early stopping patience 5)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
     from sercache.train_heads.run import TrainRequest, run_training
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-full-"))
+    work = workdir(args.workdir, "full")
     cache = gate_sized_cache(work / "cache", iemocap_rows(args.jsonl), signal=0.3)
     run = work / f"run-e{args.epochs or 'default'}-s{args.seeds}"
     print(f"# 5-fold LOSO gate, 5531 utterances, 1024-d fp16 audio + 768-d text; {machine()}")

@@ -12,31 +12,23 @@ end-to-end fine-tuning of the encoders, so its ratios include encoder time we do
 """
 from __future__ import annotations
 
-import argparse
-import random
-import tempfile
-from pathlib import Path
-
-from _common import audio_text_data, gate_sized_cache, iemocap_rows, machine
+from _common import audio_text_data, benchmark_parser, gate_sized_cache, machine, sampled_rows, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=600, help="utterances (70% train, 10% valid, 20% test)")
+    ap = benchmark_parser(__doc__)
+    ap.add_argument("--n", type=int, default=600, help="utterances (70%% train, 10%% valid, 20%% test)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
     from sercache.train_heads.trainer import TrainConfig, train_fold
 
-    rows = iemocap_rows(args.jsonl)
-    random.Random(1).shuffle(rows)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-gvc-"))
-    data, table, preset = audio_text_data(gate_sized_cache(work / f"cache{args.n}", rows[: args.n]), args.device)
+    rows = sampled_rows(args.jsonl, args.n, 1)
+    work = workdir(args.workdir, "gvc")
+    data, table, preset = audio_text_data(gate_sized_cache(work / f"cache{args.n}", rows), args.device)
     ids = table.utt_id.tolist()
     n_tr, n_va = int(0.7 * len(ids)), int(0.1 * len(ids))
     train, valid, test = ids[:n_tr], ids[n_tr:n_tr + n_va], ids[n_tr + n_va:]

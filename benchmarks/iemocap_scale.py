@@ -16,15 +16,13 @@ Prints wall time, peak resident memory and problems for each step.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, iemocap_rows, machine
+from _common import REPO, benchmark_parser, iemocap_rows, machine, workdir
 
 
 def run(cmd: list[str], log: Path) -> tuple[float, float, int, str]:
@@ -41,10 +39,8 @@ def run(cmd: list[str], log: Path) -> tuple[float, float, int, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--scale", type=float, default=0.1, help="audio duration factor (1.0 = real durations)")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--jsonl", default=None)
     ap.add_argument("--streams", default="ssl,asr,text_asr,text_gold,mfcc")
     ap.add_argument("--train", default="", help="comma list of heads to train on all LOSO folds afterwards")
     ap.add_argument("--train-args", default="--seeds 1 --jobs 2", help="extra arguments for sercache train")
@@ -54,7 +50,7 @@ def main() -> None:
     from sercache.synthetic.models import make_tiny_models
 
     rows = iemocap_rows(args.jsonl)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-iemocap-"))
+    work = workdir(args.workdir, "iemocap")
     corpus, cache = work / f"IEMOCAP_full_release_x{args.scale:g}", work / f"cache_x{args.scale:g}"
     models = make_tiny_models(work / "models")
     print(f"# {len(rows)} utterances, {sum(r['duration_s'] for r in rows) * args.scale / 3600:.2f} h of audio "

@@ -14,13 +14,9 @@ FLOPs are counted analytically per utterance:
 """
 from __future__ import annotations
 
-import argparse
-import random
-import tempfile
 import time
-from pathlib import Path
 
-from _common import audio_text_data, gate_sized_cache, iemocap_rows, machine, train_epoch
+from _common import audio_text_data, benchmark_parser, gate_sized_cache, machine, sampled_rows, train_epoch, workdir
 
 
 def matmul_peak(threads: int) -> float:
@@ -45,12 +41,10 @@ def gate_flops(ta: int, tt: int, d: int = 1024, dt: int = 768) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=400, help="training utterances")
     ap.add_argument("--batch-sizes", default="2,8,32")
-    ap.add_argument("--workdir", default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--jsonl", default=None)
     args = ap.parse_args()
 
     import numpy as np
@@ -59,10 +53,9 @@ def main() -> None:
     from sercache.train_heads.data import bucket_batches
     from sercache.train_heads.heads import get_head
 
-    rows = iemocap_rows(args.jsonl)
-    random.Random(0).shuffle(rows)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sercache-eff-"))
-    data, _, _ = audio_text_data(gate_sized_cache(work / f"cache{args.n}", rows[: args.n]), args.device)
+    rows = sampled_rows(args.jsonl, args.n, 0)
+    work = workdir(args.workdir, "eff")
+    data, _, _ = audio_text_data(gate_sized_cache(work / f"cache{args.n}", rows), args.device)
     peak = matmul_peak(torch.get_num_threads())
     idx = np.arange(len(data))
     ta, tt = data.lengths["audio"], data.lengths["text"]

@@ -23,9 +23,10 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception, status: int = 2) -> None:
+    """Print the error and exit: 2 for a refused request (the default), 1 for bad data."""
     click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+    sys.exit(status)
 
 
 @click.group(context_settings=CONTEXT)
@@ -104,8 +105,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             command="sercache extract " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
         report = run_extract(opts)
     except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(exc, status=1)
     except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     table = report.table()

@@ -219,6 +219,14 @@ class FeatureStore:
         reason = err.reason.iloc[0] if len(err) else "not stored"
         return IncompleteStreamError(f"{utt_id} has no {stream!r} features: {reason} (see `sercache cache info`)")
 
+    def _positions(self, stream: str, utt_ids: Sequence[str]) -> list[tuple[int, int]]:
+        """(shard index, row) of each utterance in ``stream``; a missing one raises with the reason."""
+        where = self._locate(stream)
+        missing = next((u for u in utt_ids if u not in where), None)
+        if missing is not None:
+            raise self._missing(stream, missing)
+        return [where[u] for u in utt_ids]
+
     def utt_ids(self, stream: str) -> list[str]:
         """Utterances that have ``stream`` features, in :attr:`utterances` order."""
         where = self._locate(stream)
@@ -255,15 +263,8 @@ class FeatureStore:
 
     def frame_counts(self, stream: str, utt_ids: Sequence[str]) -> np.ndarray:
         """Frames (or tokens) stored for each of ``utt_ids`` in ``stream``: size an ``out`` buffer for :meth:`load`."""
-        where = self._locate(stream)
         indexes = self._index[stream]
-        counts = []
-        for u in utt_ids:
-            if u not in where:
-                raise self._missing(stream, u)
-            k, i = where[u]
-            counts.append(indexes[k].lengths[i])
-        return np.asarray(counts, dtype=np.int64)
+        return np.array([indexes[k].lengths[i] for k, i in self._positions(stream, utt_ids)], dtype=np.int64)
 
     def load(self, stream: str, utt_ids: Sequence[str], layer: int | None = None, *, name: str | None = None,
              verify: bool = False, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -283,12 +284,7 @@ class FeatureStore:
             ``(frames (total, dim), offsets (n + 1,) int64)``.
         """
         field_name = self._field_name(stream, layer, name)
-        where = self._locate(stream)
-        locs = []
-        for u in utt_ids:
-            if u not in where:
-                raise self._missing(stream, u)
-            locs.append(where[u])
+        locs = self._positions(stream, utt_ids)
         indexes = self._index[stream]
         lengths = np.array([indexes[k].lengths[i] for k, i in locs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

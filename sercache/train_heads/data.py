@@ -118,7 +118,7 @@ class InMemoryData:
             total = int(cache.frame_counts(spec.stream, self.utt_ids).sum())
             info = cache.streams[spec.stream]
             if info.dim is None:  # no feature layers: load() raises the error that says what is stored
-                cache.load(spec.stream, self.utt_ids, layer=spec.layers[0])
+                cache.load(spec.stream, [], layer=spec.layers[0])
             block = np.empty((len(spec.layers), total + 1, info.dim), dtype=np.dtype(info.dtype))
             block[:, total] = 0
             for i, layer in enumerate(spec.layers):
