@@ -45,7 +45,8 @@ def cli(verbose: int) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache directory (created if needed).")
 @click.option("--session", "sessions", multiple=True, help="Only these sessions (repeat, or 1,3). Default: all.")
 @click.option("--streams", default="ssl,asr,text_asr,text_gold,mfcc",
-              help="Comma list from: ssl, asr, text_asr, text_gold, mfcc, logmel.")
+              help="Comma list from: ssl, asr, text_asr, text_gold, mfcc, logmel, spectrogram, egemaps, compare "
+              "(egemaps and compare need the opensmile package).")
 @click.option("--ssl-model", default="facebook/hubert-large-ls960-ft", help="HF id or local folder of the speech encoder.")
 @click.option("--asr-model", default="facebook/wav2vec2-large-960h", help="HF id or local folder of a CTC ASR model.")
 @click.option("--text-model", default="bert-base-uncased", help="HF id or local folder of a BERT-style text encoder.")
@@ -169,7 +170,7 @@ def cache_verify(path: Path, streams: tuple[str, ...], no_checksums: bool) -> No
 # --------------------------------------------------------------------------------------- heads, labels
 def _head_names() -> list[str]:
     # kept import-light: the registry's names are listed in the help without importing torch
-    return ["apcnn", "cmgi", "gate", "glam", "linear", "mhcnn", "mmer", "tmn", "wsum"]
+    return ["apcnn", "cmgi", "gate", "glam", "linear", "logreg", "mhcnn", "mlp", "mmer", "svm", "tmn", "wsum"]
 
 
 @cli.command(context_settings=CONTEXT)
@@ -221,19 +222,27 @@ def _parse_value(text: str) -> object:
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--head", required=True, type=click.Choice(_head_names()), help="Head to train (see `sercache heads`).")
 @click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
-@click.option("--protocol", default="loso", type=click.Choice(["loso", "lospk", "session-holdout", "random",
-                                                               "predefined"]))
+@click.option("--protocol", default=None, type=click.Choice(["loso", "lospk", "session-holdout", "random",
+                                                             "predefined"]), help="Fold protocol. Default: loso.")
+@click.option("--folds", "fold_file", default=None, type=click.Path(exists=True, path_type=Path),
+              help="Folds from a file instead of --protocol: a CSV of utt_id,fold (each fold value tested once) or "
+              "utt_id,split (train/valid/test: one fold), or an EmoBox folder ROOT/fold_k/<corpus>_{train,test}"
+              "_fold_k.jsonl. Validation default: --valid speakers when every utterance has a speaker.")
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
 @click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]))
 @click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
-@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
+@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl). Pooled heads (linear, mlp, "
+              "svm, logreg) take several, comma-separated: --audio-stream mfcc,logmel,egemaps.")
 @click.option("--text-stream", default=None, help="Stream for the text role (overrides --text).")
 @click.option("--mfcc-stream", default=None, help="Stream for the mfcc role (default mfcc).")
 @click.option("--text-aug-stream", default=None, help="Augmented-text stream for mmer --set augmented_text=true.")
 @click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
 @click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
-@click.option("--valid", default=None, type=click.Choice(["group", "fraction"]),
-              help="Validation: a held-out training session (group) or a fraction of training utterances.")
+@click.option("--valid", default=None, type=click.Choice(["group", "fraction", "speakers"]),
+              help="Validation: a held-out training session (group), a fraction of training utterances, or "
+              "whole training speakers (speakers; see --valid-speakers).")
+@click.option("--valid-speakers", type=click.IntRange(min=1), default=None,
+              help="Training speakers held out for validation (implies --valid speakers). Default: ~20%.")
 @click.option("--valid-fraction", type=float, default=0.2)
 @click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
 @click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
@@ -247,16 +256,25 @@ def _parse_value(text: str) -> object:
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]))
 @click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
-@click.option("--no-normalize", is_flag=True, help="Do not z-score features with training-fold statistics.")
+@click.option("--normalize/--no-normalize", default=None,
+              help="z-score features with training-fold statistics. Default per head (on; off for glam, whose "
+              "reference feeds raw MFCCs).")
+@click.option("--refit/--no-refit", default=None,
+              help="After selecting on validation, retrain on training + validation with the selected epochs (or "
+              "C/gamma) before testing. Default per head.")
+@click.option("--progress-every", type=click.FloatRange(min=0), default=10.0,
+              help="Seconds between progress lines inside a fold (epochs, batches, validation UA); 0: every one.")
+@click.option("--no-progress", is_flag=True, help="No progress lines inside folds (fold results are still printed).")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
-def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: str | None, subset: str, text: str,
+def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_preset: str | None, subset: str, text: str,
           audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, text_aug_stream: str | None,
           layer: int | None,
-          text_layer: int | None, valid: str | None, valid_fraction: float, holdout_session: str, ratios: str,
+          text_layer: int | None, valid: str | None, valid_speakers: int | None, valid_fraction: float,
+          holdout_session: str, ratios: str, fold_file: Path | None,
           split_seed: int, seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
-          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], no_normalize: bool,
-          device: str, out: Path | None) -> None:
+          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], normalize: bool | None,
+          refit: bool | None, progress_every: float, no_progress: bool, device: str, out: Path | None) -> None:
     """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
 
     Model selection uses the validation set only (carved from the training sessions or
@@ -273,6 +291,13 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: st
             _fail(ValueError(f"--set {item!r}: use KEY=VALUE, e.g. --set dropout=0.2"))
         k, v = item.split("=", 1)
         hyper[k.strip()] = _parse_value(v.strip())
+    if fold_file is not None and protocol is not None:
+        _fail(ValueError(f"--folds {fold_file} replaces --protocol; drop --protocol {protocol}"))
+    if valid_speakers is not None and valid not in (None, "speakers"):
+        _fail(ValueError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
+                         f"not --valid {valid}"))
+    valid = "speakers" if valid_speakers is not None else valid
+    protocol = "folds" if fold_file is not None else protocol or "loso"
     options: dict[str, object] = {}
     if protocol == "session-holdout":
         options["session"] = holdout_session
@@ -282,14 +307,17 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str, label_preset: st
         if valid is not None:
             options["valid"] = valid
         options["valid_fraction"] = valid_fraction
+        if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
+            options["valid_speakers"] = valid_speakers
     streams = {k: v for k, v in (("audio", audio_stream), ("text", text_stream), ("mfcc", mfcc_stream),
                                  ("text_aug", text_aug_stream)) if v}
     req = TrainRequest(
-        cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options,
+        cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options, folds=fold_file,
         labels=label_preset, subset=subset, text=text, streams=streams, layers={"audio": layer, "text": text_layer},
         seeds=seeds, jobs=jobs, hyperparameters=hyper, split_seed=split_seed,
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
-               "weight_decay": weight_decay, "optimizer": optimizer, "normalize": False if no_normalize else None},
+               "weight_decay": weight_decay, "optimizer": optimizer, "normalize": normalize, "refit": refit},
+        progress_every=None if no_progress else progress_every,
         device=device, command="sercache " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     try:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))

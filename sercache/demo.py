@@ -2,14 +2,16 @@
 
 1. writes a small corpus in the real IEMOCAP release layout (5 sessions, 2 speakers each,
    EmoEvaluation and transcription files, ids following IEMOCAP's rules) whose synthetic,
-   voiced audio has emotion-dependent pitch, energy, speaking rate and brightness;
+   voiced audio has emotion-dependent pitch, energy, speaking rate and brightness, with
+   IEMOCAP's class imbalance over the codes neu, hap, exc, sad, ang (exc is merged into happy);
 2. builds tiny *random* stand-ins for HuBERT, wav2vec2-CTC and BERT (no download: they are
    not real models, so transcripts are gibberish and features are random projections);
 3. ``sercache extract`` (every stream) -> ``sercache train`` (``gate`` and ``cmgi``, 5-fold
    LOSO) -> ``sercache report`` (with the paired comparison), exactly as on a real corpus.
 
 The features still carry the emotion (pitch and energy survive random projections), so the
-printed UA is well above chance: a wiring bug anywhere would show as chance accuracy.
+printed UA is well above chance: a wiring bug anywhere would show as chance accuracy. The
+classes are imbalanced as in IEMOCAP (neutral 31%, sad 20%), so WA and UA differ, as on the real corpus.
 """
 from __future__ import annotations
 
@@ -19,11 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sercache._typing import Pathlike
+from sercache.synthetic.corpus import IEMOCAP4_CODE_COUNTS, proportional_counts
 
 #: Training settings for the tiny stand-in features (the heads' paper defaults, lr 1e-5 with
 #: batch 2, are tuned for real 1024-d features and would need many more epochs here).
 DEMO_TRAIN = {"lr": 3e-3, "batch_size": 8, "epochs": 25, "patience": 8}
 DEMO_HEADS = ("gate", "cmgi")
+#: 200 utterances in IEMOCAP's proportions of the 4-class codes (neu 62, hap 21, exc 38, sad 39,
+#: ang 40: neutral 31.0%, happy 29.5%, angry 20.0%, sad 19.5%; real: 30.9, 29.6, 19.9, 19.6).
+DEMO_UTTERANCES = 200
+DEMO_CORPUS = {"durations": (1.0, 2.5), "label_counts": proportional_counts(IEMOCAP4_CODE_COUNTS, DEMO_UTTERANCES)}
 
 
 @dataclass
@@ -52,8 +59,9 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
     say("sercache demo: SYNTHETIC speech and tiny RANDOM stand-in models (not HuBERT, wav2vec2 or BERT: "
         "nothing is downloaded). The pipeline is the real one.")
     if not (corpus / "Session5").exists():
-        write_iemocap_tree(corpus, iemocap_like(5, durations=(1.0, 2.5)))
-    say(f"[1/4] corpus: {corpus} (IEMOCAP release layout, 5 sessions x 2 speakers, 200 utterances)")
+        write_iemocap_tree(corpus, iemocap_like(**DEMO_CORPUS))
+    say(f"[1/4] corpus: {corpus} (IEMOCAP release layout, 5 sessions x 2 speakers, {DEMO_UTTERANCES} utterances "
+        "in IEMOCAP's class proportions)")
     models = make_tiny_models(out / "models")
     say(f"[2/4] random stand-in models: {', '.join(str(p) for p in models.values())}")
     run_extract(ExtractOptions(root=corpus, corpus="iemocap", out=cache, ssl_model=str(models["ssl"]),

@@ -43,20 +43,40 @@ def make_batch(lengths: list[int], dim: int = N_MFCC, labels: list[int] | None =
 
 
 def build(name: str, dim: int = N_MFCC, n_classes: int = 4, **kw) -> torch.nn.Module:
+    """A head on the reference GLAM window (57 frames every 6) unless told otherwise."""
     torch.manual_seed(0)
+    kw = {"segment_frames": SEG, "hop_frames": HOP, **kw}
     return HEADS[name]({"mfcc": dim}, n_classes, **kw)
 
 
-def test_registered_with_published_defaults() -> None:
-    for name in NAMES:
+def test_registered_with_each_reference_recipe() -> None:
+    """Windows in seconds -> frames of the MFCC stream; each head's own reference training recipe."""
+    expected = {  # (segment frames, hop frames, mixup), training defaults that differ from GLAM's
+        "glam": ((57, 6.25, 0.5), {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 32,
+                                   "schedule": "exponential", "gamma": 0.95, "min_lr": 1e-6, "normalize": False}),
+        "mhcnn": ((63, 31.25, 0.0), {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "schedule": "step",
+                                     "step_size": 10, "gamma": 0.1}),
+        "apcnn": ((63, 31.25, 0.0), {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                     "weight_decay": 1e-4, "batch_size": 128, "schedule": "none"}),
+    }
+    for name, (window, recipe) in expected.items():
         cls = HEADS[name]
-        assert cls.roles == ("mfcc",)
-        hp = cls.hyperparameters()
-        assert (hp["segment_frames"], hp["hop_frames"], hp["input_proj"], hp["mixup_alpha"]) == (57, 6, None, 0.5)
-        assert cls.resolved_train_defaults() == {
-            "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 2, "epochs": 50,
-            "patience": 50, "schedule": "exponential", "gamma": 0.95, "min_lr": 1e-6, "grad_clip": 0.0,
-            "mixup_alpha": 0.5}
+        assert cls.roles == ("mfcc",) and cls.batch_unit == "segment"
+        model = cls({"mfcc": N_MFCC}, 4)   # frame_rate defaults to the MFCC stream's 31.25/s
+        assert (model.segment_frames, model.hop_frames, model.mixup_alpha) == window
+        defaults = cls.resolved_train_defaults()
+        assert {k: defaults[k] for k in recipe} == recipe
+        assert defaults["epochs"] == defaults["patience"] == 50 and defaults["grad_clip"] == 0.0
+    # at another stream's rate (a 100/s spectrogram) the seconds hold: 2 s windows every 1 s
+    apcnn = HEADS["apcnn"]({"mfcc": 161}, 4, frame_rate=100.0)
+    assert (apcnn.segment_frames, apcnn.hop_frames) == (201, 100.0)
+
+
+def test_fractional_hop_keeps_the_mean_hop_exact() -> None:
+    starts, utt = segment_windows(torch.tensor([57 + 100]), 57, 6.25)
+    s = starts.tolist()
+    assert s[0] == 0 and s[-1] == 100 and len(s) == 17
+    assert s[:5] == [0, 6, 13, 19, 25] and set(b - a for a, b in zip(s, s[1:])) <= {6, 7}
 
 
 @pytest.mark.parametrize("name,count", [("glam", 904_078), ("apcnn", 93_573), ("mhcnn", 155_636)])

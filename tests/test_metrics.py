@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from sercache.train_heads.metrics import bootstrap_ci, ccc, classification_metrics, paired_comparison
+from sercache.train_heads.metrics import bootstrap_ci, ccc, classification_metrics, confusion, paired_comparison, per_class_recall
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -67,3 +67,18 @@ def test_paired_comparison_matches_scipy():
     assert r["mean_diff"] == pytest.approx((a - b).mean())
     assert r["t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert r["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_class_recall_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    k = 4
+    y = rng.integers(0, k, 150)
+    if seed % 2:
+        y[y == 1] = 0  # a class absent from the truth: NaN here, 0 in scikit-learn
+    pred = np.where(rng.random(150) < 0.5, y, rng.integers(0, k, 150))
+    recall = per_class_recall(confusion(y, pred, k))
+    present = np.isin(np.arange(k), y)
+    expected = recall_score(y, pred, labels=range(k), average=None, zero_division=0)
+    np.testing.assert_allclose(recall[present], expected[present])
+    assert np.isnan(recall[~present]).all()

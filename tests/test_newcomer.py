@@ -36,6 +36,37 @@ def test_demo_learns_well_above_chance(demo):
     assert list(corpus.glob("Session3/sentences/wav/Ses03M_*/Ses03M_*_F000.wav"))
 
 
+def test_demo_corpus_has_iemocaps_class_imbalance():
+    """IEMOCAP 4-class shares (neutral 30.9%, happy 29.6% = hap + exc, angry 19.9%, sad 19.6%) in 200 utterances."""
+    from collections import Counter
+
+    from sercache.demo import DEMO_CORPUS
+    from sercache.synthetic.corpus import iemocap_like
+
+    utts = iemocap_like(**DEMO_CORPUS)
+    counts = Counter(u.label for u in utts)
+    assert counts == {"neu": 62, "hap": 21, "exc": 38, "sad": 39, "ang": 40}
+    assert len({u.utt_id for u in utts}) == len(utts) == 200
+    real = {"neutral": 1708 / 5531, "happy": 1636 / 5531, "angry": 1103 / 5531, "sad": 1084 / 5531}
+    ours = {"neutral": counts["neu"], "happy": counts["hap"] + counts["exc"], "angry": counts["ang"], "sad": counts["sad"]}
+    assert all(abs(ours[c] / 200 - real[c]) < 0.005 for c in real), ours
+    per_session = Counter((u.session, u.label) for u in utts)
+    assert all(per_session[s, code] >= 4 for s in range(1, 6) for code in counts)  # every LOSO test fold has every class
+
+
+def test_demo_report_shows_imbalance(demo):
+    """WA and UA differ (and so do their chance levels), as on the real corpus."""
+    assert "chance: UA 25.00% (1/k, k=4); WA 31.00% (majority class neutral in the test sets: 62 of 200" in demo.report
+    assert "| happy" in demo.report.split("gate: per-class recall")[1]  # exc and hap merged into happy
+    rows = [line.split("|") for line in demo.report.splitlines() if line.startswith(("| gate ", "| cmgi "))]
+    assert len(rows) == 2
+    for row in rows:
+        wa, ua = row[4].split("±")[0].strip(), row[5].split("±")[0].strip()
+        assert wa != ua, row
+    assert len(list(demo.corpus.glob("Session*/sentences/wav/*/*.wav"))) == 200
+    assert any("\texc\t" in p.read_text() for p in demo.corpus.glob("Session*/dialog/EmoEvaluation/*.txt"))
+
+
 def test_demo_rerun_reuses_everything(demo):
     from sercache.demo import run_demo
 

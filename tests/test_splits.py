@@ -77,6 +77,8 @@ def _check_invariants(df: pd.DataFrame, folds, covers_all: bool, speaker_disjoin
     ("loso", {}, True, True),
     ("loso", {"valid": "fraction"}, True, True),
     ("lospk", {}, True, True),
+    ("loso", {"valid": "speakers"}, True, True),
+    ("lospk", {"valid": "speakers", "valid_speakers": 3}, True, True),
     ("session-holdout", {"session": "3"}, False, True),
     ("random", {"ratios": (0.8, 0.1, 0.1), "n_folds": 2}, False, False),
 ])
@@ -94,6 +96,11 @@ def test_validation_comes_from_training_sessions(iemocap4):
         valid_sessions = {session[u] for u in f.valid}
         assert len(valid_sessions) == 1 and not valid_sessions & test_session
     assert len(make_folds(iemocap4, "lospk")) == 10
+    speaker = dict(zip(iemocap4.utt_id, iemocap4.speaker))
+    by_speakers = make_folds(iemocap4, "loso", valid="speakers")  # None: round(20% of 8 training speakers) = 2
+    assert [sorted({speaker[u] for u in f.valid}) for f in by_speakers[:2]] == [["Ses02F", "Ses02M"],
+                                                                                 ["Ses03F", "Ses03M"]]
+    assert by_speakers[4].description == "test session 5; validation: speakers Ses01F, Ses01M"
 
 
 def test_no_global_random_state(iemocap4):

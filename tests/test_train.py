@@ -111,7 +111,7 @@ def test_records_eval_report_and_paired_test(signal_cache, tmp_path):
     text = rep.output
     for needle in ("protocol: loso", "speaker-independent: yes", "text source: asr", "labels: iemocap4",
                    "| WA", "UA", "macro-F1", "weighted-F1", "Paired differences, cmgi - gate", "Wilcoxon p",
-                   "pooled UA"):
+                   "pooled UA", "chance: UA 25.00% (1/k, k=4)", "gate: per-class recall", "cmgi: confusion matrix"):
         assert needle in text, needle
     assert (gate / "confusion.png").stat().st_size > 1000 and (gate / "report.md").exists()
     csv = runner.invoke(cli, ["report", str(gate), "--format", "csv", "--bootstrap", "100"], catch_exceptions=False)

@@ -15,7 +15,7 @@ DEFAULT_ASR_MODEL = "facebook/wav2vec2-large-960h"
 DEFAULT_TEXT_MODEL = "bert-base-uncased"
 
 #: Stream kinds in the order they run (text_asr reads what asr wrote).
-STREAM_KINDS = ("ssl", "asr", "text_asr", "text_gold", "mfcc", "logmel")
+STREAM_KINDS = ("ssl", "asr", "text_asr", "text_gold", "mfcc", "logmel", "spectrogram", "egemaps", "compare")
 DEFAULT_STREAMS = ("ssl", "asr", "text_asr", "text_gold", "mfcc")
 
 

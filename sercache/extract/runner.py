@@ -95,7 +95,8 @@ def resolve_precision(precision: str, device: str) -> str:
 def build_extractors(opts: ExtractOptions, device: str, precision: str) -> dict[str, Extractor]:
     """Stream name -> extractor, checking every model config and layer spec (no weights loaded)."""
     from sercache.features.asr import CTCExtractor
-    from sercache.features.spectral import SpectralExtractor
+    from sercache.features.opensmile import OPENSMILE_KINDS, OpenSmileExtractor
+    from sercache.features.spectral import SPECTRAL_KINDS, SpectralExtractor
     from sercache.features.ssl import SSLExtractor
     from sercache.features.text import TextExtractor
 
@@ -111,8 +112,12 @@ def build_extractors(opts: ExtractOptions, device: str, precision: str) -> dict[
         elif kind in ("text_asr", "text_gold"):
             out[name] = TextExtractor(opts.text_model, kind[5:], opts.text_layers, device=device, precision=precision,
                                       dtype=opts.dtype, batch_size=opts.text_batch_size)
-        else:
+        elif kind in SPECTRAL_KINDS:
             out[name] = SpectralExtractor(kind, n_mfcc=opts.n_mfcc)
+        elif kind in OPENSMILE_KINDS:
+            out[name] = OpenSmileExtractor(kind)  # raises ExtractError here when opensmile is missing
+        else:
+            raise ExtractError(f"stream kind {kind!r} has no extractor")
     return out
 
 

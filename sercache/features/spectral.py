@@ -1,4 +1,4 @@
-"""MFCC and log-mel features in numpy (there is no torchaudio CPU build to lean on).
+"""MFCC, log-mel and linear spectrogram features in numpy (there is no torchaudio CPU build to lean on).
 
 The MFCC reproduces ``librosa.feature.mfcc`` with librosa's defaults, which GLAM used:
 centred STFT (zero padding), periodic Hann window, power spectrum, 128 Slaney-style mel
@@ -47,13 +47,12 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return weights
 
 
-def power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+def power_spectrogram(y: np.ndarray, n_fft: int, hop: int, window: str = "hann") -> np.ndarray:
     """``(1 + n_fft // 2, frames)`` |STFT|^2, centred with zero padding; frames = 1 + len(y) // hop."""
     y = np.pad(np.asarray(y, dtype=np.float64), n_fft // 2)
     n_frames = 1 + (len(y) - n_fft) // hop
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop][:n_frames]
-    window = get_window("hann", n_fft, fftbins=True)
-    return (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).T
+    return (np.abs(np.fft.rfft(frames * get_window(window, n_fft, fftbins=True), axis=1)) ** 2).T
 
 
 def power_to_db(S: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
@@ -74,8 +73,25 @@ def log_mel(y: np.ndarray, sample_rate: int = 16_000, n_mels: int = 80, n_fft: i
     return np.log(mel + 1e-6).T.astype(np.float32)
 
 
+def log_spectrogram(y: np.ndarray, sample_rate: int = 16_000, n_fft: int = 640, hop: int = 160,
+                    fmax: float = 4000.0) -> np.ndarray:
+    """``(frames, bins)`` float32 log(power + 1e-6) of a linear-frequency STFT up to ``fmax``.
+
+    The defaults are the input APCNN was designed for: a 40 ms Hamming window, a 10 ms hop and
+    0-4 kHz (161 bins of 25 Hz at 16 kHz).
+    """
+    power = power_spectrogram(y, n_fft, hop, window="hamming")
+    bins = int(np.floor(fmax * n_fft / sample_rate)) + 1
+    return np.log(power[:bins] + 1e-6).T.astype(np.float32)
+
+
+#: Spectral stream kinds and their parameters (window and hop in samples at 16 kHz).
+SPECTRAL_KINDS = ("mfcc", "logmel", "spectrogram")
+
+
 class SpectralExtractor(Extractor):
-    """MFCC (``kind="mfcc"``) or log-mel (``kind="logmel"``) frames, stored float32 as ``layer_0``.
+    """MFCC (``kind="mfcc"``), log-mel (``"logmel"``) or linear log spectrogram (``"spectrogram"``)
+    frames, stored float32 as ``layer_0``.
 
     Spectral streams have one "layer", 0, so the same reader calls work for every stream.
     """
@@ -85,16 +101,21 @@ class SpectralExtractor(Extractor):
     pooled_layers = [0]
 
     def __init__(self, kind: str = "mfcc", *, n_mfcc: int = 26, n_mels: int | None = None) -> None:
-        if kind not in ("mfcc", "logmel"):
-            raise ValueError(f"spectral kind {kind!r}: use 'mfcc' or 'logmel'")
+        if kind not in SPECTRAL_KINDS:
+            raise ValueError(f"spectral kind {kind!r}: use one of {', '.join(SPECTRAL_KINDS)}")
         self.kind = kind
         if kind == "mfcc":
             self.params = {"n_mfcc": n_mfcc, "n_fft": 2048, "hop": 512, "n_mels": n_mels or 128}
-        else:
+        elif kind == "logmel":
             self.params = {"n_mels": n_mels or 80, "n_fft": 400, "hop": 160}
+        else:
+            self.params = {"n_fft": 640, "hop": 160, "fmax": 4000.0}
         self.frame_rate = 16_000 / self.params["hop"]
 
     def identity(self) -> dict[str, Any]:
+        if self.kind == "spectrogram":
+            return {"kind": self.kind, "sample_rate": 16_000, "dtype": "float32", **self.params, "window": "hamming",
+                    "center": True, "scale": "log(power + 1e-6)"}
         return {"kind": self.kind, "sample_rate": 16_000, "dtype": "float32", **self.params,
                 "window": "hann", "center": True, "mel": "slaney"}
 
@@ -109,7 +130,8 @@ class SpectralExtractor(Extractor):
         return BatchPolicy(budget_seconds=0.0, pad_safe=False, max_items=1)
 
     def compute(self, samples: np.ndarray) -> np.ndarray:
-        return mfcc(samples, **self.params) if self.kind == "mfcc" else log_mel(samples, **self.params)
+        compute = {"mfcc": mfcc, "logmel": log_mel, "spectrogram": log_spectrogram}[self.kind]
+        return compute(samples, **self.params)
 
     def extract(self, items: list[AudioItem]) -> ExtractResult:
         result = ExtractResult()

@@ -1,6 +1,16 @@
 """Label presets and fold protocols (pandas + scikit-learn; no torch)."""
+from sercache.splits.foldfiles import FoldFileResult, FoldSource, folds_from_file, read_fold_source
 from sercache.splits.labels import DEFAULT_PRESET, PRESETS, LabelPreset, apply_preset, get_preset, soft_labels
-from sercache.splits.protocols import PROTOCOLS, Fold, ProtocolError, load_folds, make_folds, save_folds
+from sercache.splits.protocols import (
+    PROTOCOLS,
+    Fold,
+    ProtocolError,
+    filter_subset,
+    load_folds,
+    make_folds,
+    save_folds,
+)
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "PROTOCOLS", "Fold", "LabelPreset", "ProtocolError", "apply_preset",
-           "get_preset", "load_folds", "make_folds", "save_folds", "soft_labels"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "PROTOCOLS", "Fold", "FoldFileResult", "FoldSource", "LabelPreset",
+           "ProtocolError", "apply_preset", "filter_subset", "folds_from_file", "get_preset", "load_folds",
+           "make_folds", "read_fold_source", "save_folds", "soft_labels"]

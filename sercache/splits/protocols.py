@@ -8,7 +8,7 @@ uses its own ``numpy.random.Generator`` seeded from the ``seed`` argument, never
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,13 +34,59 @@ class ProtocolError(ValueError):
     pass
 
 
+def _natural_key(value: object) -> tuple[int, str]:
+    return len(str(value)), str(value)
+
+
 def _natural(values: list) -> list:
-    return sorted(values, key=lambda v: (len(str(v)), str(v)))
+    return sorted(values, key=_natural_key)
+
+
+def _speaker_validation(train: pd.DataFrame, n: int | None, test_speakers: Iterable[object]) -> list[str]:
+    """The ``n`` training speakers after the test fold's first speaker, cyclically (None: ~20% of them).
+
+    Speakers that also occur in the test fold are never picked, so validation is disjoint from both sides.
+    """
+    if "speaker" not in train.columns or (train["speaker"].astype(str) == "").any():
+        raise ProtocolError("validation by speakers needs a speaker for every training utterance; this data has "
+                            "utterances without one: use --valid fraction")
+    tested = {str(s) for s in test_speakers}
+    speakers = _natural([s for s in train["speaker"].astype(str).unique() if s not in tested])
+    if len(speakers) < 2:
+        raise ProtocolError(f"validation by speakers needs at least 2 training speakers that are not tested in the "
+                            f"same fold, got {len(speakers)} ({', '.join(speakers) or 'none'}); use --valid fraction")
+    if n is None:
+        n = max(1, min(len(speakers) - 1, round(0.2 * len(speakers))))
+    if not 1 <= n < len(speakers):
+        raise ProtocolError(f"--valid-speakers {n}: the training side has {len(speakers)} speakers and at least one "
+                            f"must stay for training; give 1..{len(speakers) - 1}")
+    anchor = _natural(list(tested))[0] if tested else ""
+    # cyclic from the speaker after the test one, like valid="group": deterministic and spread over folds
+    later = [s for s in speakers if _natural_key(s) > _natural_key(anchor)]
+    return (later + [s for s in speakers if s not in later])[:n]
+
+
+def describe_validation(valid: str, va: pd.DataFrame, group: str, valid_fraction: float, disjoint: bool) -> str:
+    """The "validation: ..." half of a fold description."""
+    if valid == "speakers":
+        return "speakers " + ", ".join(_natural(list(va["speaker"].astype(str).unique())))
+    if disjoint:
+        return f"{group} {va[group].iloc[0]}"
+    return f"{valid_fraction:.0%} of training utterances"
 
 
 def _valid_split(train: pd.DataFrame, valid: str, valid_fraction: float, group: str,
-                 held_out_group: object, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """Carve validation out of the training side. Returns (train, valid, valid_is_speaker_disjoint)."""
+                 held_out_group: object, rng: np.random.Generator, *, valid_speakers: int | None = None,
+                 test_speakers: Iterable[object] = ()) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Carve validation out of the training side. Returns (train, valid, valid_is_speaker_disjoint).
+
+    ``valid`` is ``group`` (the training ``group`` after ``held_out_group``), ``speakers``
+    (``valid_speakers`` whole training speakers, none of ``test_speakers``) or ``fraction``.
+    """
+    if valid == "speakers":
+        picked = set(_speaker_validation(train, valid_speakers, test_speakers))
+        held = train["speaker"].astype(str).isin(picked)
+        return train[~held], train[held], True
     if valid == "group":
         groups = _natural(list(train[group].unique()))
         if len(groups) < 2:
@@ -54,11 +100,12 @@ def _valid_split(train: pd.DataFrame, valid: str, valid_fraction: float, group: 
         strat = train["y"] if train["y"].value_counts().min() >= 2 else None
         tr, va = train_test_split(train, test_size=valid_fraction, random_state=seed, stratify=strat)
         return tr, va, False
-    raise ProtocolError(f"validation {valid!r}: use 'group' (held-out training session/speaker) or 'fraction'")
+    raise ProtocolError(f"validation {valid!r}: use 'group' (held-out training session/speaker), 'speakers' "
+                        "(held-out training speakers) or 'fraction'")
 
 
 def _leave_one_group_out(df: pd.DataFrame, group: str, name: str, valid: str, valid_fraction: float,
-                         seed: int, valid_group: str | None = None) -> list[Fold]:
+                         seed: int, valid_group: str | None = None, valid_speakers: int | None = None) -> list[Fold]:
     if (df[group].astype(str) == "").any():
         raise ProtocolError(f"protocol {name} needs a {group} for every utterance; this manifest has none for "
                             f"{int((df[group].astype(str) == '').sum())} of them (use --protocol random or lospk)")
@@ -74,31 +121,34 @@ def _leave_one_group_out(df: pd.DataFrame, group: str, name: str, valid: str, va
         train = df.iloc[train_idx]
         # validate on the group after the test one; for lospk, the session after the test speaker's
         after = held if valid_group in (None, group) else df.iloc[test_idx][valid_group].iloc[0]
-        tr, va, disjoint = _valid_split(train, valid, valid_fraction, valid_group or group, after, rng)
+        tr, va, disjoint = _valid_split(train, valid, valid_fraction, valid_group or group, after, rng,
+                                        valid_speakers=valid_speakers, test_speakers=df.iloc[test_idx].speaker)
         folds.append(Fold(
             name=f"{name}-{held}", train=tr.utt_id.tolist(), valid=va.utt_id.tolist(),
             test=df.iloc[test_idx].utt_id.tolist(), speaker_independent=True,
             description=f"test {group} {held}; validation: "
-                        + (f"{valid_group or group} {va[valid_group or group].iloc[0]}" if disjoint
-                           else f"{valid_fraction:.0%} of training utterances"),
+                        + describe_validation(valid, va, valid_group or group, valid_fraction, disjoint),
             meta={group: str(held)}))
     return folds
 
 
-def loso(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+def loso(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, valid_speakers: int | None = None,
+         seed: int = 0) -> list[Fold]:
     """Leave one session out: fold k tests session k; validation is another training session."""
-    return _leave_one_group_out(df, "session", "loso", valid, valid_fraction, seed)
+    return _leave_one_group_out(df, "session", "loso", valid, valid_fraction, seed, valid_speakers=valid_speakers)
 
 
-def lospk(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+def lospk(df: pd.DataFrame, *, valid: str = "group", valid_fraction: float = 0.2, valid_speakers: int | None = None,
+          seed: int = 0) -> list[Fold]:
     """Leave one speaker out; validation is a training session (or a fraction), never the test speaker."""
     has_sessions = (df["session"].astype(str) != "").all()
     return _leave_one_group_out(df, "speaker", "lospk", valid if has_sessions or valid != "group" else "group",
-                                valid_fraction, seed, valid_group="session" if has_sessions else "speaker")
+                                valid_fraction, seed, valid_group="session" if has_sessions else "speaker",
+                                valid_speakers=valid_speakers)
 
 
 def session_holdout(df: pd.DataFrame, *, session: str = "2", valid: str = "fraction", valid_fraction: float = 0.2,
-                    seed: int = 0) -> list[Fold]:
+                    valid_speakers: int | None = None, seed: int = 0) -> list[Fold]:
     """One named test session (the single-layer paper: Session 2); validation from the other sessions."""
     session = str(session)
     if session not in set(df["session"].astype(str)):
@@ -106,11 +156,12 @@ def session_holdout(df: pd.DataFrame, *, session: str = "2", valid: str = "fract
                             f"{_natural(list(df['session'].astype(str).unique()))})")
     test = df[df.session.astype(str) == session]
     train = df[df.session.astype(str) != session]
-    tr, va, disjoint = _valid_split(train, valid, valid_fraction, "session", session, np.random.default_rng(seed))
+    tr, va, disjoint = _valid_split(train, valid, valid_fraction, "session", session, np.random.default_rng(seed),
+                                    valid_speakers=valid_speakers, test_speakers=test.speaker)
     return [Fold(f"session{session}", tr.utt_id.tolist(), va.utt_id.tolist(), test.utt_id.tolist(), True,
                  f"test session {session}; validation: "
-                 + (f"session {va.session.iloc[0]}" if disjoint else f"{valid_fraction:.0%} of training utterances "
-                                                                      "(speaker-dependent validation)"),
+                 + describe_validation(valid, va, "session", valid_fraction, disjoint)
+                 + ("" if disjoint else " (speaker-dependent validation)"),
                  meta={"session": session})]
 
 
@@ -135,10 +186,13 @@ def random_split(df: pd.DataFrame, *, ratios: tuple[float, float, float] = (0.8,
 
 
 def predefined(df: pd.DataFrame, *, column: str = "fold", valid: str = "group", valid_fraction: float = 0.2,
-               seed: int = 0) -> list[Fold]:
-    """Folds from a manifest column (EmoBox-style fold files, KEMDy's session folds)."""
+               valid_speakers: int | None = None, seed: int = 0) -> list[Fold]:
+    """Folds from a manifest column (a ``--corpus csv`` manifest's ``fold``, e.g. KEMDy's session folds)."""
     if column not in df.columns or (df[column].astype(str) == "").all():
-        raise ProtocolError(f"protocol predefined needs a {column!r} column in the manifest")
+        raise ProtocolError(f"protocol predefined needs a {column!r} column in the manifest, and only `sercache "
+                            f"extract --corpus csv` manifests fill it; this cache has none. For EmoBox fold folders "
+                            f"or a CSV of utt_id,fold (or utt_id,split) use `sercache train CACHE --folds PATH` "
+                            f"instead of --protocol predefined")
     values = df[column].astype(str)
     codes = {v: i for i, v in enumerate(_natural(list(values.unique())))}
     rng = np.random.default_rng(seed)
@@ -146,10 +200,13 @@ def predefined(df: pd.DataFrame, *, column: str = "fold", valid: str = "group", 
     for train_idx, test_idx in PredefinedSplit(values.map(codes).to_numpy()).split():
         held = values.iloc[test_idx[0]]
         train = df.iloc[train_idx].assign(_fold=values.iloc[train_idx].to_numpy())
-        tr, va, disjoint = _valid_split(train, valid, valid_fraction, "_fold", held, rng)
+        tr, va, disjoint = _valid_split(train, valid, valid_fraction, "_fold", held, rng,
+                                        valid_speakers=valid_speakers, test_speakers=df.iloc[test_idx].speaker)
         speaker_disjoint = not set(df.iloc[test_idx].speaker) & set(df.iloc[train_idx].speaker) if "speaker" in df else False
         folds.append(Fold(f"fold-{held}", tr.utt_id.tolist(), va.utt_id.tolist(), df.iloc[test_idx].utt_id.tolist(),
-                          bool(speaker_disjoint), f"test {column}={held}", meta={column: held}))
+                          bool(speaker_disjoint), f"test {column}={held}"
+                          + ("; validation: speakers " + ", ".join(_natural(list(va.speaker.astype(str).unique())))
+                             if valid == "speakers" else ""), meta={column: held}))
     return folds
 
 
@@ -163,6 +220,11 @@ def make_folds(df: pd.DataFrame, protocol: str, *, subset: str = "all", **option
     """Filter by ``subset`` (impro/script/all), then apply ``protocol`` (needs a ``y`` column)."""
     if protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol](filter_subset(df, subset), **options)
+
+
+def filter_subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
+    """Rows of ``subset`` (IEMOCAP impro/script, or all), re-indexed; refuses an empty result."""
     if subset not in ("all", "impro", "script"):
         raise ProtocolError(f"--subset {subset!r}: use impro, script or all")
     if subset != "all":
@@ -171,7 +233,7 @@ def make_folds(df: pd.DataFrame, protocol: str, *, subset: str = "all", **option
         df = df[df.dialog_type == subset]
     if df.empty:
         raise ProtocolError("no utterances left to split (check --labels and --subset)")
-    return PROTOCOLS[protocol](df.reset_index(drop=True), **options)
+    return df.reset_index(drop=True)
 
 
 def save_folds(folds: list[Fold], path: Pathlike) -> None:

@@ -37,7 +37,7 @@ def cache_summary(path: Pathlike) -> dict[str, Any]:
             size = sum(list_stream_files(cache.path, s)[name].stat().st_size for s in info.shards)
             ident = info.provenance.get("identity", {})
             streams.append({
-                "stream": name, "kind": info.kind, "model": ident.get("model", ""), "layers": info.layers,
+                "stream": name, "kind": info.kind, "model": ident.get("model") or ident.get("feature_set", ""), "layers": info.layers,
                 "pooled_layers": (f"{info.pooled_layers[0]}-{info.pooled_layers[-1]}" if info.pooled_layers else ""),
                 "dim": info.dim, "dtype": info.dtype, "frame_rate": info.frame_rate, "stored": info.n_utterances,
                 "failed": info.n_failed, "bytes": size, "complete": info.complete,

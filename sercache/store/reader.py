@@ -58,6 +58,8 @@ class StreamInfo:
     frame_fields: list[str] = field(default_factory=list)
     per_utterance_fields: list[str] = field(default_factory=list)
     inconsistent: str = ""
+    #: field -> names of its last axis, where the stream records them (``layer_0``: [...])
+    column_names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -169,7 +171,7 @@ class FeatureStore:
             n_failed=sum(int((ix.problems.severity == "error").sum()) for ix in indexes),
             shards=done, missing_shards=missing, in_progress=in_progress, provenance=prov,
             frame_fields=frame_fields, per_utterance_fields=list(first.schema.per_utterance) if first else [],
-            inconsistent=inconsistent,
+            inconsistent=inconsistent, column_names=dict(first.attrs.get("column_names") or {}) if first else {},
         )
 
     def __repr__(self) -> str:

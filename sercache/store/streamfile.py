@@ -144,7 +144,8 @@ def read_index(f: h5py.File, path: Path) -> FileIndex:
     for key, value in f.attrs.items():
         if isinstance(value, bytes):
             value = value.decode()
-        if key in ("provenance", "schema", "layers", "pooled_layers") and isinstance(value, str):
+        if key in ("provenance", "schema", "layers", "pooled_layers", "column_names", "finite_fields") and isinstance(
+                value, str):
             value = json.loads(value)
         attrs[key] = value.item() if isinstance(value, np.generic) else value
     utt = f["utt_ids"].asstr()[()].tolist() if f["utt_ids"].shape[0] else []

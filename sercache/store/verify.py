@@ -162,6 +162,11 @@ def _expected_frames(rule: dict[str, Any], n_samples: int) -> int:
         return n
     if rule.get("kind") == "stft":
         return 1 + n_samples // int(rule["hop"])
+    if rule.get("kind") == "window":
+        # one frame per full window at each hop, plus ``extra`` frames the extractor emits beyond the
+        # last full window; audio shorter than one window is zero-padded to one
+        window, hop = int(rule["window"]), int(rule["hop"])
+        return (max(n_samples, window) - window) // hop + 1 + int(rule.get("extra", 0))
     return -1
 
 
@@ -218,6 +223,7 @@ def _check_values(f: h5py.File, index: Any, checksums: bool, bad: Any, fix: str)
                     bad(ids[i], f"frames/{name} holds NaN/inf values; {fix}")
                 if stored is not None and checksum(rows) != stored[i]:
                     bad(ids[i], f"frames/{name}: checksum mismatch (stored bytes were damaged); {fix}")
+    finite = set(index.attrs.get("finite_fields") or [])  # per-utterance fields a stream declares NaN-free
     for name, ds in f[PER_UTT].items():
         data = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
         stored = f[f"{CHECKSUMS}/{PER_UTT}/{name}"][()] if checksums else None
@@ -225,5 +231,5 @@ def _check_values(f: h5py.File, index: Any, checksums: bool, bad: Any, fix: str)
             value = data[i]
             if stored is not None and checksum(value) != stored[i]:
                 bad(u, f"per_utterance/{name}: checksum mismatch (stored bytes were damaged); {fix}")
-            if name.startswith("pooled") and not np.isfinite(value).all():
+            if (name.startswith("pooled") or name in finite) and not np.isfinite(value).all():
                 bad(u, f"per_utterance/{name} holds NaN/inf values; {fix}")

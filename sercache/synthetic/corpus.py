@@ -8,7 +8,7 @@ and brightness depend on the emotion, and pitch also on the speaker, so a model 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,19 +105,52 @@ def speechlike(label: str, duration_s: float, *, speaker_pitch: float = 1.0, sam
     return np.clip(wave, -1, 1).astype(np.float32)
 
 
+#: Utterances per consensus code in the real IEMOCAP release, for the codes of the standard
+#: 4-class set (exc is merged into happy there: 1636 happy, 5531 in all).
+IEMOCAP4_CODE_COUNTS = {"neu": 1708, "hap": 595, "exc": 1041, "sad": 1084, "ang": 1103}
+
+
+def proportional_counts(weights: Mapping[str, float], total: int) -> dict[str, int]:
+    """``total`` split in proportion to ``weights`` (largest remainder, so the counts sum to ``total``)."""
+    raw = {k: total * w / sum(weights.values()) for k, w in weights.items()}
+    out = {k: int(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: out[k] - raw[k])[:total - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
 def iemocap_like(n_per_speaker_label: int = 6, labels: Iterable[str] = ("neu", "hap", "sad", "ang"),
                  sessions: Iterable[int] = (1, 2, 3, 4, 5), durations: tuple[float, float] = (1.0, 3.0),
-                 seed: int = 0) -> list[SynthUtterance]:
-    """A balanced IEMOCAP-shaped utterance list: 2 speakers per session, ids following IEMOCAP's rules."""
+                 seed: int = 0, *, label_counts: Mapping[str, int] | None = None) -> list[SynthUtterance]:
+    """An IEMOCAP-shaped utterance list: 2 speakers per session, ids following IEMOCAP's rules.
+
+    Args:
+        n_per_speaker_label: utterances per session, lead speaker and label (balanced classes).
+        labels: consensus codes; one dialog per session, lead speaker and label.
+        label_counts: total utterances per code over the corpus instead (overrides ``labels`` and
+            ``n_per_speaker_label``), e.g. ``proportional_counts(IEMOCAP4_CODE_COUNTS, 200)`` for
+            IEMOCAP's class imbalance. Each code is spread as evenly as possible over the sessions
+            and lead speakers, so every LOSO test fold holds every class.
+    """
     rng = np.random.default_rng(seed)
+    sessions = list(sessions)
+    labels = list(label_counts) if label_counts is not None else list(labels)
+    groups = 2 * len(sessions)
+    shift = {}  # where each code's leftover utterances start, so they land on different groups
+    for label in labels:
+        shift[label] = sum(label_counts[lab] % groups for lab in shift) % groups if label_counts is not None else 0
     out = []
-    for s in sessions:
-        for lead in ("F", "M"):
+    for si, s in enumerate(sessions):
+        for gi, lead in enumerate(("F", "M")):
             counter = {"F": 0, "M": 0}
             for li, label in enumerate(labels):
                 kind = "impro" if li % 2 == 0 else "script"
                 dialog = f"Ses{s:02d}{lead}_{kind}0{li + 1}" + ("_1" if kind == "script" else "")
-                for k in range(n_per_speaker_label):
+                n = n_per_speaker_label
+                if label_counts is not None:
+                    base, extra = divmod(label_counts[label], groups)
+                    n = base + int((2 * si + gi - shift[label]) % groups < extra)
+                for k in range(n):
                     spk = "F" if k % 2 == 0 else "M"
                     uid = f"{dialog}_{spk}{counter[spk]:03d}"
                     counter[spk] += 1

@@ -15,7 +15,7 @@ import torch
 
 from sercache.splits.labels import LabelPreset, apply_preset, soft_labels
 from sercache.store.errors import CacheCorruptError
-from sercache.store.reader import FeatureStore
+from sercache.store.reader import FeatureStore, StreamInfo
 from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, StreamBatch
 
 #: Which cache stream a role reads when the user does not say.
@@ -29,38 +29,96 @@ class DataError(ValueError):
 @dataclass
 class RoleSpec:
     role: str
-    stream: str
-    layers: list[int]  # one layer, or every stored layer for multi-layer roles
+    stream: str        # one stream name; for a pooled role, several joined by commas ("mfcc,logmel,egemaps")
+    layers: list[int]  # one layer, every stored layer (multi-layer roles), or one per stream (pooled roles)
+
+    @property
+    def streams(self) -> list[str]:
+        return self.stream.split(",")
 
     def to_dict(self) -> dict:
         return {"stream": self.stream, "layers": self.layers}
 
 
+def _stream_info(cache: FeatureStore, role: str, name: str | None) -> StreamInfo:
+    if name is None or name not in cache.streams:
+        raise DataError(f"the head reads a {role!r} stream, and stream {name!r} is not in {cache.path} "
+                        f"(streams: {', '.join(cache.streams) or 'none'}); choose one with --{role}-stream")
+    info = cache.streams[name]
+    if not info.complete:
+        raise DataError(f"stream {name!r} is not finished in shard(s) {', '.join(info.missing_shards)} of "
+                        f"{cache.path}: finish the extraction first (rerun the extract command)")
+    return info
+
+
+def _pooled_layer(info: StreamInfo, role: str, layer: int | None) -> int:
+    """The layer whose utterance statistics a pooled role reads (any pooled layer, stored frame by frame or not)."""
+    if "functionals" in info.per_utterance_fields:
+        return info.pooled_layers[-1] if info.pooled_layers else 0
+    if not info.pooled_layers:
+        raise DataError(f"stream {info.name!r} ({info.kind}) has no utterance-level statistics, so a pooled head "
+                        f"cannot read it; choose a feature stream with --{role}-stream")
+    if layer is None:
+        return info.default_layer if info.default_layer in info.pooled_layers else info.pooled_layers[-1]
+    if layer not in info.pooled_layers:
+        raise DataError(f"--{role}-layer {layer}: stream {info.name!r} has pooled statistics of layers "
+                        f"{info.pooled_layers}")
+    return int(layer)
+
+
 def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tuple[str, ...],
-                  streams: dict[str, str], layers: dict[str, int | None]) -> dict[str, RoleSpec]:
-    """Map the head's roles to cache streams and layers, with errors that list what exists."""
+                  streams: dict[str, str], layers: dict[str, int | list[int] | None],
+                  pooled: bool = False) -> dict[str, RoleSpec]:
+    """Map the head's roles to cache streams and layers, with errors that list what exists.
+
+    A pooled head (``pooled=True``) reads utterance statistics, and one role may then name several
+    streams (``"mfcc,logmel,egemaps"``) whose statistics are concatenated; ``layers`` may give one
+    layer per stream (as recorded in a run's config).
+    """
     out = {}
     for role in roles:
-        name = streams.get(role) or ROLE_DEFAULT_STREAMS.get(role)
-        if name is None or name not in cache.streams:
-            raise DataError(f"the head reads a {role!r} stream, and stream {name!r} is not in {cache.path} "
-                            f"(streams: {', '.join(cache.streams) or 'none'}); choose one with --{role}-stream")
-        info = cache.streams[name]
-        if not info.complete:
-            raise DataError(f"stream {name!r} is not finished in shard(s) {', '.join(info.missing_shards)} of "
-                            f"{cache.path}: finish the extraction first (rerun the extract command)")
+        names = (streams.get(role) or ROLE_DEFAULT_STREAMS.get(role) or "").split(",")
+        names = [n.strip() for n in names if n.strip()] or [None]
+        if len(names) > 1 and not pooled:
+            raise DataError(f"--{role}-stream {','.join(map(str, names))}: only pooled heads (linear, mlp, svm, "
+                            "logreg) read several streams at once; give one stream")
+        infos = [_stream_info(cache, role, n) for n in names]
+        asked = layers.get(role)
+        if pooled:
+            if isinstance(asked, list):
+                per_stream = asked
+            elif asked is not None and len(infos) > 1:
+                raise DataError(f"--{role}-layer {asked}: with several {role} streams each uses its default layer; "
+                                "give one stream to choose a layer")
+            else:
+                per_stream = [asked] * len(infos)
+            out[role] = RoleSpec(role, ",".join(i.name for i in infos),
+                                 [_pooled_layer(i, role, lay) for i, lay in zip(infos, per_stream)])
+            continue
+        info, name = infos[0], infos[0].name
         if role in multi_layer:
             if len(info.layers) < 2:
                 raise DataError(f"this head weights several layers, but stream {name!r} stores only {info.layers}; "
                                 "re-extract with --layers all (or e.g. --layers 0,6,12,24)")
             chosen = list(info.layers)
         else:
-            layer = layers.get(role)
+            layer = asked[0] if isinstance(asked, list) else asked
             if layer is not None and layer not in info.layers:
                 raise DataError(f"--{role}-layer {layer}: stream {name!r} stores layers {info.layers} frame by frame")
             chosen = [info.default_layer if layer is None else int(layer)]
         out[role] = RoleSpec(role, name, chosen)
     return out
+
+
+def recorded_roles(cache: FeatureStore, config: dict) -> dict[str, RoleSpec]:
+    """The roles a run's config.json recorded, checked against ``cache`` (streams and layers must exist)."""
+    from sercache.train_heads.heads import get_head
+
+    head_cls = get_head(config["head"])
+    return resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
+                         {r: s["stream"] for r, s in config["roles"].items()},
+                         {r: s["layers"] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles},
+                         pooled=head_cls.pooled_input)
 
 
 def labelled_utterances(cache: FeatureStore, preset: LabelPreset, roles: dict[str, RoleSpec]) -> pd.DataFrame:
@@ -72,7 +130,8 @@ def labelled_utterances(cache: FeatureStore, preset: LabelPreset, roles: dict[st
                         "--labels (see `sercache labels`)")
     have = set(table.utt_id)
     for spec in roles.values():
-        have &= set(cache.utt_ids(spec.stream))
+        for stream in spec.streams:
+            have &= set(cache.utt_ids(stream))
     return table[table.utt_id.isin(have)].reset_index(drop=True)
 
 

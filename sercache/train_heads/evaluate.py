@@ -9,25 +9,18 @@ logits of the other classes are ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sercache.splits import DEFAULT_PRESET, LabelPreset, get_preset, load_folds
 from sercache.store import open_cache
-from sercache.train_heads.data import DataError, InMemoryData, labelled_utterances, resolve_roles
+from sercache.train_heads.data import DataError, labelled_utterances, recorded_roles
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.metrics import classification_metrics
+from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.report import load_run
 from sercache.train_heads.trainer import DONE, build_head, evaluate, load_checkpoint
-
-
-def _roles(config: dict[str, Any], cache: Any) -> dict:
-    head_cls = get_head(config["head"])
-    return resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
-                         {r: s["stream"] for r, s in config["roles"].items()},
-                         {r: s["layers"][0] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles})
 
 
 def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | Path | None = None,
@@ -43,7 +36,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     other = cache is not None and Path(cache).resolve() != Path(config["cache"]).resolve()
     store = open_cache(cache or config["cache"])
     head_cls = get_head(config["head"])
-    roles = _roles(config, store)
+    roles = recorded_roles(store, config)
     own = get_preset(config["labels"]["preset"])
     if other:
         corpus = str(store.utterances.corpus.iloc[0])
@@ -56,7 +49,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     else:
         preset, shared = own, list(own.classes)
     table = labelled_utterances(store, preset, roles)
-    data = InMemoryData(store, table, roles, preset, head_cls.needs, device)
+    data = load_fold(store, table, roles, preset, head_cls, config["hyperparameters"], device)
     columns = [own.classes.index(c) for c in shared]
     rows = []
     for f in folds:

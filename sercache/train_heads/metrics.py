@@ -44,6 +44,17 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
     }
 
 
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """Recall of every class from a confusion matrix (row = true class).
+
+    Classes absent from the ground truth get NaN rather than scikit-learn's 0, so that averaging
+    over folds (``np.nanmean``) skips a fold whose test set lacks the class instead of counting a 0.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    support = cm.sum(1)
+    return np.divide(np.diag(cm), support, out=np.full(len(cm), np.nan), where=support > 0)
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     return metrics_from_confusion(confusion(y_true, y_pred, n_classes))
 

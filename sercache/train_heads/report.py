@@ -3,8 +3,9 @@
 For each run: WA, UA, macro-F1, weighted-F1 (and CCC for heads that regress valence/arousal)
 as mean +- std over folds x seeds, with a bootstrap 95% CI over test utterances; the pooled
 variant (predictions of all folds pooled, per seed); impro/script breakdowns where known; a
-per-fold table; a confusion-matrix PNG. With several runs on identical folds and seeds, paired
-differences with a paired t-test and a Wilcoxon signed-rank test.
+per-fold table; per-class recall, the confusion matrix (counts and row-normalised %, also as a
+PNG) and the chance levels of UA and WA (see :mod:`report_tables`). With several runs on
+identical folds and seeds, paired differences with a paired t-test and a Wilcoxon signed-rank test.
 """
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ import numpy as np
 import pandas as pd
 
 from sercache.splits import load_folds
+from sercache.train_heads.heads import get_head
 from sercache.train_heads.metrics import METRIC_NAMES, bootstrap_ci, classification_metrics, confusion, paired_comparison
+from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections
 from sercache.train_heads.trainer import DONE
+
+#: tabulate would re-parse the formatted figures as numbers and print 61.00 as 61: keep them as written.
+KEEP_TEXT = {"disable_numparse": True}
 
 NICE = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "ccc_valence": "CCC-V",
         "ccc_arousal": "CCC-A"}
@@ -97,10 +103,13 @@ def header(run: RunResults) -> list[str]:
             f"head: {c['head']}  {json.dumps({k: v for k, v in c['hyperparameters'].items()})}",
             f"protocol: {proto}; speaker-independent: {'yes' if c['speaker_independent'] else 'NO (speaker-dependent split)'}",
             f"labels: {c['labels']['rule']}",
+            chance_line(run),
             f"text source: {c['text_source'] or 'none (no text stream)'}",
             f"features: {enc}",
-            f"folds x seeds: {run.metrics.fold.nunique()} x {run.metrics.seed.nunique()}; model selection: best "
-            "epoch by validation UA (validation carved from the training side; the test fold is never used)",
+            f"folds x seeds: {run.metrics.fold.nunique()} x {run.metrics.seed.nunique()}; model selection: "
+            + ("C/gamma" if get_head(c["head"]).closed_form else "best epoch")
+            + " by validation UA (validation carved from the training side; the test fold is never used)"
+            + ("; then refit on training + validation" if c.get("train", {}).get("refit") else ""),
             f"cache: {c['cache']}"]
 
 
@@ -138,16 +147,24 @@ def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Dat
                     row.update({f"{m}_ci_low": s[m]["ci"][0], f"{m}_ci_high": s[m]["ci"][1]})
         row.update({f"pooled_{m}": v for m, v in s["pooled"].items()})
         row.update(s["timing"])
+        row.update(per_class_columns(run))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def per_fold_table(run: RunResults) -> pd.DataFrame:
     g = run.metrics.groupby("fold", sort=False)
-    return pd.DataFrame({"UA": g.ua.mean().map(lambda v: f"{100 * v:.2f}"), "WA": g.wa.mean().map(lambda v: f"{100 * v:.2f}"),
-                         "test utts": g.n_test.first(), "best epoch": g.best_epoch.mean().map(lambda v: f"{v:.1f}"),
-                         "s/epoch": g.train_seconds_per_epoch.mean().map(lambda v: f"{v:.2f}"),
-                         "test inference s": g.test_inference_seconds.mean().map(lambda v: f"{v:.3f}")})
+    table = {"UA": g.ua.mean().map(lambda v: f"{100 * v:.2f}"), "WA": g.wa.mean().map(lambda v: f"{100 * v:.2f}"),
+             "test utts": g.n_test.first()}
+    if "selected" in run.metrics and run.metrics.best_epoch.isna().all():  # closed-form heads: the chosen candidate
+        table["selected"] = g.selected.agg(lambda v: "; ".join(sorted({" ".join(f"{k}={x}" for k, x in d.items())
+                                                                        for d in v if isinstance(d, dict)})))
+        table["fit s"] = g.train_seconds.mean().map(lambda v: f"{v:.2f}")
+    else:
+        table["best epoch"] = g.best_epoch.mean().map(lambda v: f"{v:.1f}")
+        table["s/epoch"] = g.train_seconds_per_epoch.mean().map(lambda v: f"{v:.2f}")
+    table["test inference s"] = g.test_inference_seconds.mean().map(lambda v: f"{v:.3f}")
+    return pd.DataFrame(table)
 
 
 def paired_table(base: RunResults, other: RunResults) -> pd.DataFrame | str:
@@ -199,12 +216,12 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
     for run, s in zip(runs, summaries):
         png = confusion_png(run, run.path / "confusion.png")
         single = [f"# {run.config['head']} on {run.config['protocol']}", "", *[f"- {h}" for h in header(run)], "",
-                  runs_table([run], [s]).to_markdown(index=False), "", "Per fold (mean over seeds):", "",
-                  per_fold_table(run).to_markdown(), ""]
+                  runs_table([run], [s]).to_markdown(index=False, **KEEP_TEXT), "", "Per fold (mean over seeds):", "",
+                  per_fold_table(run).to_markdown(**KEEP_TEXT), "", *per_class_sections(run, "All folds")]
         if "subsets" in s:
             single += ["By dialog type (mean over folds x seeds; scripted dialogs reuse sentences across sessions, "
                        "so text heads can memorise them):", "",
-                       pd.DataFrame(s["subsets"]).T.map(lambda v: f"{100 * v:.2f}").to_markdown(), ""]
+                       pd.DataFrame(s["subsets"]).T.map(lambda v: f"{100 * v:.2f}").to_markdown(**KEEP_TEXT), ""]
         single += [f"Confusion matrix: {png.name}", ""]
         (run.path / "report.md").write_text("\n".join(single))
         csv_table([run], [s]).to_csv(run.path / "report.csv", index=False)
@@ -216,15 +233,16 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
     for run in runs:
         lines += [*[f"- {h}" for h in header(run)], ""]
     lines += ["Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
-              "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False), ""]
+              "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False, **KEEP_TEXT), ""]
     for run in runs:
-        lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(), ""]
+        lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(**KEEP_TEXT), "",
+                  *per_class_sections(run, run.path.name)]
     for other in runs[1:]:
         table = paired_table(runs[0], other)
         if isinstance(table, str):
             lines += [table, ""]
         else:
             lines += [f"Paired differences, {other.path.name} - {runs[0].path.name} (identical folds and seeds):", "",
-                      table.to_markdown(index=False), ""]
+                      table.to_markdown(index=False, **KEEP_TEXT), ""]
     lines += [f"Confusion matrices: {', '.join(str(r.path / 'confusion.png') for r in runs)}"]
     return "\n".join(lines)

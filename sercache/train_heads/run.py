@@ -10,18 +10,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sercache import __version__
-from sercache.splits import DEFAULT_PRESET, Fold, get_preset, load_folds, make_folds, save_folds
+from sercache.splits import (
+    DEFAULT_PRESET,
+    Fold,
+    filter_subset,
+    folds_from_file,
+    get_preset,
+    load_folds,
+    make_folds,
+    save_folds,
+)
 from sercache.store import open_cache
 from sercache.store.errors import CacheError
 from sercache.store.reader import FeatureStore
-from sercache.train_heads.data import InMemoryData, labelled_utterances, resolve_roles
+from sercache.train_heads.data import labelled_utterances, recorded_roles, resolve_roles
 from sercache.train_heads.heads import get_head
+from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.trainer import DONE, TrainConfig, TrainingError, train_fold
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,8 @@ class TrainRequest:
     fold: str = "all"
     protocol: str = "loso"
     protocol_options: dict[str, Any] = field(default_factory=dict)
+    #: An EmoBox fold folder or a CSV of utt_id,fold / utt_id,split; replaces ``protocol`` (config: "folds").
+    folds: Path | None = None
     labels: str | None = None
     subset: str = "all"
     text: str = "asr"
@@ -57,6 +70,8 @@ class TrainRequest:
     device: str = "auto"
     split_seed: int = 0
     command: str = ""
+    #: Seconds between progress lines inside a fold (0: every epoch and batch; None: none). Not part of the run's config.
+    progress_every: float | None = 10.0
 
 
 def resolve_device(device: str) -> str:
@@ -83,24 +98,45 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     if req.text not in ("asr", "gold"):
         raise RunError(f"--text {req.text!r}: use asr or gold")
     streams.setdefault("text", f"text_{req.text}")
-    roles = resolve_roles(cache, head_cls.required_roles(hyper), head_cls.multi_layer_roles, streams, req.layers)
+    roles = resolve_roles(cache, head_cls.required_roles(hyper), head_cls.multi_layer_roles, streams, req.layers,
+                          pooled=head_cls.pooled_input)
     for role in head_cls.multi_layer_roles:
         if role in roles and "n_layers" in hyper:
             hyper["n_layers"] = len(roles[role].layers)
+    if "frame_rate" in hyper and "frame_rate" not in req.hyperparameters:  # segment heads: windows in seconds
+        rate = cache.streams[roles[head_cls.roles[0]].stream].frame_rate
+        if rate:
+            hyper["frame_rate"] = float(rate)
     corpus = str(cache.utterances.corpus.iloc[0]) if len(cache.utterances) else ""
     preset = get_preset(req.labels or DEFAULT_PRESET.get(corpus, "iemocap4"))
     table = labelled_utterances(cache, preset, roles)
-    folds = make_folds(table, req.protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
+    protocol, options, extra = req.protocol, req.protocol_options, {}
+    if req.folds is not None:
+        if req.protocol not in ("loso", "folds"):  # "loso" is the dataclass default: not a choice
+            raise RunError(f"--folds {req.folds} replaces --protocol; drop --protocol {req.protocol}")
+        found = folds_from_file(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
+                                seed=req.split_seed, **req.protocol_options)
+        # path + SHA-1 of the files in protocol_options: resuming with other fold files is refused
+        folds, protocol, options = found.folds, "folds", {**req.protocol_options, **found.options}
+        extra = {"fold_warnings": found.warnings}
+    else:
+        folds = make_folds(table, req.protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
     train_cfg = TrainConfig.for_head(req.head, req.train)
     encoders = {role: {"stream": spec.stream, "layers": spec.layers,
-                       **{k: v for k, v in cache.streams[spec.stream].provenance.get("identity", {}).items()
+                       **{k: v for stream in spec.streams for k, v in
+                          cache.streams[stream].provenance.get("identity", {}).items()
                           if k in ("kind", "model", "source", "weights", "dtype", "precision", "synthetic")}}
                 for role, spec in roles.items()}
+    if head_cls.pooled_input:  # several streams per role: each one's identity, in order
+        for role, spec in roles.items():
+            encoders[role]["sources"] = [{"stream": st, "layer": lay, **{
+                k: v for k, v in cache.streams[st].provenance.get("identity", {}).items()
+                if k in ("kind", "model", "weights", "feature_set", "dtype")}} for st, lay in zip(spec.streams, spec.layers)]
     config = {
         "cache": str(Path(req.cache).resolve()), "head": req.head, "hyperparameters": hyper,
         "train": asdict(train_cfg), "roles": {r: s.to_dict() for r, s in roles.items()}, "encoders": encoders,
         "labels": {"preset": preset.name, "classes": list(preset.classes), "rule": preset.describe()},
-        "protocol": req.protocol, "protocol_options": req.protocol_options, "subset": req.subset,
+        "protocol": protocol, "protocol_options": options, **extra, "subset": req.subset,
         "split_seed": req.split_seed, "text_source": req.text if "text" in roles else None,
         "speaker_independent": all(f.speaker_independent for f in folds), "n_utterances": len(table),
         "dropped_utterances": int(len(cache.utterances) - len(table)), "seeds": list(range(req.seeds)),
@@ -129,7 +165,8 @@ def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
 
 
 def default_run_dir(req: TrainRequest) -> Path:
-    parts = [req.head, req.protocol] + ([req.subset] if req.subset != "all" else []) + [req.labels or "labels"]
+    protocol = "folds" if req.folds is not None else req.protocol
+    parts = [req.head, protocol] + ([req.subset] if req.subset != "all" else []) + [req.labels or "labels"]
     return Path("runs") / "-".join(parts)
 
 
@@ -160,37 +197,42 @@ def task_dir(run: Path, fold: str, seed: int) -> Path:
 
 
 def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
-                threads: int) -> dict[str, Any]:
+                threads: int, progress_every: float | None) -> dict[str, Any]:
     """One fold x seed (runs in a joblib worker): load the fold into memory, train, record."""
     import torch
 
-    torch.set_num_threads(threads)
+    # Pooled heads multiply a few hundred small vectors: a second intra-op thread only adds
+    # synchronisation (several times slower on a loaded machine), so they always use one.
+    torch.set_num_threads(1 if get_head(config["head"]).pooled_input else threads)
     out = task_dir(Path(run), fold["name"], seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILED).unlink(missing_ok=True)
     with open(out / "train.log", "a", buffering=1) as logfile:
-        return _train_logged(out, fold, seed, config, device, logfile)
+        say = None
+        if progress_every is not None:  # stderr of the worker: the terminal, or the caller's stream in-process
+            prefix = f"{config['head']} {fold['name']} seed {seed}: "
+            say = lambda msg: print(prefix + msg, file=sys.stderr, flush=True)  # noqa: E731
+        return _train_logged(out, fold, seed, config, device, logfile, say, progress_every or 0.0)
 
 
 def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
-                  logfile: Any) -> dict[str, Any]:
+                  logfile: Any, say: Any = None, progress_every: float = 10.0) -> dict[str, Any]:
     try:
         cache = open_cache(config["cache"])
         head_cls = get_head(config["head"])
         preset = get_preset(config["labels"]["preset"])
-        roles = resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
-                              {r: s["stream"] for r, s in config["roles"].items()},
-                              {r: s["layers"][0] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles})
+        roles = recorded_roles(cache, config)
         ids = set(fold["train"]) | set(fold["valid"]) | set(fold["test"])
         table = labelled_utterances(cache, preset, roles)
-        data = InMemoryData(cache, table[table.utt_id.isin(ids)], roles, preset, head_cls.needs, device)
+        data = load_fold(cache, table[table.utt_id.isin(ids)], roles, preset, head_cls, config["hyperparameters"],
+                         device)
         cache.close()
         start = time.perf_counter()
         metrics = train_fold(out, head_name=config["head"], hyperparameters=config["hyperparameters"],
                              cfg=TrainConfig(**config["train"]), data=data, train_ids=fold["train"],
                              valid_ids=fold["valid"], test_ids=fold["test"], seed=seed,
                              label_names=config["labels"]["classes"], run_config=config,
-                             log=lambda msg: print(msg, file=logfile))
+                             log=lambda msg: print(msg, file=logfile), progress=say, progress_every=progress_every)
         return {"fold": fold["name"], "seed": seed, "ok": True, "seconds": time.perf_counter() - start, **metrics}
     except (TrainingError, CacheError, ValueError, OSError) as exc:
         (out / FAILED).write_text(str(exc))
@@ -205,7 +247,9 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
     from sercache.store.verify import verify_cache
 
     config, folds, cache = plan_run(req)
-    streams = sorted({s["stream"] for s in config["roles"].values()})
+    for warning in config.get("fold_warnings", []):  # before any training, so a bad fold file is seen early
+        progress(f"warning: {warning}")
+    streams = sorted({name for s in config["roles"].values() for name in s["stream"].split(",")})
     # Every byte training will read is checked once here (checksums, NaN/inf, completeness), so a
     # damaged cache is refused before any fold starts, with the shards and utterances to re-extract.
     problems = verify_cache(req.cache, streams, checksums=True, values=True)
@@ -225,12 +269,17 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
     jobs = max(1, min(req.jobs, len(todo))) if todo else 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     results = []
-    tasks = (delayed(_train_task)(str(run), asdict(f), s, config, device, threads) for f, s in todo)
+    if todo:
+        progress(f"{run}: training {config['head']} on {len(todo)} fold/seed task(s), {jobs} at a time")
+    tasks = (delayed(_train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every)
+             for f, s in todo)
     for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
         results.append(res)
         if res["ok"]:
+            chosen = (" ".join(f"{k}={v}" for k, v in res["selected"].items()) if res.get("selected")
+                      else f"epoch {res['best_epoch']}/{res['epochs_run']}")
             progress(f"{res['fold']} seed {res['seed']}: UA {res['ua']:.4f} WA {res['wa']:.4f} "
-                     f"(epoch {res['best_epoch']}/{res['epochs_run']}, {res['seconds']:.0f} s)")
+                     f"({chosen}{', refit' if res.get('refit') else ''}, {res['seconds']:.0f} s)")
         else:
             progress(f"{res['fold']} seed {res['seed']}: FAILED: {res['error']}")
     return run, results

@@ -1,20 +1,21 @@
-"""Train one head on one fold with one seed; select on validation; record everything.
+"""Train one head on one fold with one seed; select on validation; optionally refit; record everything.
 
 Per fold and seed the run directory gets (each written atomically, ``DONE`` last):
 
 * ``checkpoint.pt``: the selected weights and the full config, loadable with
   ``torch.load(..., weights_only=True)`` (tensors and plain JSON-able values only);
-* ``curve.csv``: per epoch train loss, validation loss/UA/WA, learning rate, seconds;
+* ``curve.csv``: per epoch train loss, validation loss/UA/WA, learning rate, seconds (for the
+  classical heads: one row per candidate of the validation grid); a refit's epochs follow with
+  ``phase = refit``;
 * ``predictions.csv``: test utt_id, label, prediction, logits (and valence/arousal);
-* ``metrics.json``: test metrics, selected epoch, training time per epoch, test inference time.
+* ``metrics.json``: test metrics, selected epoch (or hyperparameters), training time, test inference time.
 """
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from sercache.train_heads import closed_form
 from sercache.train_heads.data import InMemoryData, bucket_batches
+from sercache.train_heads.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.train_heads.heads import HEADS
 from sercache.train_heads.heads.base import Head, HeadOutput
 from sercache.train_heads.metrics import ccc, classification_metrics
+from sercache.train_heads.segments import SegmentTable
 
 DONE = "DONE"
-
-
-class TrainingError(RuntimeError):
-    """Training of one fold/seed cannot go on (diverged loss, failed checkpoint write)."""
+__all__ = ["DONE", "TrainConfig", "TrainingError", "evaluate", "load_checkpoint", "make_optimizer", "train_fold"]
 
 
 @dataclass
@@ -42,15 +44,19 @@ class TrainConfig:
     optimizer: str = "adam"     # adam | adamw | sgd
     lr: float = 1e-4
     weight_decay: float = 0.0
-    batch_size: int = 16
+    momentum: float = 0.9       # sgd only
+    nesterov: bool = False      # sgd only
+    batch_size: int = 16        # utterances per step (segments, for the GLAM family)
     epochs: int = 30
     patience: int = 8           # epochs without a better validation UA before stopping
-    schedule: str = "none"      # none | exponential (lr *= gamma per epoch while lr >= min_lr)
+    schedule: str = "none"      # none | exponential (lr *= gamma per epoch while lr >= min_lr) | step
     gamma: float = 0.95
     min_lr: float = 1e-6
+    step_size: int = 10         # schedule "step": lr *= gamma every step_size epochs
     grad_clip: float = 5.0      # max grad norm (0: off)
     mixup_alpha: float = 0.0    # kept for the record; heads that mix inputs read their own keyword
     normalize: bool = True      # z-score every feature dimension with training-fold statistics
+    refit: bool = False         # after selection, retrain on training + validation (selected epochs / candidate)
 
     @classmethod
     def for_head(cls, head: str, overrides: dict[str, Any]) -> TrainConfig:
@@ -62,20 +68,16 @@ class TrainConfig:
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
-    raise ValueError(f"optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
-
-
 @torch.no_grad()
-def evaluate(head: Head, data: InMemoryData, idx: np.ndarray, batch_size: int) -> tuple[dict[str, Any], float]:
-    """Predictions for ``idx`` in length-sorted batches: (per-utterance arrays, loss)."""
+def evaluate(head: Head, data: Any, idx: np.ndarray, batch_size: int) -> tuple[dict[str, Any], float]:
+    """Predictions for ``idx`` (per-utterance arrays in ``idx`` order) and the mean loss.
+
+    Utterances go in length-sorted batches; the GLAM family's segments go 256 at a time, and an
+    utterance's logits are the mean of its segments'.
+    """
     head.eval()
+    if getattr(head, "batch_unit", "utterance") == "segment":
+        return _evaluate_segments(head, data, idx)
     logits, regs, positions, losses, weights = [], [], [], [], []
     for b in bucket_batches(data.length_of(idx), batch_size, None):  # b: positions into idx
         batch = data.batch(idx[b])
@@ -100,6 +102,15 @@ def evaluate(head: Head, data: InMemoryData, idx: np.ndarray, batch_size: int) -
     return result, loss
 
 
+def _evaluate_segments(head: Head, data: InMemoryData, idx: np.ndarray, chunk: int = 256) -> tuple[dict[str, Any], float]:
+    table = SegmentTable(data, head.roles[0], idx, head.segment_frames, head.hop_frames)
+    parts = [head.segment_logits(*table.gather(b)[:2]) for b in table.batches(chunk, None)]
+    seg_logits = torch.cat(parts) if parts else torch.zeros(0, data.n_classes, device=data.device)
+    logits = table.utterance_logits(seg_logits.float(), len(idx))
+    loss = float(F.cross_entropy(logits, data.y[torch.as_tensor(idx, device=data.device)])) if len(idx) else float("nan")
+    return {"idx": idx, "logits": logits.cpu().numpy().astype(np.float32), "regression": None}, loss
+
+
 def build_head(name: str, dims: dict[str, int], n_classes: int, hyperparameters: dict[str, Any]) -> Head:
     return HEADS[name](dims=dims, n_classes=n_classes, **hyperparameters)
 
@@ -118,74 +129,77 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig,
-               data: InMemoryData, train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int,
-               label_names: list[str], run_config: dict[str, Any], log: Any = print) -> dict[str, Any]:
-    """Train, select on validation UA, test once, write the records. Returns the metrics."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _fit(head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data: Any, tr: np.ndarray,
+         va: np.ndarray | None, *, seed: int, epochs: int | None, selected: dict[str, Any] | None,
+         progress: Progress, log: Callable[[str], None], where: str) -> tuple[Head, FitResult, float]:
+    """Build a fresh head (same seed, same initial weights) and fit it on ``tr``; returns (head, result, seconds).
+
+    ``va`` given: select on it (epochs, or the classical grid). ``va`` None: a refit, for ``epochs``
+    epochs or with the ``selected`` hyperparameters.
+    """
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    device = data.device
-    head = build_head(head_name, data.dims, data.n_classes, hyperparameters).to(device)
-    optimizer = make_optimizer(cfg, [p for p in head.parameters() if p.requires_grad])
-    tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
-    # frozen encoders' features come at very different scales; statistics from the training fold only
+    head = build_head(head_name, data.dims, data.n_classes, hyperparameters).to(data.device)
+    # frozen encoders' features come at very different scales; statistics from the fitting utterances only
     data.normalization = data.fit_normalization(tr) if cfg.normalize else None
-    lengths = data.length_of(tr)
-    curve, best, best_state, stale, best_epoch = [], (-1.0, math.inf), copy.deepcopy(head.state_dict()), 0, 0
-    lr = cfg.lr
-    for epoch in range(1, cfg.epochs + 1):
-        head.train()
-        start = time.perf_counter()
-        total, count = 0.0, 0
-        for b in bucket_batches(lengths, cfg.batch_size, rng):
-            batch = data.batch(tr[b])
-            loss = head.training_step(batch)
-            if not torch.isfinite(loss.detach()):
-                raise TrainingError(
-                    f"{out_dir}: the training loss became {loss.item()} at epoch {epoch} (utterances "
-                    f"{batch.utt_ids[:3]}...). This fold/seed stopped; lower --lr, or check the cache with "
-                    "`sercache cache verify`.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total += loss.item() * len(b)
-            count += len(b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - start
-        valid, valid_loss = evaluate(head, data, va, max(cfg.batch_size, 32))
-        vm = classification_metrics(data.y[va].cpu().numpy(), valid["logits"].argmax(1), data.n_classes)
-        curve.append({"epoch": epoch, "train_loss": total / max(count, 1), "valid_loss": valid_loss,
-                      "valid_ua": vm["ua"], "valid_wa": vm["wa"], "lr": lr, "train_seconds": train_seconds})
-        log(f"epoch {epoch:3d}  train loss {total / max(count, 1):.4f}  valid loss {valid_loss:.4f}  "
-            f"UA {vm['ua']:.4f}  WA {vm['wa']:.4f}  {train_seconds:.1f}s")
-        if (vm["ua"], -valid_loss) > (best[0], -best[1]):
-            best, best_state, stale = (vm["ua"], valid_loss), copy.deepcopy(head.state_dict()), 0
-            best_epoch = epoch
+    start = time.perf_counter()
+    if head.closed_form:
+        if selected is None:
+            result = closed_form.select_and_fit(head, data, tr, va, progress=progress, log=log, where=where)
         else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-        if cfg.schedule == "exponential" and lr * cfg.gamma >= cfg.min_lr:
-            lr *= cfg.gamma
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-    head.load_state_dict(best_state)
-    if device.type == "cuda":
+            closed_form.refit(head, data, tr, selected)
+            result = FitResult(curve=[{"candidate": 0, **{k: str(v) for k, v in selected.items()},
+                                       "fit_seconds": time.perf_counter() - start}], selected=dict(selected))
+    else:
+        result = fit_epochs(head, data, cfg, tr, va, epochs=epochs or cfg.epochs, seed=seed, evaluate=evaluate,
+                            progress=progress, log=log, where=where)
+    return head, result, time.perf_counter() - start
+
+
+def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig,
+               data: Any, train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int,
+               label_names: list[str], run_config: dict[str, Any], log: Any = print,
+               progress: Callable[[str], None] | None = None, progress_every: float = 10.0) -> dict[str, Any]:
+    """Train, select on validation UA, optionally refit on train + valid, test once, write the records.
+
+    Returns the test metrics (and timings, the selection, sizes).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Progress(progress, progress_every)
+    tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
+    head, fit, seconds = _fit(head_name, hyperparameters, cfg, data, tr, va, seed=seed, epochs=None, selected=None,
+                              progress=report, log=log, where=str(out_dir))
+    curve = [{"phase": "select", **row} for row in fit.curve]
+    final_train = tr
+    if cfg.refit and len(va):
+        final_train = np.concatenate([tr, va])
+        what = (" ".join(f"{k}={v}" for k, v in fit.selected.items()) if head.closed_form
+                else f"{fit.best_epoch} epoch(s)")
+        report(f"refit on training + validation ({len(final_train)} utterances) with the selected {what}", force=True)
+        log(f"refit on training + validation: {what}")
+        head, refit, refit_seconds = _fit(head_name, hyperparameters, cfg, data, final_train, None, seed=seed,
+                                          epochs=fit.best_epoch, selected=fit.selected if head.closed_form else None,
+                                          progress=report, log=log, where=str(out_dir))
+        curve += [{"phase": "refit", **row} for row in refit.curve]
+        seconds += refit_seconds
+    if data.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     test, _ = evaluate(head, data, te, max(cfg.batch_size, 32))
-    if device.type == "cuda":
+    if data.device.type == "cuda":
         torch.cuda.synchronize()
     test_seconds = time.perf_counter() - start
     metrics = test_metrics(data, te, test)
-    metrics.update(best_epoch=best_epoch, epochs_run=len(curve), valid_ua=best[0], seed=seed,
-                   train_seconds_per_epoch=float(np.mean([c["train_seconds"] for c in curve])),
-                   test_inference_seconds=test_seconds, n_train=len(tr), n_valid=len(va), n_test=len(te),
-                   n_parameters=sum(p.numel() for p in head.parameters()))
+    per_epoch = [c["train_seconds"] for c in curve if "train_seconds" in c]
+    metrics.update(best_epoch=None if head.closed_form else fit.best_epoch,
+                   epochs_run=None if head.closed_form else len(fit.curve), valid_ua=fit.valid_ua, seed=seed,
+                   selected=fit.selected or None, refit=bool(cfg.refit and len(va)), train_seconds=seconds,
+                   train_seconds_per_epoch=float(np.mean(per_epoch)) if per_epoch else seconds,
+                   test_inference_seconds=test_seconds, n_train=len(final_train), n_valid=len(va), n_test=len(te),
+                   n_parameters=sum(p.numel() for p in head.parameters())
+                   + sum(b.numel() for b in head.buffers() if head.closed_form))
+    report(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
+           + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
+              f" ({' '.join(f'{k}={v}' for k, v in fit.selected.items())} selected on validation)"), force=True)
     write_records(out_dir, head, run_config, hyperparameters, cfg, curve, data, te, test, metrics, label_names)
     return metrics
 

@@ -24,7 +24,7 @@ def _load_all() -> None:
     """Import every head module (each registers itself)."""
     import importlib
 
-    for module in ("probes", "gate", "glam", "tmn", "mmer"):
+    for module in ("probes", "classical", "gate", "glam", "tmn", "mmer"):
         try:
             importlib.import_module(f"sercache.train_heads.heads.{module}")
         except ModuleNotFoundError as exc:

@@ -89,6 +89,11 @@ class Head(nn.Module):
     multi_layer_roles: ClassVar[tuple[str, ...]] = ()  # roles loaded with every stored layer
     needs: ClassVar[frozenset[str]] = frozenset()       # extra targets: "soft", "va", "chars"
     regression: ClassVar[bool] = False                  # predicts valence/arousal (reports CCC)
+    # Reads utterance statistics, not frames: each role arrives as (batch, 1, dim), and may join
+    # several streams (see sercache.train_heads.pooled). Such heads take a ``pooling`` keyword.
+    pooled_input: ClassVar[bool] = False
+    # Fitted in closed form (scikit-learn) rather than by epochs of gradient steps (see classical.py).
+    closed_form: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
 
     @classmethod

@@ -10,8 +10,16 @@ its segments' logits. Baselines from the same code: APCNN (CNN + attention pooli
 (CNN + 4-head 1x1-conv attention + global average pooling).
 
 What we reproduce: the three networks layer for layer (904,078 / 93,573 / 155,636 parameters for a
-26x57 input and 4 classes), segment-level training with mixup on segments and one-hot labels, and
-utterance logits as the mean of segment logits.
+26x57 input and 4 classes), and each reference's training recipe as the default:
+
+* GLAM: 1.8 s segments every 0.2 s, Adam 1e-3 (weight decay 1e-6), batches of 32 segments,
+  ExponentialLR(0.95), mixup 0.5 on segments and one-hot labels, MFCCs not z-scored;
+* MHCNN: 2 s segments every 1 s, no mixup, StepLR(10, 0.1) (Adam 1e-3, batches of 32 segments);
+* APCNN: 2 s segments every 1 s, SGD lr 0.05 (momentum 0.9, Nesterov, weight decay 1e-4),
+  batches of 128 segments, no mixup;
+
+and utterance logits as the mean of segment logits. Segment lengths and hops are in seconds,
+turned into frames with the input stream's frame rate (set by ``sercache train``).
 
 Where we differ:
 
@@ -21,8 +29,11 @@ Where we differ:
 * every utterance is kept: shorter ones are zero-padded to one segment (the original dropped them)
   and the last window is aligned to the utterance's end so no frame is lost (the original dropped
   the tail);
-* a training step sees the segments of a batch of utterances (their number varies with the
-  utterances' lengths) rather than a shuffled batch of 32 segments;
+* the hop is fractional in frames (0.2 s = 6.25 MFCC frames): each window starts at the nearest
+  frame to ``k x hop``, so the mean hop is exact;
+* APCNN's paper fed spectrograms; MFCC stays its default input here because a spectrogram
+  window costs ~40x more on a CPU (``benchmarks/glam_step.py``); ``--mfcc-stream spectrogram``
+  (after ``sercache extract --streams spectrogram``) gives the paper's input;
 * ``input_proj`` optionally maps each frame to a smaller size first, so the CNNs also run on SSL
   frames (the design's ``input_stream`` use);
 * the original picked its best epoch on the test split; model selection on validation only is
@@ -37,126 +48,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sercache.train_heads.heads import register
-from sercache.train_heads.heads.base import Batch, Head, HeadOutput, StreamBatch
+from sercache.train_heads.heads.segmented import (
+    APCNN_TRAIN_DEFAULTS,
+    GLAM_TRAIN_DEFAULTS,
+    MFCC_FRAME_RATE,
+    MHCNN_TRAIN_DEFAULTS,
+    SegmentHead,
+    segment_windows,
+)
 
-#: GLAM's published training setup (the baselines were trained the same way in its code). The
-#: original ran every epoch without gradient clipping: patience = epochs, grad_clip 0 (off).
-#: GLAM's setup. Its batch of 32 was 32 *segments*; our batches count utterances, and an IEMOCAP
-#: utterance averages ~15 segments, so 2 utterances per batch keeps the step size comparable.
-GLAM_TRAIN_DEFAULTS: dict[str, Any] = {
-    "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 2, "epochs": 50, "patience": 50,
-    "schedule": "exponential", "gamma": 0.95, "min_lr": 1e-6, "grad_clip": 0.0, "mixup_alpha": 0.5,
-}
-
-
-def segment_windows(lengths: Tensor, segment_frames: int, hop_frames: int) -> tuple[Tensor, Tensor]:
-    """Window starts covering every utterance, and the utterance each window belongs to.
-
-    An utterance of ``L`` frames gets ``1`` window if ``L <= segment_frames`` (starting at 0, to be
-    zero-padded), else ``ceil((L - segment_frames) / hop_frames) + 1`` windows starting every
-    ``hop_frames`` frames, the last one moved back to end exactly at ``L``.
-
-    Args:
-        lengths: ``(batch,)`` real frames per utterance.
-        segment_frames: window length in frames.
-        hop_frames: distance between window starts in frames.
-
-    Returns:
-        ``starts`` ``(n_segments,)`` and ``utt_index`` ``(n_segments,)``, utterance-major and
-        ascending in time within an utterance.
-    """
-    lengths = lengths.long()
-    last_start = (lengths - segment_frames).clamp(min=0)
-    counts = torch.div(last_start + hop_frames - 1, hop_frames, rounding_mode="floor") + 1
-    utt_index = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    k = torch.arange(len(utt_index), device=lengths.device) - first[utt_index]
-    starts = torch.minimum(k * hop_frames, last_start[utt_index])
-    return starts, utt_index
+__all__ = ["GLAM_TRAIN_DEFAULTS", "APCNNHead", "GLAMHead", "MHCNNHead", "segment_windows"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int | tuple[int, int],
                  padding: int | tuple[int, int]) -> nn.Sequential:
     """Conv2d -> BatchNorm2d -> ReLU, the unit every network here is built from."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU())
-
-
-class _SegmentHead(Head):
-    """Shared machinery: cut utterances into segments, run a per-segment network, average per utterance.
-
-    Subclasses build ``self.net``: ``(n_segments, 1, height, segment_frames) -> (n_segments, n_classes)``
-    where ``height`` is ``self.height`` (the frame dim, or ``input_proj`` when set).
-    """
-
-    roles: ClassVar[tuple[str, ...]] = ("mfcc",)
-    train_defaults: ClassVar[dict[str, Any]] = GLAM_TRAIN_DEFAULTS
-    net: nn.Module
-
-    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_frames: int, hop_frames: int,
-                 input_proj: int | None, mixup_alpha: float) -> None:
-        super().__init__()
-        if segment_frames < 1 or hop_frames < 1:
-            raise ValueError("segment_frames and hop_frames must be positive")
-        self.n_classes = n_classes
-        self.segment_frames = segment_frames
-        self.hop_frames = hop_frames
-        self.mixup_alpha = mixup_alpha
-        dim = dims[self.roles[0]]
-        self.input_proj = nn.Linear(dim, input_proj) if input_proj is not None else None
-        self.height = input_proj if input_proj is not None else dim
-
-    def segments(self, stream: StreamBatch) -> tuple[Tensor, Tensor]:
-        """Cut every utterance of a batch into the network's input images.
-
-        Args:
-            stream: ``x`` ``(batch, frames, dim)`` with real frames first, ``mask`` ``(batch, frames)``.
-
-        Returns:
-            ``segments`` ``(n_segments, 1, height, segment_frames)`` (feature axis = height, time =
-            width; frames past an utterance's end are zero) and ``utt_index`` ``(n_segments,)``.
-        """
-        x = stream.x if self.input_proj is None else self.input_proj(stream.x)
-        lengths = stream.lengths
-        starts, utt_index = segment_windows(lengths, self.segment_frames, self.hop_frames)
-        frames = starts[:, None] + torch.arange(self.segment_frames, device=x.device)  # (n_seg, S)
-        real = frames < lengths[utt_index, None]
-        # Clamping keeps the gather in range when the batch is shorter than a segment; ``where``
-        # (not a product) zeroes every position past the end, whatever the padding holds.
-        seg = torch.where(real[..., None], x[utt_index[:, None], frames.clamp(max=x.shape[1] - 1)], 0.0)
-        return seg.transpose(1, 2).unsqueeze(1), utt_index
-
-    @staticmethod
-    def _utterance_mean(seg_logits: Tensor, utt_index: Tensor, batch_size: int) -> Tensor:
-        """Mean of segment logits per utterance: ``(n_segments, C) -> (batch, C)``."""
-        total = seg_logits.new_zeros(batch_size, seg_logits.shape[1]).index_add_(0, utt_index, seg_logits)
-        counts = torch.bincount(utt_index, minlength=batch_size)  # >= 1: every utterance has a segment
-        return total / counts[:, None].to(seg_logits.dtype)
-
-    def forward(self, batch: Batch) -> HeadOutput:
-        """Utterance logits ``(batch, n_classes)``: the mean of each utterance's segment logits."""
-        stream = batch.streams[self.roles[0]]
-        seg, utt_index = self.segments(stream)
-        return HeadOutput(logits=self._utterance_mean(self.net(seg), utt_index, stream.x.shape[0]))
-
-    def training_step(self, batch: Batch) -> Tensor:
-        """Segment-level loss, as in the original.
-
-        Each segment carries its utterance's label; with ``mixup_alpha > 0`` segments and their
-        one-hot labels are mixed within the batch (``lam ~ Beta(alpha, alpha)`` and a permutation,
-        both from torch's global RNG); the soft-target cross-entropy is averaged over segments.
-
-        Returns:
-            Scalar loss.
-        """
-        seg, utt_index = self.segments(batch.streams[self.roles[0]])
-        target = F.one_hot(batch.y[utt_index], self.n_classes).to(seg.dtype)
-        if self.mixup_alpha > 0:
-            alpha = torch.tensor(float(self.mixup_alpha))
-            lam = torch.distributions.Beta(alpha, alpha).sample().to(seg.device, seg.dtype)
-            perm = torch.randperm(seg.shape[0], device=seg.device)
-            seg = lam * seg + (1 - lam) * seg[perm]
-            target = lam * target + (1 - lam) * target[perm]
-        return F.cross_entropy(self.net(seg), target)
 
 
 # ----------------------------------------------------------------------------- GLAM
@@ -254,14 +161,16 @@ class GLAMNet(nn.Module):
 
 
 @register
-class GLAMHead(_SegmentHead):
+class GLAMHead(SegmentHead):
     """GLAM: multi-scale residual CNN + one-layer gMLP over channels, on overlapping MFCC segments.
 
     Args:
         dims: ``dims["mfcc"]``, the frame dim (26 MFCCs in the paper).
         n_classes: number of emotion classes.
-        segment_frames: segment length (57 frames = 1.8 s at 31.25 frames/s).
-        hop_frames: hop between segments (6 frames = 0.2 s, i.e. 1.6 s overlap).
+        segment_seconds: segment length (1.8 s: 57 frames of the MFCC stream).
+        hop_seconds: hop between segments (0.2 s, i.e. 1.6 s overlap).
+        frame_rate: frames per second of the input stream (``sercache train`` sets it from the stream).
+        segment_frames, hop_frames: give the window in frames instead (override the seconds).
         input_proj: optional per-frame ``Linear(dim -> input_proj)`` before segmenting (for SSL
             frames); None uses the frames as they are.
         mixup_alpha: Beta(alpha, alpha) mixup on segments in ``training_step``; 0 disables.
@@ -273,12 +182,14 @@ class GLAMHead(_SegmentHead):
     name: ClassVar[str] = "glam"
     summary: ClassVar[str] = "GLAM (ICASSP 2022): multi-scale CNN + gMLP global-aware fusion on MFCC segments"
 
-    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_frames: int = 57, hop_frames: int = 6,
+    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_seconds: float = 1.8, hop_seconds: float = 0.2,
+                 frame_rate: float = MFCC_FRAME_RATE, segment_frames: int | None = None, hop_frames: float | None = None,
                  input_proj: int | None = None, mixup_alpha: float = 0.5, ff_mult: int = 4,
                  gmlp_act: str = "tanh", dropout: float = 0.0) -> None:
-        super().__init__(dims, n_classes, segment_frames=segment_frames, hop_frames=hop_frames,
+        super().__init__(dims, n_classes, segment_seconds=segment_seconds, hop_seconds=hop_seconds,
+                         frame_rate=frame_rate, segment_frames=segment_frames, hop_frames=hop_frames,
                          input_proj=input_proj, mixup_alpha=mixup_alpha)
-        self.net = GLAMNet(self.height, segment_frames, n_classes, ff_mult=ff_mult, gmlp_act=gmlp_act,
+        self.net = GLAMNet(self.height, self.segment_frames, n_classes, ff_mult=ff_mult, gmlp_act=gmlp_act,
                            dropout=dropout)
 
 
@@ -356,35 +267,40 @@ class MHCNNNet(nn.Module):
 
 
 @register
-class APCNNHead(_SegmentHead):
+class APCNNHead(SegmentHead):
     """APCNN baseline: CNN + attention pooling on overlapping MFCC segments.
 
     Args:
         dims: ``dims["mfcc"]``, the frame dim.
         n_classes: number of classes (= number of top-down attention maps).
-        segment_frames, hop_frames, input_proj, mixup_alpha: as for ``glam``.
+        segment_seconds, hop_seconds, frame_rate, segment_frames, hop_frames, input_proj, mixup_alpha:
+            as for ``glam`` (defaults: 2 s every 1 s, no mixup, as the APCNN reference).
         dropout: dropout on the final feature map (none in the original).
     """
 
     name: ClassVar[str] = "apcnn"
     summary: ClassVar[str] = "GLAM paper baseline: CNN + attention pooling on MFCC segments"
+    train_defaults: ClassVar[dict[str, Any]] = APCNN_TRAIN_DEFAULTS
 
-    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_frames: int = 57, hop_frames: int = 6,
-                 input_proj: int | None = None, mixup_alpha: float = 0.5, dropout: float = 0.0) -> None:
-        super().__init__(dims, n_classes, segment_frames=segment_frames, hop_frames=hop_frames,
+    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_seconds: float = 2.0, hop_seconds: float = 1.0,
+                 frame_rate: float = MFCC_FRAME_RATE, segment_frames: int | None = None, hop_frames: float | None = None,
+                 input_proj: int | None = None, mixup_alpha: float = 0.0, dropout: float = 0.0) -> None:
+        super().__init__(dims, n_classes, segment_seconds=segment_seconds, hop_seconds=hop_seconds,
+                         frame_rate=frame_rate, segment_frames=segment_frames, hop_frames=hop_frames,
                          input_proj=input_proj, mixup_alpha=mixup_alpha)
-        _check_baseline_size(self.height, segment_frames)
+        _check_baseline_size(self.height, self.segment_frames)
         self.net = APCNNNet(n_classes, dropout=dropout)
 
 
 @register
-class MHCNNHead(_SegmentHead):
+class MHCNNHead(SegmentHead):
     """MHCNN baseline: CNN + multi-head attention + global average pooling on MFCC segments.
 
     Args:
         dims: ``dims["mfcc"]``, the frame dim.
         n_classes: number of classes.
-        segment_frames, hop_frames, input_proj, mixup_alpha: as for ``glam``.
+        segment_seconds, hop_seconds, frame_rate, segment_frames, hop_frames, input_proj, mixup_alpha:
+            as for ``glam`` (defaults: 2 s every 1 s, no mixup, as the MHCNN reference).
         heads: attention heads (4 in the original).
         attn_hidden: Q/K/V channels per head (64 in the original).
         dropout: dropout before the classifier (the original defines 0.5 but never applies it).
@@ -392,11 +308,14 @@ class MHCNNHead(_SegmentHead):
 
     name: ClassVar[str] = "mhcnn"
     summary: ClassVar[str] = "GLAM paper baseline: CNN + 4-head 1x1-conv attention on MFCC segments"
+    train_defaults: ClassVar[dict[str, Any]] = MHCNN_TRAIN_DEFAULTS
 
-    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_frames: int = 57, hop_frames: int = 6,
-                 input_proj: int | None = None, mixup_alpha: float = 0.5, heads: int = 4,
+    def __init__(self, dims: dict[str, int], n_classes: int, *, segment_seconds: float = 2.0, hop_seconds: float = 1.0,
+                 frame_rate: float = MFCC_FRAME_RATE, segment_frames: int | None = None, hop_frames: float | None = None,
+                 input_proj: int | None = None, mixup_alpha: float = 0.0, heads: int = 4,
                  attn_hidden: int = 64, dropout: float = 0.0) -> None:
-        super().__init__(dims, n_classes, segment_frames=segment_frames, hop_frames=hop_frames,
+        super().__init__(dims, n_classes, segment_seconds=segment_seconds, hop_seconds=hop_seconds,
+                         frame_rate=frame_rate, segment_frames=segment_frames, hop_frames=hop_frames,
                          input_proj=input_proj, mixup_alpha=mixup_alpha)
-        _check_baseline_size(self.height, segment_frames)
+        _check_baseline_size(self.height, self.segment_frames)
         self.net = MHCNNNet(n_classes, heads=heads, attn_hidden=attn_hidden, dropout=dropout)

@@ -1,4 +1,5 @@
-"""Standard probes on frozen features: ``linear`` and ``wsum`` (SUPERB / EmoBox / emotion2vec style)."""
+"""Standard probes on frozen features: ``linear`` and ``mlp`` on utterance statistics, ``wsum`` on frames
+(SUPERB / EmoBox / emotion2vec style)."""
 from __future__ import annotations
 
 import torch
@@ -7,36 +8,91 @@ from torch import nn
 from sercache.train_heads.heads import register
 from sercache.train_heads.heads.base import Batch, Head, HeadOutput, masked_mean
 
+#: Training defaults of the pooled probes: an epoch is a few milliseconds (see benchmarks/small_heads.py),
+#: so they may run long and stop on validation UA; weight decay because their inputs can be
+#: thousands of statistics for a few hundred utterances.
+POOLED_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 200,
+                         "patience": 20}
 
-@register
-class LinearProbe(Head):
-    """Masked mean pool of the audio stream (and the text stream, with ``with_text``) -> linear.
 
-    Point ``--audio-stream`` at any frame stream (``ssl``, ``mfcc``, ``wavlm_large``...).
-    For a scikit-learn logistic regression on pooled statistics, see ``FeatureStore.pooled``.
+class _PooledProbe(Head):
+    """Shared by the pooled probes: one vector per utterance and role, concatenated.
+
+    Training batches arrive pre-pooled, ``(batch, 1, dim)`` (see :mod:`sercache.train_heads.pooled`);
+    given frames instead, the probe averages them, so it also runs on any frame batch.
     """
 
-    name = "linear"
-    summary = "masked mean pooling -> linear (one stream, or audio+text concatenated)"
     roles = ("audio",)
-    train_defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 50, "patience": 8}
+    pooled_input = True
 
-    def __init__(self, dims: dict[str, int], n_classes: int, *, with_text: bool = False, dropout: float = 0.0) -> None:
+    def __init__(self, dims: dict[str, int], *, with_text: bool) -> None:
         super().__init__()
         self.with_text = with_text
-        width = dims["audio"] + (dims["text"] if with_text else 0)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(width, n_classes)
+        self.width = dims["audio"] + (dims["text"] if with_text else 0)
 
     @classmethod
     def required_roles(cls, hyperparameters: dict) -> tuple[str, ...]:
         return ("audio", "text") if hyperparameters.get("with_text") else ("audio",)
 
+    def pooled(self, batch: Batch) -> torch.Tensor:
+        roles = ("audio", "text") if self.with_text else ("audio",)
+        return torch.cat([masked_mean(batch.streams[r].x, batch.streams[r].mask) for r in roles], dim=-1)
+
+
+@register
+class LinearProbe(_PooledProbe):
+    """Utterance statistics of one or several streams -> linear.
+
+    Point ``--audio-stream`` at any stream, or several joined by commas (``mfcc,logmel,egemaps``):
+    each contributes its mean+std over time of the chosen layer (``pooling="mean"`` for the mean
+    only), or its functionals for openSMILE streams. ``with_text`` adds the text stream's statistics.
+
+    Args:
+        pooling: ``"meanstd"`` or ``"mean"`` (how frame streams are summarised per utterance).
+        with_text: also read the text role.
+        dropout: on the input statistics.
+    """
+
+    name = "linear"
+    summary = "utterance statistics (mean+std, or openSMILE functionals) of one or more streams -> linear"
+    train_defaults = POOLED_TRAIN_DEFAULTS
+
+    def __init__(self, dims: dict[str, int], n_classes: int, *, pooling: str = "meanstd", with_text: bool = False,
+                 dropout: float = 0.0) -> None:
+        super().__init__(dims, with_text=with_text)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.width, n_classes)
+
     def forward(self, batch: Batch) -> HeadOutput:
-        pooled = [masked_mean(batch.streams["audio"].x, batch.streams["audio"].mask)]
-        if self.with_text:
-            pooled.append(masked_mean(batch.streams["text"].x, batch.streams["text"].mask))
-        return HeadOutput(self.classifier(self.dropout(torch.cat(pooled, dim=-1))))
+        return HeadOutput(self.classifier(self.dropout(self.pooled(batch))))
+
+
+@register
+class MLPProbe(_PooledProbe):
+    """Utterance statistics (as ``linear``) -> Linear(dim -> hidden) -> ReLU -> dropout -> linear.
+
+    Args:
+        pooling: ``"meanstd"`` or ``"mean"``.
+        hidden: hidden units.
+        dropout: before the classifier (and on the input, ``input_dropout``).
+        input_dropout: dropout on the input statistics.
+        with_text: also read the text role.
+    """
+
+    name = "mlp"
+    summary = "utterance statistics of one or more streams -> one hidden ReLU layer -> linear"
+    train_defaults = POOLED_TRAIN_DEFAULTS
+
+    def __init__(self, dims: dict[str, int], n_classes: int, *, pooling: str = "meanstd", hidden: int = 256,
+                 dropout: float = 0.3, input_dropout: float = 0.1, with_text: bool = False) -> None:
+        super().__init__(dims, with_text=with_text)
+        self.pooling = pooling
+        self.net = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(self.width, hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        return HeadOutput(self.net(self.pooled(batch)))
 
 
 @register
