@@ -190,7 +190,13 @@ def heads(name: str | None) -> None:
                    + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else ""))
         click.echo("  hyperparameters (--set KEY=VALUE): "
                    + ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()))
-        click.echo("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items()))
+        if cls.closed_form:
+            click.echo("  training: fitted by scikit-learn on standardised utterance statistics; every combination of "
+                       f"{', '.join(cls.grid_keys)} given as lists is scored on validation UA and the best one kept"
+                       + ("; refit on training + validation by default" if cls.resolved_train_defaults().get("refit")
+                          else ""))
+        else:
+            click.echo("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items()))
 
 
 @cli.command(context_settings=CONTEXT)

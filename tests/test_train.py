@@ -20,6 +20,8 @@ FAST = {
     "gate": {"lr": 3e-3, "batch_size": 8, "epochs": 15, "patience": 15},
     "cmgi": {"lr": 1e-3, "batch_size": 8, "epochs": 15, "patience": 15},
     "linear": {"lr": 2e-2, "batch_size": 16, "epochs": 25},
+    "mlp": {"lr": 1e-2, "batch_size": 16, "epochs": 25},
+    "svm": {}, "logreg": {},
     "wsum": {"lr": 5e-3, "batch_size": 16, "epochs": 20},
     "glam": {"lr": 2e-3, "batch_size": 8, "epochs": 5},
     "apcnn": {"lr": 3e-3, "batch_size": 8, "epochs": 10},

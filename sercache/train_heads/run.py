@@ -203,16 +203,22 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
 
     # Pooled heads multiply a few hundred small vectors: a second intra-op thread only adds
     # synchronisation (several times slower on a loaded machine), so they always use one.
+    # The thread count is the task's own, and given back afterwards: with --jobs 1 tasks run in the
+    # caller's process, whose later work (an extraction, say) must not inherit it.
+    before = torch.get_num_threads()
     torch.set_num_threads(1 if get_head(config["head"]).pooled_input else threads)
-    out = task_dir(Path(run), fold["name"], seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / FAILED).unlink(missing_ok=True)
-    with open(out / "train.log", "a", buffering=1) as logfile:
-        say = None
-        if progress_every is not None:  # stderr of the worker: the terminal, or the caller's stream in-process
-            prefix = f"{config['head']} {fold['name']} seed {seed}: "
-            say = lambda msg: print(prefix + msg, file=sys.stderr, flush=True)  # noqa: E731
-        return _train_logged(out, fold, seed, config, device, logfile, say, progress_every or 0.0)
+    try:
+        out = task_dir(Path(run), fold["name"], seed)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FAILED).unlink(missing_ok=True)
+        with open(out / "train.log", "a", buffering=1) as logfile:
+            say = None
+            if progress_every is not None:  # stderr of the worker: the terminal, or the caller's stream in-process
+                prefix = f"{config['head']} {fold['name']} seed {seed}: "
+                say = lambda msg: print(prefix + msg, file=sys.stderr, flush=True)  # noqa: E731
+            return _train_logged(out, fold, seed, config, device, logfile, say, progress_every or 0.0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,

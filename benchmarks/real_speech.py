@@ -1,0 +1,202 @@
+"""Real speech: sercache's heads against the classic peer baseline, on the same folds, in one run.
+
+Default corpus: ``../shared/data/emodb-2s`` (EmoDB, 535 utterances, 10 speakers, cut to 2 s),
+leave-one-speaker-out (10 folds), 7 classes (``emodb7``) and 4 classes (``emodb4``: neutral,
+happy, sad, angry). Any corpus sercache reads works (``--root``, ``--corpus``), with its own
+folds (``--folds`` EmoBox folder or CSV).
+
+1. ``sercache extract`` of the streams (mfcc, logmel, egemaps, compare), through the CLI.
+2. **The peer baseline**, outside sercache: openSMILE eGeMAPSv02 functionals (the ``opensmile``
+   package) + a standardised RBF SVM with C = 10 (scikit-learn), trained on every non-test
+   utterance of each fold. Two variants: on 16 kHz audio (what every sercache stream sees, and
+   EmoDB's own release rate; this copy was resampled to 22.05 kHz) and on the files as they are.
+3. **Stronger classic anchors**, outside sercache as well: ComParE_2016 functionals + a
+   standardised logistic regression (C = 0.1); and eGeMAPS + sercache's cached mfcc/logmel
+   mean+std statistics with the same logistic regression.
+4. **sercache's heads** through ``sercache train`` (validation inside the training speakers,
+   never the test speaker; the heads' defaults), then their recorded test metrics.
+
+Every method sees the same test folds (read from the first sercache run's folds.json). UA and WA
+are per fold, then mean +- std over folds (seeds averaged within a fold first).
+
+    python benchmarks/real_speech.py [--root DIR] [--corpus emodb] [--presets emodb7,emodb4]
+        [--folds PATH] [--skip-slow] [--workdir DIR]
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO, benchmark_parser, machine, workdir
+
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "emodb-2s"
+STREAMS = "mfcc,logmel,egemaps,compare"
+ALL = "egemaps,compare,mfcc,logmel"
+#: (name, sercache train arguments, slow). Seeds: 3 for the small neural heads, 1 for the deterministic
+#: classical heads and for the GLAM family (its cost per fold is in the table).
+HEADS = [
+    ("svm: egemaps", ["--head", "svm", "--audio-stream", "egemaps", "--seeds", "1"], False),
+    ("svm: egemaps+compare+mfcc+logmel", ["--head", "svm", "--audio-stream", ALL, "--seeds", "1"], False),
+    ("logreg: compare", ["--head", "logreg", "--audio-stream", "compare", "--seeds", "1"], False),
+    ("logreg: egemaps+compare+mfcc+logmel", ["--head", "logreg", "--audio-stream", ALL, "--seeds", "1"], False),
+    ("linear: mfcc+logmel", ["--head", "linear", "--audio-stream", "mfcc,logmel", "--seeds", "3"], False),
+    ("linear: egemaps+compare+mfcc+logmel", ["--head", "linear", "--audio-stream", ALL, "--seeds", "3"], False),
+    ("mlp: egemaps+compare+mfcc+logmel", ["--head", "mlp", "--audio-stream", ALL, "--seeds", "3"], False),
+    ("mhcnn: mfcc frames", ["--head", "mhcnn", "--seeds", "1"], True),
+    ("apcnn: mfcc frames", ["--head", "apcnn", "--seeds", "1"], True),
+    ("glam: mfcc frames", ["--head", "glam", "--seeds", "1"], True),
+]
+
+
+def sercache_cli(*args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    if proc.returncode != 0:
+        sys.exit(f"sercache {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start, proc.stdout
+
+
+def run_metrics(run: Path) -> tuple[list[float], list[float]]:
+    """Per-fold UA and WA (mean over the fold's seeds) of a finished run directory."""
+    folds = json.loads((run / "folds.json").read_text())
+    ua, wa = [], []
+    for f in folds:
+        ms = [json.loads(p.read_text()) for p in sorted((run / f["name"]).glob("seed*/metrics.json"))]
+        ua.append(sum(m["ua"] for m in ms) / len(ms))
+        wa.append(sum(m["wa"] for m in ms) / len(ms))
+    return ua, wa
+
+
+def opensmile_features(paths: list[str], feature_set: str, native: bool):  # noqa: ANN201 - ndarray
+    """Functionals straight from the ``opensmile`` package, per file (native rate) or at 16 kHz."""
+    import numpy as np
+    import opensmile
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    rows = []
+    for p in paths:
+        if native:
+            rows.append(smile.process_file(p).to_numpy()[0])
+            continue
+        y, sr = sf.read(p, dtype="float32", always_2d=True)
+        y = y.mean(1)
+        if sr != 16_000:
+            g = np.gcd(16_000, sr)
+            y = resample_poly(y, 16_000 // g, sr // g).astype(np.float32)
+        rows.append(smile.process_signal(y, 16_000).to_numpy()[0])
+    return np.stack(rows)
+
+
+def classic(x, y, folds: list[dict], index: dict[str, int], model: str):  # noqa: ANN001, ANN201
+    """Per-fold UA, WA of a standardised scikit-learn model trained on every non-test utterance."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    ua, wa = [], []
+    for f in folds:
+        te = np.array([index[u] for u in f["test"]])
+        tr = np.array([index[u] for u in f["train"] + f["valid"]])
+        clf = SVC(C=10.0) if model == "svm" else LogisticRegression(C=0.1, max_iter=5000)
+        pred = make_pipeline(StandardScaler(), clf).fit(x[tr], y[tr]).predict(x[te])
+        ua.append(balanced_accuracy_score(y[te], pred))
+        wa.append(accuracy_score(y[te], pred))
+    return ua, wa
+
+
+def fmt(values: list[float]) -> str:
+    import numpy as np
+
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+def main() -> None:
+    ap = benchmark_parser(__doc__)
+    ap.add_argument("--root", default=str(DEFAULT_ROOT))
+    ap.add_argument("--corpus", default="emodb")
+    ap.add_argument("--presets", default="emodb7,emodb4")
+    ap.add_argument("--folds", default=None, help="an EmoBox fold folder or CSV (default: leave one speaker out)")
+    ap.add_argument("--skip-slow", action="store_true", help="leave out the GLAM family (minutes to an hour each)")
+    ap.add_argument("--jobs", default="2")
+    args = ap.parse_args()
+
+    import warnings
+
+    import numpy as np
+
+    import sercache
+    from sercache.splits import apply_preset, get_preset
+
+    warnings.filterwarnings("ignore")
+    work = workdir(args.workdir, "real-speech")
+    cache_dir = work / "cache"
+    print(f"machine: {machine()}; corpus {args.root} ({args.corpus}); workdir {work}")
+    seconds, _ = sercache_cli("extract", args.root, "--corpus", args.corpus, "--out", str(cache_dir), "--streams",
+                              STREAMS, "--no-progress")
+    print(f"sercache extract --streams {STREAMS}: {seconds:.0f} s (reused if already there)")
+    cache = sercache.open_cache(cache_dir)
+    paths = dict(zip(cache.utterances.utt_id, cache.utterances.path))
+    ids = sorted(paths)
+    index = {u: i for i, u in enumerate(ids)}
+    start = time.perf_counter()
+    peer = {(fs, native): opensmile_features([paths[u] for u in ids], fs, native)
+            for fs in ("eGeMAPSv02", "ComParE_2016") for native in (False, True)}
+    peer_seconds = (time.perf_counter() - start) / 4
+    stats = np.concatenate([cache.pooled(s, 0, "meanstd", ids) for s in ("mfcc", "logmel")], 1)
+    protocol = ["--folds", args.folds] if args.folds else ["--protocol", "lospk"]
+    summary = {}
+    for preset in args.presets.split(","):
+        rows = []
+        for name, extra, slow in HEADS:
+            if slow and args.skip_slow:
+                continue
+            out = work / "runs" / preset / "".join(c if c.isalnum() else "-" for c in name)
+            seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--labels", preset, "--jobs", args.jobs,
+                                      "--out", str(out), "--device", "cpu", "--no-progress")
+            ua, wa = run_metrics(out)
+            rows.append(("sercache", name, ua, wa, seconds))
+            print(f"  [{preset}] {name}: UA {fmt(ua)} ({seconds:.0f} s)", flush=True)
+        folds = json.loads((out / "folds.json").read_text())
+        labels = dict(zip(*apply_preset(cache.utterances, get_preset(preset))[["utt_id", "y"]].to_numpy().T))
+        y = np.array([labels.get(u, -1) for u in ids])
+        for (fs, native), x in peer.items():
+            rate = "files as they are" if native else "16 kHz"
+            model = "svm" if fs == "eGeMAPSv02" else "logreg"
+            title = ("PEER: eGeMAPSv02 + RBF SVM C=10" if model == "svm" else "anchor: ComParE_2016 + logreg C=0.1")
+            start = time.perf_counter()
+            ua, wa = classic(x, y, folds, index, model)
+            rows.append(("outside", f"{title} ({rate})", ua, wa, time.perf_counter() - start + peer_seconds))
+        start = time.perf_counter()
+        ua, wa = classic(np.concatenate([peer[("eGeMAPSv02", False)], stats], 1), y, folds, index, "logreg")
+        rows.append(("outside", "anchor: eGeMAPS (16 kHz) + sercache mfcc/logmel stats + logreg C=0.1", ua, wa,
+                     time.perf_counter() - start + peer_seconds))
+        k = len(get_preset(preset).classes)
+        print(f"\n### {preset}: {k} classes, {len(folds)} folds (chance UA {100 / k:.1f})\n")
+        print("| by | method | UA % | WA % | wall s |\n|---|---|---|---|---|")
+        for by, name, ua, wa, seconds in rows:
+            print(f"| {by} | {name} | {fmt(ua)} | {fmt(wa)} | {seconds:.0f} |")
+        best = max((r for r in rows if r[0] == "sercache"), key=lambda r: np.mean(r[2]))
+        peers = {r[1]: np.mean(r[2]) for r in rows if r[1].startswith("PEER")}
+        anchor = max(np.mean(r[2]) for r in rows if r[1].startswith("anchor: ComParE"))
+        print(f"\nbest sercache head: {best[1]}, UA {100 * np.mean(best[2]):.1f}")
+        for name, value in peers.items():
+            gap = 100 * (np.mean(best[2]) - value)
+            print(f"  vs {name}: {gap:+.1f} UA points (target >= +5: {'met' if gap >= 5 else 'MISSED'})")
+        print(f"  vs the best ComParE + logreg anchor: {100 * (np.mean(best[2]) - anchor):+.1f} UA points")
+        summary[preset] = {"best": best[1], "best_ua": float(np.mean(best[2])), "peers": peers}
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
