@@ -99,16 +99,17 @@ def test_pooled_data_concatenates_each_streams_statistics(signal_cache):
                                scaler.transform(data._raw["audio"][torch.as_tensor(idx)].double().numpy()), atol=1e-4)
 
 
-def test_svm_selection_and_scaling_never_see_the_test_fold(signal_cache, tmp_path):
+@pytest.mark.parametrize("refit", [False, True])
+def test_svm_selection_and_scaling_never_see_the_test_fold(signal_cache, tmp_path, refit):
     """Garbage test features and shuffled test labels change nothing but the test predictions."""
     data, tr, va, te = fold_data(signal_cache, "svm")
-    clean_dir, clean = run_fold(tmp_path, "clean", data, tr, va, te)
+    clean_dir, clean = run_fold(tmp_path, "clean", data, tr, va, te, refit=refit)
 
     poisoned, *_ = fold_data(signal_cache, "svm")
     rows = torch.as_tensor(poisoned.indices(te))
     poisoned._raw["audio"][rows] = 1e6 * torch.randn(len(rows), poisoned.dims["audio"])
     poisoned.y[rows] = poisoned.y[rows][torch.randperm(len(rows))]
-    poisoned_dir, dirty = run_fold(tmp_path, "poisoned", poisoned, tr, va, te)
+    poisoned_dir, dirty = run_fold(tmp_path, "poisoned", poisoned, tr, va, te, refit=refit)
 
     assert clean["selected"] == dirty["selected"] and clean["valid_ua"] == dirty["valid_ua"]
     pd.testing.assert_frame_equal(pd.read_csv(clean_dir / "curve.csv").drop(columns="fit_seconds"),
@@ -118,6 +119,8 @@ def test_svm_selection_and_scaling_never_see_the_test_fold(signal_cache, tmp_pat
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     assert torch.equal(a["normalization"]["audio"]["mean"], b["normalization"]["audio"]["mean"])
 
+    if refit:  # the model and scaler are refit on training + validation (test_refit_... checks that)
+        return
     # and the selection is exactly "best validation UA, scaler fitted on the training utterances"
     x = data._raw["audio"].double().numpy()
     y = data.y.numpy()

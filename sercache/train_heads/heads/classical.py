@@ -36,9 +36,11 @@ class ClassicalHead(Head):
     roles: ClassVar[tuple[str, ...]] = ("audio",)
     pooled_input: ClassVar[bool] = True
     closed_form: ClassVar[bool] = True
-    #: Only the input side matters to these heads; batch size and epochs are not used.
+    #: Only normalisation and refit matter to these heads; optimiser, batch size and epochs are not used.
+    #: Refit on training + validation with the chosen candidate: measured better inside the training
+    #: speakers of every EmoDB fold (benchmarks/selection_study.py).
     train_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 0.0, "batch_size": 256, "epochs": 1,
-                                                "patience": 1, "grad_clip": 0.0}
+                                                "patience": 1, "grad_clip": 0.0, "refit": True}
     grid_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, with_text: bool, pooling: str) -> None:
