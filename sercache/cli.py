@@ -249,18 +249,22 @@ def _parse_value(text: str) -> object:
               "whole training speakers (speakers; see --valid-speakers).")
 @click.option("--valid-speakers", type=click.IntRange(min=1), default=None,
               help="Training speakers held out for validation (implies --valid speakers). Default: ~20%.")
-@click.option("--valid-fraction", type=float, default=0.2)
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              help="Share of training utterances for --valid fraction.")
 @click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
 @click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
 @click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
-@click.option("--seeds", type=int, default=3, help="Seeds per fold (0..N-1).")
-@click.option("--jobs", type=int, default=1, help="Folds x seeds trained in parallel (joblib).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--patience", type=int, default=None)
-@click.option("--weight-decay", type=float, default=None)
-@click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]))
+@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Folds x seeds trained in parallel (joblib).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs. Default: the head's (`sercache heads`), as for every optimisation option.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Utterances per step (segments for glam, apcnn, mhcnn).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Epochs without a better validation UA before stopping.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay.")
+@click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer.")
 @click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
 @click.option("--normalize/--no-normalize", default=None,
               help="z-score features with training-fold statistics. Default per head (on; off for glam, whose "

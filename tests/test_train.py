@@ -169,6 +169,27 @@ def test_cli_train_errors_name_the_fix(signal_cache, tmp_path):
     assert bad_head.exit_code == 2 and "gate" in bad_head.output
 
 
+@pytest.mark.parametrize(("option", "value"), [("--epochs", "0"), ("--batch-size", "-4"), ("--lr", "-1"),
+                                               ("--seeds", "0"), ("--jobs", "-2"), ("--patience", "0"),
+                                               ("--weight-decay", "-1"), ("--valid-fraction", "1.5")])
+def test_cli_refuses_bad_training_values_before_any_work(signal_cache, tmp_path, option, value):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["train", str(signal_cache), "--head", "linear", option, value, "--out", str(out)])
+    assert result.exit_code == 2 and option in result.output and value in result.output
+    assert not out.exists()  # nothing trained, nothing marked done
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": -4}, {"lr": -1.0}, {"optimizer": "lbfgs"},
+                                 {"momentum": 1.5}])
+def test_library_refuses_bad_training_values_before_any_work(signal_cache, tmp_path, bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name}="):
+        train(signal_cache, tmp_path / "run", "linear", fold="1", train=bad)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RunError, match="seeds=0"):
+        run_training(TrainRequest(cache=signal_cache, head="linear", out=tmp_path / "run2", seeds=0))
+
+
 @pytest.mark.slow
 def test_every_head_trains_and_reports_on_an_extracted_cache(extracted_cache, tmp_path):
     """The stage-2 promise: `train --fold all` then `report` work for every head on real `extract` output."""

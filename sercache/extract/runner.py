@@ -29,9 +29,9 @@ from sercache.extract.options import ExtractError, ExtractOptions, StrictStop, a
 from sercache.features.audio import AudioError, load_audio, resampled_length
 from sercache.features.base import AudioItem, Extractor, ExtractResult, TextItem
 from sercache.store.errors import StaleCacheError
-from sercache.store.layout import list_shards, manifest_path, shard_dir, staging_dir, stream_path
+from sercache.store.layout import check_name, list_shards, manifest_path, staging_dir, stream_path
 from sercache.store.lock import ShardLock
-from sercache.store.manifest import read_manifest, read_stream_index, register_streams, write_manifest
+from sercache.store.manifest import read_manifest, read_stream_index, register_streams, registered_streams, write_manifest
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem
 from sercache.store.writer import StreamWriter
@@ -145,6 +145,7 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
         raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
                            f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
     shards = {s: g.drop(columns="shard").reset_index(drop=True) for s, g in table.groupby("shard", sort=True)}
+    _check_shard_names(opts, shards)
     problems = _problems_by_shard(manifest.problems, table)
     report = ExtractReport(manifest_problems=len(manifest.problems),
                            manifest_errors=sum(p.severity == "error" for p in manifest.problems))
@@ -188,6 +189,19 @@ def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame) -
             for s in targets or names:
                 out[s].append(p)
     return out
+
+
+def _check_shard_names(opts: ExtractOptions, shards: dict[str, pd.DataFrame]) -> None:
+    """Shard names come from the manifest's sessions and become directories: never let one leave --out."""
+    for shard, rows in shards.items():
+        try:
+            check_name(shard, "shard")
+        except ValueError as exc:
+            sessions = sorted(set(rows.session.astype(str)))
+            raise ExtractError(
+                f"{exc}. It comes from session {sessions[0]!r} of utterance {rows.utt_id.iloc[0]} ({len(rows)} "
+                f"utterances) in {opts.root}; a session becomes a directory inside {opts.out}, so it may hold only "
+                "letters, digits, '_', '.', '-'. Fix the manifest's session column.") from None
 
 
 def _check_disjoint(opts: ExtractOptions, shards: dict[str, pd.DataFrame]) -> None:
@@ -265,10 +279,10 @@ def _ensure_manifest(opts: ExtractOptions, shard: str, rows: pd.DataFrame, probl
         stored, _, _ = read_manifest(opts.out, shard)
         if _manifest_difference(stored, rows):  # only reachable with --overwrite (checked before)
             log.warning("%s: corpus changed; --overwrite discards this shard's stored streams", shard)
-            for p in shard_dir(opts.out, shard).glob("*.h5"):
-                if p != path:
-                    p.unlink()
-            shutil.rmtree(shard_dir(opts.out, shard) / ".staging", ignore_errors=True)
+            # only what sercache recorded for this shard: a user's own file in the directory is kept
+            for stream in registered_streams(opts.out, shard):
+                stream_path(opts.out, shard, stream).unlink(missing_ok=True)
+                shutil.rmtree(staging_dir(opts.out, shard, stream), ignore_errors=True)
     write_manifest(opts.out, shard, rows, problems, attrs)  # labels and other metadata may be refreshed
 
 

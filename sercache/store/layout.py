@@ -44,6 +44,9 @@ def check_name(name: str, what: str) -> str:
 
 
 def shard_dir(cache: Pathlike, shard: str) -> Path:
+    # a shard is one directory directly inside the cache, whatever a manifest or registry says
+    if not shard or shard.startswith(".") or "/" in shard or "\\" in shard or Path(shard).is_absolute():
+        raise ValueError(f"invalid shard name {shard!r}: a shard is a directory directly inside the cache {cache}")
     return Path(cache) / shard
 
 

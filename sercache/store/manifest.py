@@ -12,7 +12,7 @@ import pandas as pd
 from sercache import __version__
 from sercache._typing import Pathlike
 from sercache.store.atomic import atomic_h5, write_text_atomic
-from sercache.store.layout import FORMAT_VERSION, REGISTRY_FILE, manifest_path
+from sercache.store.layout import FORMAT_VERSION, REGISTRY_FILE, check_name, manifest_path
 from sercache.store.lock import short_lock
 from sercache.store.records import ExtractionProblem, problems_frame
 from sercache.store.streamfile import PROBLEMS, read_index, set_attrs
@@ -68,6 +68,20 @@ def register_streams(cache: Pathlike, shard: str, streams: list[str], command: s
         for s in streams:
             entry["streams"][s] = {"command": command, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_text_atomic(cache / REGISTRY_FILE, json.dumps(reg, indent=1, sort_keys=True))
+
+
+def registered_streams(cache: Pathlike, shard: str) -> list[str]:
+    """Streams the registry says were asked of ``shard`` (the files sercache may replace or delete there)."""
+    streams = read_registry(cache)["shards"].get(shard, {}).get("streams", {})
+    return [s for s in sorted(streams) if _is_plain_name(s)]
+
+
+def _is_plain_name(name: str) -> bool:
+    try:
+        check_name(name, "stream")
+    except ValueError:
+        return False
+    return True
 
 
 def read_stream_index(path: Path):  # noqa: ANN201 - FileIndex

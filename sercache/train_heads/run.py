@@ -86,6 +86,8 @@ def resolve_device(device: str) -> str:
 
 def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStore]:
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
+    if req.seeds < 1 or req.jobs < 1:
+        raise RunError(f"seeds={req.seeds}, jobs={req.jobs}: both must be at least 1")
     cache = open_cache(req.cache)
     head_cls = get_head(req.head)
     valid = head_cls.hyperparameters()

@@ -58,6 +58,21 @@ class TrainConfig:
     normalize: bool = True      # z-score every feature dimension with training-fold statistics
     refit: bool = False         # after selection, retrain on training + validation (selected epochs / candidate)
 
+    def check(self) -> None:
+        """Refuse values that would train nothing (and still mark the fold done) or fail late in torch."""
+        checks = {"lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epochs": self.epochs >= 1,
+                  "patience": self.patience >= 1, "weight_decay": self.weight_decay >= 0,
+                  "momentum": 0 <= self.momentum < 1, "gamma": 0 < self.gamma <= 1, "min_lr": self.min_lr >= 0,
+                  "step_size": self.step_size >= 1, "grad_clip": self.grad_clip >= 0,
+                  "mixup_alpha": self.mixup_alpha >= 0, "optimizer": self.optimizer in ("adam", "adamw", "sgd"),
+                  "schedule": self.schedule in ("none", "exponential", "step")}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(f"invalid training option(s): {values} (lr > 0; batch_size, epochs, patience, step_size "
+                             ">= 1; 0 <= momentum < 1; 0 < gamma <= 1; optimizer adam/adamw/sgd; schedule "
+                             "none/exponential/step)")
+
     @classmethod
     def for_head(cls, head: str, overrides: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
@@ -65,7 +80,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s) {sorted(unknown)}; options: {sorted(names)}")
         base = {k: v for k, v in HEADS[head].resolved_train_defaults().items() if k in names}
-        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        cfg = cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        if not HEADS[head].closed_form:  # svm/logreg fit in closed form: no optimiser settings apply
+            cfg.check()
+        return cfg
 
 
 @torch.no_grad()

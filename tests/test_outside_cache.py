@@ -1,0 +1,75 @@
+"""Extraction never writes or deletes outside --out, and --overwrite deletes only what sercache recorded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from sercache.cli import cli
+from sercache.store.layout import shard_dir
+
+
+def write_corpus(root: Path, sessions: list[str], seconds: float = 0.5) -> Path:
+    """A CSV manifest corpus with one wav per session value."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["utt_id,path,label,speaker,session"]
+    for i, session in enumerate(sessions):
+        sf.write(root / f"u{i}.wav", 0.1 * rng.standard_normal(int(16000 * seconds)).astype("float32"), 16000)
+        lines.append(f"u{i},u{i}.wav,{'ang' if i % 2 else 'neu'},spk{i},{session}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def extract(root: Path, out: Path, *extra: str):  # noqa: ANN201 - click Result
+    return CliRunner().invoke(cli, ["extract", str(root), "--corpus", "csv", "--out", str(out), "--streams", "mfcc",
+                                    "--no-progress", *extra])
+
+
+def files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*")} if path.exists() else set()
+
+
+@pytest.mark.parametrize("session", ["/../../victim", "../victim", "a/b", "x y"])
+def test_a_session_value_cannot_put_a_shard_outside_the_cache(tmp_path, session):
+    root = write_corpus(tmp_path / "corpus", ["1", session])
+    out = tmp_path / "work" / "cache"
+    before = files_under(tmp_path) - files_under(out)
+    result = extract(root, out)
+    assert result.exit_code != 0
+    assert "u1" in result.output and repr(session) in result.output and "session column" in result.output
+    # nothing was written anywhere, not even the good session's shard (refused before any work)
+    assert files_under(tmp_path) - files_under(out) == before
+    assert not list(out.glob("*/*.h5"))
+
+
+def test_shard_dir_refuses_a_path(tmp_path):
+    for bad in ("../x", "/abs", ".staging", "", "a/b"):
+        with pytest.raises(ValueError, match="directly inside the cache"):
+            shard_dir(tmp_path, bad)
+    assert shard_dir(tmp_path, "Session1") == tmp_path / "Session1"
+
+
+def test_overwrite_deletes_only_recorded_streams(tmp_path):
+    root = write_corpus(tmp_path / "corpus", ["1", "1"])
+    out = tmp_path / "cache"
+    assert extract(root, out).exit_code == 0
+    assert extract(root, out, "--streams", "logmel").exit_code == 0  # a second recorded stream
+    shard = out / "Session1"
+    notes = shard / "notes.h5"
+    notes.write_bytes(b"the user's own file")
+    (shard / ".staging" / "mine").mkdir(parents=True)
+    # the corpus changes: the shard's streams are stale, and --overwrite rebuilds them
+    rng = np.random.default_rng(1)
+    sf.write(root / "u0.wav", 0.1 * rng.standard_normal(8000).astype("float32"), 16000)
+    refused = extract(root, out)
+    assert refused.exit_code != 0 and "--overwrite" in refused.output
+    result = extract(root, out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert notes.read_bytes() == b"the user's own file"
+    assert (shard / ".staging" / "mine").is_dir()
+    assert (shard / "mfcc.h5").exists()  # rebuilt by this run
+    assert not (shard / "logmel.h5").exists()  # recorded, stale, deleted
