@@ -14,7 +14,7 @@ RUNS=${3:-runs/loso}
 
 for session in 1 2 3 4 5; do  # one shard per session: the same command resumes whatever was interrupted
   run sercache extract "$ROOT" --corpus iemocap --out "$CACHE" --session "$session" \
-    --streams ssl,asr,text_asr,text_gold,mfcc
+    --streams ssl,asr,text_asr,text_gold,mfcc "${MODELS[@]}"
 done
 run sercache cache verify "$CACHE"
 for head in glam apcnn mhcnn linear; do

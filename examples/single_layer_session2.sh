@@ -12,8 +12,7 @@ ROOT=${1:?give the IEMOCAP_full_release folder}
 CACHE=${2:-cache/iemocap}
 RUNS=${3:-runs/single_layer}
 
-run sercache extract "$ROOT" --corpus iemocap --out "$CACHE" --streams ssl,asr,text_asr \
-  --ssl-model facebook/hubert-large-ls960-ft --asr-model facebook/wav2vec2-large-960h --text-model bert-base-uncased
+run sercache extract "$ROOT" --corpus iemocap --out "$CACHE" --streams ssl,asr,text_asr "${MODELS[@]}"
 for head in gate cmgi; do
   run sercache train "$CACHE" --head "$head" --protocol session-holdout --session 2 --labels iemocap4-fru \
     --text asr --seeds 3 --out "$RUNS/$head"

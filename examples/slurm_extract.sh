@@ -17,5 +17,5 @@ N=${SLURM_ARRAY_TASK_COUNT:-8}
 I=${SLURM_ARRAY_TASK_ID:-1}
 
 run sercache extract "$ROOT" --corpus iemocap --out "$CACHE" --shard "$I/$N" --device cuda \
-  --streams ssl,asr,text_asr,text_gold,mfcc
+  --streams ssl,asr,text_asr,text_gold,mfcc "${MODELS[@]}"
 # when every task has finished:  sercache cache verify "$CACHE"

@@ -14,7 +14,7 @@ CACHE=${2:-cache/iemocap}
 RUNS=${3:-runs/layers}
 
 run sercache extract "$ROOT" --corpus iemocap --out "$CACHE" --streams ssl --layers all \
-  --stream-name ssl=hubert_all_layers
+  --stream-name ssl=hubert_all_layers --ssl-model "$SSL_MODEL"
 run sercache train "$CACHE" --head wsum --audio-stream hubert_all_layers --fold all --seeds 3 --out "$RUNS/wsum"
 runs=()
 for layer in $(seq 0 24); do

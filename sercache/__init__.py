@@ -2,12 +2,21 @@
 
 Importing this package is cheap: it pulls in neither torch nor transformers, so a
 notebook can ``import sercache`` and read a cache with h5py, numpy and pandas alone.
+The four stages are functions here, with the CLI's options as keywords::
+
+    import sercache
+    sercache.extract("/data/emodb", corpus="emodb", out="cache/emodb", streams=("mfcc", "egemaps"))
+    run, results = sercache.train("cache/emodb", "svm", streams={"audio": "egemaps"}, seeds=1)
+    print(sercache.report([run]))
+    sercache.load_run(run).metrics          # one row per fold x seed
 """
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "open_cache"]
+__all__ = ["__version__", "extract", "extract_features", "load_run", "open_cache", "report", "train"]
 
 
 def open_cache(path):  # noqa: ANN001, ANN201 - thin re-export, documented in store.reader
@@ -15,3 +24,44 @@ def open_cache(path):  # noqa: ANN001, ANN201 - thin re-export, documented in st
     from sercache.store import open_cache as _open_cache
 
     return _open_cache(path)
+
+
+def extract_features(root: Any, corpus: str, out: Any, **options: Any) -> Any:
+    """``sercache extract``: keywords are :class:`sercache.extract.options.ExtractOptions` fields
+    (``streams``, ``ssl_model``, ``layers``, ``device``, ...). Returns the :class:`ExtractReport`."""
+    from sercache.extract.options import ExtractOptions
+    from sercache.extract.runner import run_extract
+
+    options.setdefault("command", f"sercache.extract({root!r}, corpus={corpus!r}, out={out!r}, **{options!r})")
+    options.setdefault("progress", False)
+    return run_extract(ExtractOptions(root=root, corpus=corpus, out=out, **options))
+
+
+#: ``sercache.extract(...)``; the ``sercache.extract`` subpackage, once imported, takes this name and is callable.
+extract = extract_features
+
+
+def train(cache: Any, head: str, **options: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """``sercache train``: keywords are :class:`sercache.train_heads.run.TrainRequest` fields (``out``,
+    ``protocol``, ``folds``, ``labels``, ``streams``, ``seeds``, ``jobs``, ``hyperparameters``, ``train`` for
+    optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``."""
+    from sercache.train_heads.run import TrainRequest, run_training
+
+    options.setdefault("command", f"sercache.train({cache!r}, {head!r}, **{options!r})")
+    options.setdefault("progress_every", None)
+    return run_training(TrainRequest(cache=cache, head=head, **options), progress=lambda message: None)
+
+
+def load_run(path: Any) -> Any:
+    """A finished (or partly finished) run directory: ``.config``, ``.metrics`` (per fold x seed),
+    ``.predictions``. See :func:`sercache.train_heads.report.load_run`."""
+    from sercache.train_heads.report import load_run as _load_run
+
+    return _load_run(path)
+
+
+def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000) -> str:
+    """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``)."""
+    from sercache.train_heads.report import make_report
+
+    return make_report(list(runs), fmt, n_boot=n_boot)

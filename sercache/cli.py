@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
 import click
+
+from sercache.cli_help import Sectioned, examples
 
 CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -21,12 +24,50 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("transformers", "urllib3", "filelock", "h5py", "matplotlib", "numba"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not verbose:  # transformers' "Loading weights" bars would interleave with sercache's own
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _fail(exc: Exception, status: int = 2) -> None:
     """Print the error and exit: 2 for a refused request (the default), 1 for bad data."""
-    click.echo(f"error: {exc}", err=True)
+    # KeyError's str() quotes its message; print the message itself
+    message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    click.echo(f"error: {message}", err=True)
     sys.exit(status)
+
+
+def replayable_command(ctx: click.Context, skip: tuple[str, ...] = ("no_progress", "progress_every")) -> str:
+    """The command as resolved, every setting spelled out (model ids included, defaults too).
+
+    This is what a cache or run records, and what `cache verify` tells users to rerun: it must
+    redo the same work whatever the defaults are then, and however the command was typed
+    (``sercache -v extract ...``, or through the Python API).
+    """
+    words = ["sercache", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        two_way = getattr(param, "is_flag", False) and bool(getattr(param, "secondary_opts", None))
+        if param.name in skip or value is None or (value is False and not two_way) or value == ():
+            continue
+        if isinstance(param, click.Argument):
+            words += [_word(v) for v in (value if isinstance(value, tuple) else (value,))]
+            continue
+        flag = max(param.opts, key=len)
+        if two_way:  # --x/--no-x
+            words.append(max(param.opts, key=len) if value else max(param.secondary_opts, key=len))
+        elif getattr(param, "is_flag", False):
+            words.append(flag)
+        else:
+            for v in value if isinstance(value, tuple) else (value,):
+                words += [flag, _word(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _word(value: object) -> str:
+    return str(value.resolve()) if isinstance(value, Path) else str(value)  # paths: valid from any directory
 
 
 @click.group(context_settings=CONTEXT)
@@ -38,7 +79,17 @@ def cli(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------------------- extract
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, cls=Sectioned, sections=[
+    ("Corpus", ["corpus", "out", "sessions", "shard"]),
+    ("Streams and models", ["streams", "ssl_model", "asr_model", "text_model", "layers", "text_layers",
+                            "stream_names", "n_mfcc", "dtype"]),
+    ("Compute", ["device", "precision", "batch_seconds", "chunk_seconds", "chunk_overlap"]),
+    ("Resuming and problems", ["overwrite", "strict", "flush_seconds", "no_progress"])],
+    epilog=examples(
+        "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --session 1",
+        "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare",
+        "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --streams ssl \\",
+        "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large"))
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option("--corpus", required=True, type=click.Choice(["iemocap", "ravdess", "emodb", "cremad", "csv"]),
               help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")
@@ -103,7 +154,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             dtype=dtype, batch_seconds=batch_seconds, chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap,
             n_mfcc=n_mfcc, shard=parse_shard(shard), overwrite=overwrite, strict=strict, progress=not no_progress,
             flush_seconds=flush_seconds,
-            command="sercache extract " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+            command=replayable_command(click.get_current_context()))
         report = run_extract(opts)
     except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
         _fail(exc, status=1)
@@ -131,7 +182,8 @@ def cache() -> None:
     """Inspect and check a feature cache."""
 
 
-@cache.command("info", context_settings=CONTEXT)
+@cache.command("info", context_settings=CONTEXT, epilog=examples("sercache cache info cache/iemocap",
+                                                                  "sercache cache info cache/iemocap --json > info.json"))
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--errors", "max_errors", type=int, default=20, help="How many problem rows to list (-1: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -147,7 +199,8 @@ def cache_info(path: Path, max_errors: int, as_json: bool) -> None:
     click.echo(json.dumps(summary, indent=1, default=str) if as_json else format_summary(summary, max_errors))
 
 
-@cache.command("verify", context_settings=CONTEXT)
+@cache.command("verify", context_settings=CONTEXT, epilog=examples("sercache cache verify cache/iemocap",
+                                                                    "sercache cache verify cache/iemocap --stream ssl"))
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--stream", "streams", multiple=True, help="Only these streams (default: all).")
 @click.option("--no-checksums", is_flag=True, help="Skip the per-utterance CRC-32 check (faster).")
@@ -173,7 +226,7 @@ def _head_names() -> list[str]:
     return ["apcnn", "cmgi", "gate", "glam", "linear", "logreg", "mhcnn", "mlp", "mmer", "svm", "tmn", "wsum"]
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, epilog=examples("sercache heads", "sercache heads glam"))
 @click.argument("name", required=False)
 def heads(name: str | None) -> None:
     """List the heads, the streams they read, their hyperparameters and training defaults."""
@@ -199,7 +252,7 @@ def heads(name: str | None) -> None:
             click.echo("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items()))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, epilog=examples("sercache labels", "sercache labels iemocap4"))
 @click.argument("preset", required=False)
 def labels(preset: str | None) -> None:
     """List the label-map presets (corpus codes -> classes)."""
@@ -224,18 +277,35 @@ def _parse_value(text: str) -> object:
         return text
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, cls=Sectioned, sections=[
+    ("Model", ["head", "settings"]),
+    ("Data", ["label_preset", "subset", "text", "audio_stream", "text_stream", "mfcc_stream", "text_aug_stream",
+              "layer", "text_layer"]),
+    ("Folds and validation", ["fold", "protocol", "fold_file", "valid", "valid_speakers", "valid_fraction",
+                              "holdout_session", "ratios", "split_seed"]),
+    ("Optimisation (defaults: the head's, see `sercache heads`)", [
+        "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit", "seeds"]),
+    ("Running and output", ["out", "jobs", "device", "progress_every", "no_progress"])],
+    epilog=examples(
+        "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate",
+        "sercache train cache/emodb --head svm --audio-stream egemaps --out runs/svm        # lospk: EmoDB's default",
+        "sercache train cache/ravdess --head logreg --audio-stream egemaps,mfcc --folds EmoBox/data/ravdess",
+        "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn"))
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--head", required=True, type=click.Choice(_head_names()), help="Head to train (see `sercache heads`).")
 @click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
 @click.option("--protocol", default=None, type=click.Choice(["loso", "lospk", "session-holdout", "random",
-                                                             "predefined"]), help="Fold protocol. Default: loso.")
+                                                             "predefined"]),
+              help="Fold protocol. Default: the corpus's speaker-independent one (loso over IEMOCAP's sessions; "
+              "lospk for EmoDB, RAVDESS, CREMA-D; for CSV manifests loso when every utterance has a session, "
+              "else lospk).")
 @click.option("--folds", "fold_file", default=None, type=click.Path(exists=True, path_type=Path),
               help="Folds from a file instead of --protocol: a CSV of utt_id,fold (each fold value tested once) or "
               "utt_id,split (train/valid/test: one fold), or an EmoBox folder ROOT/fold_k/<corpus>_{train,test}"
               "_fold_k.jsonl. Validation default: --valid speakers when every utterance has a speaker.")
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
-@click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]))
+@click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
+              help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
 @click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
 @click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl). Pooled heads (linear, mlp, "
               "svm, logreg) take several, comma-separated: --audio-stream mfcc,logmel,egemaps.")
@@ -307,7 +377,7 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_pre
         _fail(ValueError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
                          f"not --valid {valid}"))
     valid = "speakers" if valid_speakers is not None else valid
-    protocol = "folds" if fold_file is not None else protocol or "loso"
+    protocol = "folds" if fold_file is not None else protocol  # None: the corpus's default, chosen with the cache
     options: dict[str, object] = {}
     if protocol == "session-holdout":
         options["session"] = holdout_session
@@ -328,7 +398,7 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_pre
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
                "weight_decay": weight_decay, "optimizer": optimizer, "normalize": normalize, "refit": refit},
         progress_every=None if no_progress else progress_every,
-        device=device, command="sercache " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        device=device, command=replayable_command(click.get_current_context()))
     try:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
@@ -342,13 +412,15 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_pre
         sys.exit(1)
 
 
-@cli.command("eval", context_settings=CONTEXT)
+@cli.command("eval", context_settings=CONTEXT, epilog=examples(
+    "sercache eval runs/gate                     # do the checkpoints reproduce the recorded predictions?",
+    "sercache eval runs/gate --cache cache/ravdess --labels ravdess4     # cross-corpus, shared classes"))
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--fold", default=None, help="Only this fold (number or name).")
 @click.option("--cache", "other_cache", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Evaluate on another corpus's cache, on the label classes both presets share.")
 @click.option("--labels", "label_preset", default=None, help="Preset of the other corpus (default per corpus).")
-@click.option("--device", default="cpu")
+@click.option("--device", default="cpu", help="cpu, cuda or auto.")
 def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, label_preset: str | None,
                  device: str) -> None:
     """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
@@ -356,25 +428,39 @@ def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, labe
     from sercache.train_heads.data import DataError
     from sercache.train_heads.evaluate import evaluate_run
     from sercache.train_heads.run import RunError
+    from sercache.train_heads.trainer import TrainingError
 
     try:
         table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device)
-    except (FileNotFoundError, DataError, CacheError, RunError, KeyError) as exc:
+    except (FileNotFoundError, DataError, CacheError, RunError, TrainingError, KeyError, ValueError) as exc:
         _fail(exc)
     click.echo(f"evaluated on {table.attrs['cache']} (classes: {', '.join(table.attrs['classes'])})")
+    if table.attrs.get("dropped"):
+        click.echo(f"{table.attrs['dropped']} utterances of that cache have classes outside the shared set "
+                   "(or no label) and were left out")
     shown = table.copy()
     for m in ("wa", "ua", "macro_f1", "weighted_f1"):
         shown[m] = shown[m].map(lambda v: f"{100 * v:.2f}")
     click.echo(shown.to_string(index=False))
     click.echo(f"mean: WA {100 * table.wa.mean():.2f}  UA {100 * table.ua.mean():.2f}  "
                f"macro-F1 {100 * table.macro_f1.mean():.2f}")
+    if "max_logit_diff_vs_record" in table:  # the run's own test folds: do the checkpoints give the records?
+        worst = float(table.max_logit_diff_vs_record.max())
+        verdict = ("the checkpoints reproduce the recorded test predictions" if worst <= 1e-3 else
+                   "WARNING: the checkpoints do NOT reproduce the recorded test predictions (another cache state, "
+                   "device or library version?)")
+        click.echo(f"{verdict} (largest logit difference {worst:.2g})")
     name = "eval.csv" if other_cache is None else f"eval-{Path(other_cache).name}.csv"
     table.to_csv(run_dir / name, index=False)
+    click.echo(f"wrote {run_dir / name}")
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, epilog=examples(
+    "sercache report runs/gate", "sercache report runs/gate runs/cmgi      # paired tests on identical folds and seeds",
+    "sercache report runs/* --format csv > results.csv"))
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", default="md", type=click.Choice(["md", "csv"]))
+@click.option("--format", "fmt", default="md", type=click.Choice(["md", "csv"]),
+              help="Markdown tables, or one CSV row per run (every metric, CI and timing).")
 @click.option("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95% CI.")
 def report(runs: tuple[Path, ...], fmt: str, bootstrap: int) -> None:
     """Paper-style table of one or more runs (paired tests when folds and seeds match)."""
@@ -382,16 +468,16 @@ def report(runs: tuple[Path, ...], fmt: str, bootstrap: int) -> None:
 
     try:
         click.echo(make_report(list(runs), fmt, n_boot=bootstrap))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a damaged or crafted run directory: name it, no traceback
         _fail(exc)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, epilog=examples("sercache demo", "sercache demo --out /tmp/demo --jobs 1"))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("sercache-demo"), help="Where to write everything.")
 @click.option("--jobs", type=int, default=2, help="Folds trained in parallel.")
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars or lines.")
 def demo(out: Path, jobs: int, no_progress: bool) -> None:
-    """Run extract -> train -> report offline on a synthetic IEMOCAP-layout corpus (about a minute)."""
+    """Run extract -> train -> report offline on a synthetic IEMOCAP-layout corpus (about 35 s on a 2-core CPU)."""
     from sercache.demo import run_demo
 
     run_demo(out, jobs=jobs, progress=not no_progress, say=click.echo)

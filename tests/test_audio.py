@@ -223,3 +223,40 @@ def test_probe_reports_header_and_sha1(tmp_path):
 def test_probe_sha1_of_file_larger_than_one_read_block(tmp_path):
     f = write(tmp_path / "big.wav", pcm16_noise(700_000, seed=5), 16_000, "PCM_16")  # 1.4 MB > 1 MiB block
     assert probe_audio(f).sha1 == hashlib.sha1(f.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_a_wav_cut_short_is_read_with_a_truncation_note(tmp_path, subtype):
+    from sercache.features.audio import wav_declared_frames
+
+    path = write(tmp_path / "a.wav", sine(220, 1.0, TARGET_RATE), TARGET_RATE, subtype)
+    assert wav_declared_frames(path) == TARGET_RATE
+    assert not any(n.startswith("truncated") for n in load_audio(path).notes)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # a copy that stopped half way
+    audio = load_audio(path)
+    assert wav_declared_frames(path) == TARGET_RATE and len(audio.samples) < TARGET_RATE * 0.6
+    assert any(n.startswith(f"truncated: the WAV header declares {TARGET_RATE} samples") for n in audio.notes)
+
+
+def test_truncation_is_recorded_as_a_warning_and_the_rest_stored(tmp_path):
+    from click.testing import CliRunner
+
+    import sercache
+    from sercache.cli import cli
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name in ("whole", "cut"):
+        write(root / f"{name}.wav", sine(220, 1.0, TARGET_RATE), TARGET_RATE, "PCM_16")
+    raw = (root / "cut.wav").read_bytes()
+    (root / "cut.wav").write_bytes(raw[: len(raw) // 2])
+    (root / "manifest.csv").write_text("utt_id,path,label\nwhole,whole.wav,neu\ncut,cut.wav,ang\n")
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["extract", str(root), "--corpus", "csv", "--out", str(out), "--streams", "mfcc",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    cache = sercache.open_cache(out)
+    warnings = cache.errors[cache.errors.reason.str.startswith("truncated")]
+    assert warnings.utt_id.tolist() == ["cut"] and (warnings.severity == "warning").all()
+    assert cache.frames("mfcc", "cut").shape[0] < cache.frames("mfcc", "whole").shape[0]

@@ -114,6 +114,7 @@ def test_changed_settings_are_refused(extracted, small_corpus, models, tmp_path,
     assert expect in result.output and "--overwrite" in result.output and "--stream-name" in result.output
 
 
+@pytest.mark.slow
 def test_other_model_refused_then_side_by_side_or_overwritten(extracted, small_corpus, models, tmp_path):
     out = tmp_path / "cache"
     shutil.copytree(extracted, out)
@@ -136,6 +137,48 @@ def test_text_asr_without_asr_is_refused_before_work(small_corpus, models, tmp_p
     result = run_cli(*extract_args(small_corpus, tmp_path / "c", models, streams="text_asr"))
     assert result.exit_code == 2 and "add asr to --streams" in result.output
     assert not list((tmp_path / "c").glob("*/text_asr.h5"))
+
+
+@pytest.mark.parametrize(("option", "value", "streams"), [
+    ("--batch-seconds", "-5", "mfcc"), ("--chunk-seconds", "0.01", "ssl"), ("--chunk-overlap", "40", "ssl"),
+    ("--mfcc-coefficients", "-3", "mfcc"), ("--mfcc-coefficients", "0", "mfcc"),
+    ("--mfcc-coefficients", "1000", "mfcc"), ("--flush-seconds", "-1", "mfcc"),
+    ("--text-layers", "99", "text_gold"), ("--layers", "99", "ssl")])
+def test_bad_values_are_refused_by_their_own_option_before_work(small_corpus, models, tmp_path, option, value,
+                                                                 streams):
+    out = tmp_path / "c"
+    result = run_cli(*extract_args(small_corpus, out, models, option, value, streams=streams))
+    assert result.exit_code == 2, result.output
+    assert f"{option} {value}" in result.output or f"{option} {value!r}" in result.output, result.output
+    assert not list(out.glob("*/*.h5"))
+
+
+def test_the_recorded_command_replays_the_same_work(small_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("-v", "extract", str(small_corpus), "--corpus", "iemocap", "--out", "rel-cache", "--session", "1",
+                     "--streams", "mfcc", "--no-progress")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "rel-cache"
+    (out / "Session1" / "mfcc.h5").unlink()
+    verify = run_cli("cache", "verify", str(out))
+    assert verify.exit_code == 1
+    # -v is not taken for the subcommand; the out path is absolute; defaults, model ids included, are spelled out
+    hint = next(line for line in verify.output.splitlines() if "re-extract it:" in line)
+    assert f"re-extract it: sercache extract {small_corpus} --corpus iemocap --out {out} --session 1" in hint, hint
+    assert "--ssl-model facebook/hubert-large-ls960-ft" in hint and "--mfcc-coefficients 26" in hint
+    assert "--no-progress" not in hint and hint.endswith("--overwrite")
+
+
+@pytest.mark.slow
+def test_model_loading_bars_stay_quiet_without_verbose(small_corpus, models, tmp_path):
+    import subprocess
+    import sys
+
+    args = extract_args(small_corpus, tmp_path / "c", models, "--session", "1", streams="ssl,asr,text_asr")
+    proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading weights" not in proc.stderr and "Loading weights" not in proc.stdout
 
 
 def test_unknown_stream_lists_valid_ones(small_corpus, models, tmp_path):
@@ -207,3 +250,15 @@ def test_killed_extraction_resumes_to_identical_cache(small_corpus, models, tmp_
     assert_same_stream(out / "Session1" / "ssl.h5", ref / "Session1" / "ssl.h5")
     assert not staging.exists()
     assert run_cli("cache", "verify", str(out)).exit_code == 0
+
+
+def test_provenance_records_local_models_as_absolute_paths(small_corpus, models, tmp_path, monkeypatch):
+    monkeypatch.chdir(models["ssl"].parent)
+    out = tmp_path / "c"
+    result = run_cli("extract", str(small_corpus), "--corpus", "iemocap", "--out", str(out), "--session", "1",
+                     "--streams", "ssl", "--ssl-model", models["ssl"].name, "--no-progress")
+    assert result.exit_code == 0, result.output
+    identity = sercache.open_cache(out).streams["ssl"].provenance["identity"]
+    assert identity["model"] == str(models["ssl"].resolve())
+    info = run_cli("cache", "info", str(out))
+    assert "NaN" not in info.output and " 32.0 " not in info.output

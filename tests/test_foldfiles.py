@@ -226,6 +226,27 @@ def test_cli_train_with_emobox_folds_and_resume(tmp_path):
     write_jsonl(root / "fold_1" / "emodb_test_fold_1.jsonl", tests[1][1:])
     write_jsonl(root / "fold_1" / "emodb_train_fold_1.jsonl", moved + [u for u in ids if fold_of(u) != 1])
     refused = runner.invoke(cli, args)
-    assert refused.exit_code == 2 and "other settings (protocol_options" in refused.output
+    assert refused.exit_code == 2 and "other settings: protocol_options.sha1: stored" in refused.output
     both = runner.invoke(cli, [*args[:-2], "--protocol", "lospk"])
     assert both.exit_code == 2 and "--folds" in both.output and "drop --protocol lospk" in both.output
+
+
+def test_train_defaults_to_the_corpus_speaker_independent_protocol(tmp_path):
+    """An EmoDB-like cache (speakers, no sessions): `train` without --protocol runs lospk and says so."""
+    from click.testing import CliRunner
+
+    from sercache.cli import cli
+    from sercache.splits import default_protocol
+    from tests.conftest import synthetic_manifest, write_signal_cache
+
+    manifest = synthetic_manifest(n_per_speaker_label=2).assign(corpus="emodb", session="")
+    cache = write_signal_cache(tmp_path / "cache", manifest)
+    result = CliRunner().invoke(cli, ["train", str(cache), "--head", "logreg", "--audio-stream", "mfcc",
+                                      "--labels", "iemocap4", "--fold", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "protocol: lospk, the default for emodb caches" in result.output
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "run")])
+    assert "protocol: lospk (not given: the default for emodb caches)" in report.output
+    iemocap = synthetic_manifest(n_per_speaker_label=1)
+    assert default_protocol("iemocap", iemocap) == "loso" and default_protocol("csv", iemocap) == "loso"
+    assert default_protocol("csv", iemocap.assign(session="")) == "lospk"

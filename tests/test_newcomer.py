@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -19,9 +20,24 @@ REPO = Path(__file__).resolve().parents[1]
 def demo(tmp_path_factory):
     from sercache.demo import run_demo
 
-    return run_demo(tmp_path_factory.mktemp("demo") / "out", jobs=2, progress=False, say=lambda m: None)
+    said: list[str] = []
+    result = run_demo(tmp_path_factory.mktemp("demo") / "out", jobs=2, progress=False, say=said.append)
+    result.said = said
+    return result
 
 
+@pytest.mark.slow
+def test_demo_prints_the_training_settings_it_uses(demo):
+    for head, run in demo.runs.items():
+        line = next(m for m in demo.said if m.strip().startswith(f"sercache train {demo.cache} --head {head} "))
+        words = shlex.split(line)
+        config = json.loads((run / "config.json").read_text())["train"]
+        for option, key in (("--lr", "lr"), ("--batch-size", "batch_size"), ("--epochs", "epochs"),
+                            ("--patience", "patience")):
+            assert float(words[words.index(option) + 1]) == config[key], (head, option)
+
+
+@pytest.mark.slow
 def test_demo_learns_well_above_chance(demo):
     """Random stand-in encoders, synthetic emotional speech: the real pipeline must still learn (chance: 25%)."""
     for head, run in demo.runs.items():
@@ -54,6 +70,7 @@ def test_demo_corpus_has_iemocaps_class_imbalance():
     assert all(per_session[s, code] >= 4 for s in range(1, 6) for code in counts)  # every LOSO test fold has every class
 
 
+@pytest.mark.slow
 def test_demo_report_shows_imbalance(demo):
     """WA and UA differ (and so do their chance levels), as on the real corpus."""
     assert "chance: UA 25.00% (1/k, k=4); WA 31.00% (majority class neutral in the test sets: 62 of 200" in demo.report
@@ -67,6 +84,7 @@ def test_demo_report_shows_imbalance(demo):
     assert any("\texc\t" in p.read_text() for p in demo.corpus.glob("Session*/dialog/EmoEvaluation/*.txt"))
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_everything(demo):
     from sercache.demo import run_demo
 
@@ -78,25 +96,46 @@ def test_demo_rerun_reuses_everything(demo):
     assert "RANDOM stand-in models" in lines[0]
 
 
-def test_notebook_executes_on_the_demo_cache(demo, tmp_path):
+def run_notebook(cache: Path, run: Path, workdir: Path) -> list[dict]:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(REPO / "notebooks" / "cache_analysis.ipynb", as_version=4)
-    env = {"SERCACHE_CACHE": str(demo.cache), "SERCACHE_RUN": str(demo.runs["gate"])}
+    env = {"SERCACHE_CACHE": str(cache), "SERCACHE_RUN": str(run)}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+                                resources={"metadata": {"path": str(workdir)}}).execute()
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    return outputs
+
+
+@pytest.mark.slow
+def test_notebook_executes_on_the_demo_cache(demo, tmp_path):
+    outputs = run_notebook(demo.cache, demo.runs["gate"], tmp_path)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5  # distributions, layer curve, t-SNE, WER, confusion matrix
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
-    assert "UA" in text and "wer" in text
+    assert "UA %" in text and "WER %" in text
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "comes from a random stand-in model" in printed
+
+
+@pytest.mark.slow
+def test_notebook_executes_on_a_speaker_only_cache(tmp_path):
+    """An EmoDB-like cache (speakers, no sessions): the probe groups by speaker instead of failing."""
+    from tests.conftest import synthetic_manifest, write_signal_cache
+
+    manifest = synthetic_manifest(n_per_speaker_label=2).assign(corpus="emodb", session="")
+    names = {"neu": "neutral", "hap": "happiness", "sad": "sadness", "ang": "anger"}
+    cache = write_signal_cache(tmp_path / "cache", manifest.assign(label=manifest.label.map(names)))
+    outputs = run_notebook(cache, tmp_path / "no-run", tmp_path)
+    text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
+    assert "UA %" in text
 
 
 def _validate(command: list[str], workdir: Path) -> None:
@@ -133,3 +172,105 @@ def test_example_scripts_dry_run_valid_commands(script, tmp_path, monkeypatch):
         _validate(command, tmp_path)
     text = (REPO / "examples" / script).read_text()
     assert "Usage:" in text and "--dry-run" in text
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "examples").glob("*.sh") if not p.name.startswith("_")))
+def test_example_dry_run_needs_no_corpus_and_takes_local_models(script, tmp_path):
+    env = {**os.environ, "SSL_MODEL": str(tmp_path / "my-hubert"), "ASR_MODEL": str(tmp_path / "my-ctc"),
+           "TEXT_MODEL": str(tmp_path / "my-bert")}
+    proc = subprocess.run(["bash", str(REPO / "examples" / script), "--dry-run"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    extracts = [line for line in proc.stdout.splitlines() if line.startswith("sercache extract ")]
+    assert extracts and all("CORPUS_ROOT" in line for line in extracts)
+    for line in extracts:
+        words = shlex.split(line)
+        streams = words[words.index("--streams") + 1].split(",")
+        if "ssl" in streams:  # every model the command uses is the one given, never a hard-coded id
+            assert words[words.index("--ssl-model") + 1] == env["SSL_MODEL"], line
+        if "asr" in streams:
+            assert words[words.index("--asr-model") + 1] == env["ASR_MODEL"], line
+        if {"text_asr", "text_gold"} & set(streams):
+            assert words[words.index("--text-model") + 1] == env["TEXT_MODEL"], line
+
+
+@pytest.mark.slow
+def test_the_readme_headless_notebook_command_works(demo, tmp_path):
+    import shutil
+
+    if shutil.which("jupyter") is None or subprocess.run(["jupyter", "nbconvert", "--version"],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("jupyter nbconvert is not installed (the notebook extra)")
+    env = {**os.environ, "SERCACHE_CACHE": str(demo.cache), "SERCACHE_RUN": str(demo.runs["gate"])}
+    proc = subprocess.run(["jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           str(REPO / "notebooks" / "cache_analysis.ipynb"), "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "cache_analysis.ipynb").stat().st_size > 10_000
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out += _commands(cmd, (*prefix, name)) if isinstance(cmd, click.Group) else [(*prefix, name)]
+    return out
+
+
+@pytest.mark.parametrize("command", _commands(cli), ids=" ".join)
+def test_every_command_help_has_examples_and_every_option_says_what_it_does(command):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=120)
+    assert result.exit_code == 0 and "Examples:" in result.output
+    cmd = cli
+    for name in command:
+        cmd = cmd.commands[name]
+    undocumented = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help and not p.hidden
+]
+    assert not undocumented, undocumented
+    if command == ("train",):
+        for heading in ("Model:", "Data:", "Folds and validation:", "Optimisation (defaults: the head's",
+                        "Running and output:"):
+            assert heading in result.output
+
+
+def readme_commands(prefix: str) -> list[list[str]]:
+    """Every command starting with ``prefix`` in README's bash blocks (continuations joined, comments cut)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                part = part.split(" #")[0].strip()
+                part = re.sub(r"^(\w+=\S+\s+)+", "", part)  # leading VAR=value assignments
+                if part.startswith(prefix):
+                    out.append(shlex.split(part.replace("$s", "1")))
+    for span in re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S)):  # inline commands
+        if span.startswith(prefix) and prefix.startswith("python "):  # inline `sercache x` only names a command
+            out.append(shlex.split(span))
+    return out
+
+
+def test_every_readme_sercache_command_parses_with_the_real_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands("sercache ")
+    assert len(commands) >= 20
+    for command in commands:
+        _validate(command, tmp_path)
+
+
+def test_every_readme_benchmark_command_names_real_options():
+    commands = readme_commands("python benchmarks/")
+    assert len(commands) >= 8
+    for command in commands:
+        script = REPO / command[1]
+        assert script.exists(), command
+        options = [w.split("=")[0] for w in command[2:] if w.startswith("--") and " " not in w]
+        if options:
+            shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                                   cwd=REPO / "benchmarks")
+            assert shown.returncode == 0, shown.stderr
+            missing = [o for o in options if o not in shown.stdout]
+            assert not missing, (command, missing)

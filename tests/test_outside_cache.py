@@ -73,3 +73,44 @@ def test_overwrite_deletes_only_recorded_streams(tmp_path):
     assert (shard / ".staging" / "mine").is_dir()
     assert (shard / "mfcc.h5").exists()  # rebuilt by this run
     assert not (shard / "logmel.h5").exists()  # recorded, stale, deleted
+
+
+def small_cache(path: Path) -> Path:
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+    from tests.conftest import synthetic_manifest
+
+    return write_synthetic_cache(path, synthetic_manifest(n_per_speaker_label=1),
+                                 [SyntheticStream("mfcc", "mfcc", 4, dtype="float32")])
+
+
+def redirect_frames(stream_file: Path, secret: Path, how: str) -> None:
+    """Replace the first frame dataset of a stream file by one whose bytes live in ``secret``."""
+    import h5py
+
+    with h5py.File(stream_file, "r+") as f:
+        group = f["frames"]
+        name = next(iter(group))
+        data = group[name][()]
+        secret.write_bytes(np.full(data.shape, 7.0, data.dtype).tobytes())
+        del group[name]
+        if how == "external":
+            group.create_dataset(name, shape=data.shape, dtype=data.dtype, external=[(str(secret), 0, data.nbytes)])
+        else:
+            with h5py.File(secret.with_suffix(".h5"), "w") as other:
+                other["x"] = np.full(data.shape, 7.0, data.dtype)
+            group[name] = h5py.ExternalLink(str(secret.with_suffix(".h5")), "/x")
+
+
+@pytest.mark.parametrize("how", ["external", "link"])
+def test_data_stored_outside_a_cache_file_is_refused(tmp_path, how):
+    from sercache import open_cache
+    from sercache.store.errors import CacheCorruptError
+
+    cache = small_cache(tmp_path / "cache")
+    stream_file = next(cache.glob("*/mfcc.h5"))
+    redirect_frames(stream_file, tmp_path / "elsewhere.bin", how)
+    with pytest.raises(CacheCorruptError, match="refused") as err:
+        open_cache(cache)
+    assert str(stream_file) in str(err.value)
+    verify = CliRunner().invoke(cli, ["cache", "verify", str(cache)])
+    assert verify.exit_code != 0 and "refused" in verify.output

@@ -104,3 +104,29 @@ def test_per_class_recall_confusion_and_chance_match_sklearn(imbalanced_run):
         assert [row[f"confusion_{name}_as_{p}"] for p in CLASSES] == list(expected[i])
     config = json.loads((run / "config.json").read_text())
     assert config["labels"]["classes"] == CLASSES
+
+
+def test_train_and_report_warn_of_chance_undertraining_and_missing_classes(tmp_path):
+    """No signal, one epoch, and a session whose test set lacks two classes: each is said, in train and report."""
+    from click.testing import CliRunner
+
+    from sercache.cli import cli
+    from tests.conftest import synthetic_manifest, write_signal_cache
+
+    manifest = synthetic_manifest(n_per_speaker_label=4)
+    lacking = (manifest.session == "5") & manifest.label.isin(["sad", "ang"])
+    cache = write_signal_cache(tmp_path / "cache", manifest[~lacking].reset_index(drop=True), signal=0.0)
+    run = tmp_path / "run"
+    train = CliRunner().invoke(cli, ["train", str(cache), "--head", "linear", "--audio-stream", "mfcc", "--epochs", "1",
+                                     "--seeds", "1", "--out", str(run), "--device", "cpu", "--no-progress"])
+    assert train.exit_code == 0, train.output
+    assert "the last epoch allowed: undertrained? raise --epochs" in train.output
+    assert "is within noise of chance (25.00%" in train.output
+    report = CliRunner().invoke(cli, ["report", str(run), "--bootstrap", "200"])
+    assert "were best at their last epoch (1): they may be undertrained" in report.output
+    assert "is within noise of chance (25.00%)" in report.output
+    assert "fold loso-5 has no test utterance of sad, angry; its UA averages the recall of the 2 classes" in report.output
+    assert "within noise of chance" in (run / "report.md").read_text()
+    assert "training: adam lr 0.001, batch 64, up to 1 epochs (patience 20)" in report.output  # linear's defaults
+    subsets = report.output.split("By dialog type, %")[1]
+    assert "| impro" in subsets and "WA" in subsets.splitlines()[2] and "UA" in subsets.splitlines()[2]

@@ -112,6 +112,7 @@ def build_two_shards(cache: Path, *, dtype: str = "float16", tail: tuple[int, ..
         records.update({r.utt_id: r for r in recs})
         order = list(rng.permutation(len(recs)))
         write_stream(cache, shard, [recs[i] for i in order], ids, conv=False)
+        register_streams(cache, shard, ["ssl"], f"test build {shard}")  # as extraction does: verify needs it
     return records
 
 

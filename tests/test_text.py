@@ -90,3 +90,18 @@ def test_real_minilm_weights():
         return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
 
     assert sim("a", "b") > sim("a", "c") + 0.1  # real weights: meaning shows in the features
+
+
+def test_an_unavailable_hub_model_fails_at_once_with_one_message(small_corpus, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from sercache.cli import cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(cli, ["extract", str(small_corpus), "--corpus", "iemocap", "--out", str(tmp_path / "c"),
+                                      "--streams", "ssl", "--ssl-model", "sercache-test/no-such-model", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: --ssl-model 'sercache-test/no-such-model' is neither")
+    assert "HF_HUB_OFFLINE is set" in lines[0] and "huggingface-cli download sercache-test/no-such-model" in lines[0]
+    assert ".." not in lines[0] and not (tmp_path / "c").exists()

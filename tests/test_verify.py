@@ -295,6 +295,8 @@ def test_nan_frames_are_named(tmp_path: Path) -> None:
     recs[1].frames["layer_2"][-1, 3] = np.nan  # s1_b: checksummed as written, so only the NaN check sees it
     recs[2].per_utterance["pooled_std"][0, 0] = np.inf  # s1_d
     write_stream(tmp_path, "S1", "ssl", recs)
+    for shard in SHARDS:
+        register_streams(tmp_path, shard, ["ssl"] if shard == "S1" else [], COMMAND.format(s=shard))
     problems = verify_cache(tmp_path)
     assert where(problems) == {("S1", "ssl", "s1_b"), ("S1", "ssl", "s1_d")}
     by_utt = {p.utt_id: p.problem for p in problems}
@@ -330,6 +332,7 @@ def test_text_stream_with_too_few_tokens_is_named(tmp_path: Path) -> None:
         w.add(UtteranceFeatures(u, {"layer_1": np.zeros((len(tokens), 4), np.float16),
                                     "token": np.array(tokens, dtype=object)}, {"text": "hi"}))
     w.finalize({"layers": [1], "pooled_layers": [], "frame_rate": 0.0})
+    register_streams(tmp_path, "S2", ["text_asr"], COMMAND.format(s="S2"))
     problems = verify_cache(tmp_path)
     assert where(problems) == {("S2", "text_asr", "s2_b")} and "fewer than 2 tokens" in problems[0].problem
 

@@ -17,6 +17,8 @@ DEFAULT_TEXT_MODEL = "bert-base-uncased"
 #: Stream kinds in the order they run (text_asr reads what asr wrote).
 STREAM_KINDS = ("ssl", "asr", "text_asr", "text_gold", "mfcc", "logmel", "spectrogram", "egemaps", "compare")
 DEFAULT_STREAMS = ("ssl", "asr", "text_asr", "text_gold", "mfcc")
+MIN_CHUNK_SECONDS = 1.0
+MFCC_MEL_BANDS = 128  # sercache.features.spectral.mfcc's n_mels
 
 
 class ExtractError(ValueError):
@@ -71,6 +73,25 @@ class ExtractOptions:
         if len(set(names)) != len(names):
             raise ExtractError(f"two streams would share a name: {names}")
         self.streams = tuple(k for k in STREAM_KINDS if k in self.streams)
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Numbers that would fail late in torch, or store something other than what provenance says."""
+        checks = [
+            ("--batch-seconds", self.batch_seconds, self.batch_seconds is None or self.batch_seconds >= 0,
+             "0 (one utterance per batch) or more"),
+            ("--chunk-seconds", self.chunk_seconds, self.chunk_seconds >= MIN_CHUNK_SECONDS,
+             f"at least {MIN_CHUNK_SECONDS:g} s (a chunk must span several encoder frames)"),
+            ("--chunk-overlap", self.chunk_overlap, 0 <= self.chunk_overlap < self.chunk_seconds,
+             "0 or more, and less than --chunk-seconds"),
+            ("--mfcc-coefficients", self.n_mfcc, 1 <= self.n_mfcc <= MFCC_MEL_BANDS,
+             f"1 to {MFCC_MEL_BANDS} (the mel bands MFCCs are computed from)"),
+            ("--flush-seconds", self.flush_seconds, self.flush_seconds >= 0, "0 or more"),
+            ("text batch size", self.text_batch_size, self.text_batch_size >= 1, "at least 1"),
+        ]
+        for option, value, ok, rule in checks:
+            if not ok:
+                raise ExtractError(f"{option} {value}: must be {rule}")
 
     def name_of(self, kind: str) -> str:
         return self.stream_names.get(kind, kind)

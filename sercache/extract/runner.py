@@ -382,6 +382,8 @@ def _run_audio(opts: ExtractOptions, shard: str, name: str, extractor: Extractor
             if any(n.startswith("silent") for n in audio.notes):
                 bad.append(ExtractionProblem(it.utt_id, row.path, "audio", "silent audio (all samples are zero)",
                                              severity="warning"))
+            bad.extend(ExtractionProblem(it.utt_id, row.path, "audio", n, severity="warning")
+                       for n in audio.notes if n.startswith("truncated"))
             good.append(AudioItem(it.utt_id, row.path, audio.samples, row.transcript))
         return good, bad
 

@@ -11,6 +11,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from sercache._typing import Pathlike
+from sercache.features.longaudio import LONG_AUDIO_SECONDS, load_long
 
 TARGET_RATE = 16_000
 
@@ -67,6 +68,9 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
     if not p.is_file():
         raise AudioError("file not found")
     try:
+        info = sf.info(str(p))
+        if info.frames > LONG_AUDIO_SECONDS * info.samplerate:  # bounded memory: block by block
+            return _load_long(p, info, target_rate)
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise AudioError(f"not readable as audio ({_clean(exc)}); is it a WAV/FLAC file with an intact header?") from None
@@ -79,6 +83,10 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
     if data.shape[1] > 1:
         notes.append(f"downmixed {data.shape[1]} channels")
         data = data.mean(axis=1, keepdims=True)
+    declared = wav_declared_frames(p)
+    if declared is not None and declared > data.shape[0]:
+        notes.append(f"truncated: the WAV header declares {declared} samples, the file holds {data.shape[0]} "
+                     f"({data.shape[0] / declared:.0%}); stored as it is. Copy or export the file again")
     samples = np.ascontiguousarray(data[:, 0])
     if rate != target_rate:
         samples = resample(samples, rate, target_rate)
@@ -86,6 +94,55 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
     if not np.any(samples):
         notes.append("silent (all samples are zero)")
     return Audio(samples=samples.astype(np.float32, copy=False), sample_rate=target_rate, notes=notes)
+
+
+def _load_long(p: Path, info: sf._SoundFileInfo, target_rate: int) -> Audio:
+    try:
+        samples, notes = load_long(p, info, target_rate)
+    except ValueError as exc:
+        raise AudioError(str(exc)) from None
+    declared = wav_declared_frames(p)
+    if declared is not None and declared > info.frames:
+        notes.append(f"truncated: the WAV header declares {declared} samples, the file holds {info.frames} "
+                     f"({info.frames / declared:.0%}); stored as it is. Copy or export the file again")
+    if not _any_nonzero(samples):
+        notes.append("silent (all samples are zero)")
+    return Audio(samples=samples, sample_rate=target_rate, notes=notes)
+
+
+def _any_nonzero(samples: np.ndarray, block: int = 1 << 22) -> bool:
+    return any(np.any(samples[i: i + block]) for i in range(0, len(samples), block))
+
+
+def wav_declared_frames(path: Path) -> int | None:
+    """Sample frames a RIFF/WAVE header's data chunk declares (None: not a WAV, or a streamed size).
+
+    libsndfile reads a cut file without complaint, up to the bytes that exist, so a copy that
+    stopped half way would be stored at half length; the header still says how long it was.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"fmt ":
+                    fmt = fh.read(size)
+                    block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                    fh.seek(size % 2, 1)
+                elif chunk[:4] == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    fh.seek(size + size % 2, 1)
+    except OSError:
+        return None
 
 
 def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:

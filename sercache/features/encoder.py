@@ -174,19 +174,37 @@ class AudioEncoder:
             outputs = self.select(self.model(inputs, **kwargs))
         return [[o[i, : self.frontend.n_frames(n)] for o in outputs] for i, n in enumerate(lengths)]
 
-    def encode_long(self, wave: np.ndarray) -> list[torch.Tensor]:
-        """One long utterance in overlapping chunks, stitched to its full frame count."""
-        wave = normalize(wave) if self.do_normalize else wave  # normalise over the whole utterance
+    def encode_long(self, wave: np.ndarray, keep: Sequence[int] | None = None,
+                    stats: RunningStats | None = None) -> list[torch.Tensor]:
+        """One long utterance in overlapping chunks, stitched to its full frame count.
+
+        Memory stays bounded for hours of audio: the waveform is normalised chunk by chunk (with
+        the whole utterance's mean and variance), only the outputs in ``keep`` (default: all) are
+        assembled, into preallocated tensors, and ``stats`` (if given) accumulates every output's
+        mean and std chunk by chunk, so pooled statistics of all layers need no layer kept whole.
+        """
+        if self.do_normalize:  # over the whole utterance, in float64 blocks (no float64 copy of it)
+            mean, var = blockwise_mean_var(wave)
         chunks = plan_chunks(len(wave), self.chunk_samples, self.overlap_samples, self.frontend)
-        pieces: list[list[torch.Tensor]] = []
+        total = self.frontend.n_frames(len(wave))
+        assembled: dict[int, torch.Tensor] = {}
         saved, self.do_normalize = self.do_normalize, False
         try:
             for c in chunks:
-                out = self.forward([wave[c.start:c.stop]])[0]
-                pieces.append([o[c.keep_from - c.first_frame: c.keep_to - c.first_frame] for o in out])
+                piece = wave[c.start:c.stop]
+                if saved:
+                    piece = ((piece - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+                out = self.forward([piece])[0]
+                kept = [o[c.keep_from - c.first_frame: c.keep_to - c.first_frame] for o in out]
+                if stats is not None:
+                    stats.update(kept)
+                for k in range(len(kept)) if keep is None else keep:
+                    if k not in assembled:
+                        assembled[k] = torch.empty((total, *kept[k].shape[1:]), dtype=kept[k].dtype)
+                    assembled[k][c.keep_from: c.keep_to] = kept[k].cpu()
         finally:
             self.do_normalize = saved
-        return [torch.cat([p[k] for p in pieces]) for k in range(len(pieces[0]))]
+        return [assembled[k] for k in sorted(assembled)]
 
     def encode(self, waves: Sequence[np.ndarray]) -> list[list[torch.Tensor]]:
         """Encode a planned batch: long utterances go through :meth:`encode_long`, one by one."""
@@ -195,3 +213,41 @@ class AudioEncoder:
         if any(self.needs_chunking(len(w)) for w in waves):
             raise ValueError("internal: utterances to chunk must be planned in batches of one")
         return self.forward(waves)
+
+
+def blockwise_mean_var(wave: np.ndarray, block: int = 1 << 22) -> tuple[float, float]:
+    """Mean and variance of a long waveform in float64, without a full-size temporary."""
+    n = len(wave)
+    mean = sum(float(wave[i: i + block].sum(dtype=np.float64)) for i in range(0, n, block)) / n
+    square = sum(float(((wave[i: i + block].astype(np.float64) - mean) ** 2).sum()) for i in range(0, n, block))
+    return mean, square / n
+
+
+class RunningStats:
+    """Mean and std over frames of several ``(frames, dim)`` outputs, merged chunk by chunk (Chan et al.)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None  # (outputs, dim) float64
+        self.m2: np.ndarray | None = None
+
+    def update(self, outputs: Sequence[torch.Tensor]) -> None:
+        x = torch.stack([o.double() for o in outputs]).cpu().numpy()  # (outputs, frames, dim)
+        n_b = x.shape[1]
+        if n_b == 0:
+            return
+        mean_b = x.mean(axis=1)
+        m2_b = ((x - mean_b[:, None]) ** 2).sum(axis=1)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta ** 2 * (self.n * n_b / n)
+        self.n = n
+
+    def result(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        if self.mean is None:
+            raise ValueError("no frames were seen")
+        return self.mean.astype(dtype), np.sqrt(self.m2 / self.n).astype(dtype)

@@ -7,10 +7,12 @@ hour of extraction.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,55 @@ class ModelError(ValueError):
 def _config(name: str, role: str) -> Any:
     from transformers import AutoConfig
 
+    ensure_available(name, role)
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         offline = "" if Path(name).exists() else (
             " If this machine is offline, download the model elsewhere and give its local folder, or set "
             "HF_HUB_OFFLINE=1 with the model already in the Hugging Face cache.")
-        raise ModelError(f"cannot load the {role} model {name!r}: {str(exc).splitlines()[0]}.{offline}") from None
+        reason = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load the {role} model {name!r}: {reason}.{offline}") from None
+
+
+def ensure_available(name: str, role: str) -> None:
+    """Fail at once, with one message, for a hub id that can be neither read locally nor downloaded.
+
+    Without this, an offline machine spends half a minute in the hub client's retries (with a warning
+    each) before the same conclusion.
+    """
+    if Path(name).expanduser().exists():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - an id the hub client rejects: let from_pretrained word the error
+        return
+    if isinstance(cached, str):
+        return
+    fix = (f"Download it where there is internet (`huggingface-cli download {name}`) and copy the Hugging Face "
+           "cache here, or give the model's local folder")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ModelError(f"{role} {name!r} is neither a local folder nor in the local Hugging Face cache, and "
+                         f"HF_HUB_OFFLINE is set. {fix}.")
+    if not _hub_reachable():
+        raise ModelError(f"{role} {name!r} is neither a local folder nor in the local Hugging Face cache, and the "
+                         f"hub cannot be reached from this machine. {fix}.")
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def check_audio_encoder(name: str, role: str = "--ssl-model") -> Any:
@@ -67,8 +111,15 @@ def check_text_encoder(name: str) -> Any:
     return config
 
 
-def resolve_layers(spec: str | list[int] | None, n_layers: int, name: str) -> list[int]:
-    """Parse ``--layers``: ``None`` (last), ``"all"``, ``"24"``, ``"6,12,24"``, ``"-1"``.
+def model_reference(name: str) -> str:
+    """What provenance records for a model: a local folder as an absolute path (a relative one would
+    mean another folder, or nothing, when the cache is opened from elsewhere); a hub id as given."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def resolve_layers(spec: str | list[int] | None, n_layers: int, name: str, option: str = "--layers") -> list[int]:
+    """Parse ``--layers`` (or ``option``, e.g. ``--text-layers``): ``None`` (last), ``"all"``, ``"24"``, ``"6,12,24"``, ``"-1"``.
 
     Hidden state 0 is the input to the first transformer layer, so a model with N layers
     has hidden states 0..N.
@@ -83,11 +134,11 @@ def resolve_layers(spec: str | list[int] | None, n_layers: int, name: str) -> li
         try:
             k = int(item)
         except ValueError:
-            raise ModelError(f"--layers {spec!r}: {item!r} is not a layer number; use e.g. 24, 6,12,24 or all") from None
+            raise ModelError(f"{option} {spec!r}: {item!r} is not a layer number; use e.g. 24, 6,12,24 or all") from None
         if k < 0:
             k += n_layers + 1
         if not 0 <= k <= n_layers:
-            raise ModelError(f"--layers {spec!r}: layer {item} is beyond {name!r}, which has {n_layers} transformer "
+            raise ModelError(f"{option} {spec!r}: layer {item} is beyond {name!r}, which has {n_layers} transformer "
                              f"layers (hidden states 0-{n_layers})")
         if k not in layers:
             layers.append(k)

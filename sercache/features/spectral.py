@@ -7,6 +7,7 @@ an orthonormal DCT-II. A test checks it against librosa itself when librosa is i
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -60,16 +61,71 @@ def power_to_db(S: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.
     return np.maximum(log_spec, log_spec.max() - top_db)
 
 
+def power_blocks(y: np.ndarray, n_fft: int, hop: int, window: str = "hann",
+                 block: int = 8192) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(first frame, stop frame, power)`` of :func:`power_spectrogram`, ``block`` frames at a time.
+
+    For long signals: the whole power spectrogram of 3 hours at a 512 hop is 2.8 GB of float64
+    (and its frames 5.5 GB); a block is a few MB, and each frame is computed from the same samples.
+    """
+    y = np.asarray(y)
+    pad = n_fft // 2
+    n_frames = 1 + (len(y) + 2 * pad - n_fft) // hop
+    w = get_window(window, n_fft, fftbins=True)
+    for f0 in range(0, n_frames, block):
+        f1 = min(n_frames, f0 + block)
+        lo, hi = f0 * hop - pad, (f1 - 1) * hop + n_fft - pad  # signal samples of these frames
+        seg = np.zeros(hi - lo, dtype=np.float64)  # zeros beyond the signal: the centred padding
+        a, b = max(0, lo), min(len(y), hi)
+        seg[a - lo: b - lo] = y[a:b]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop][: f1 - f0]
+        yield f0, f1, (np.abs(np.fft.rfft(frames * w, axis=1)) ** 2).T
+
+
+#: Signals longer than this many samples (10 minutes at 16 kHz) are transformed block by block.
+LONG_SIGNAL = 600 * 16_000
+
+
+def _n_frames(n: int, n_fft: int, hop: int) -> int:
+    return 1 + (n + 2 * (n_fft // 2) - n_fft) // hop
+
+
 def mfcc(y: np.ndarray, sample_rate: int = 16_000, n_mfcc: int = 26, n_fft: int = 2048, hop: int = 512,
          n_mels: int = 128) -> np.ndarray:
     """``(frames, n_mfcc)`` float32, equal to ``librosa.feature.mfcc(y=y, sr=sample_rate, n_mfcc=n_mfcc).T``."""
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power_spectrogram(y, n_fft, hop)
-    return dct(power_to_db(mel), type=2, axis=0, norm="ortho")[:n_mfcc].T.astype(np.float32)
+    fb = mel_filterbank(sample_rate, n_fft, n_mels)
+    if len(y) <= LONG_SIGNAL:
+        mel = fb @ power_spectrogram(y, n_fft, hop)
+        return dct(power_to_db(mel), type=2, axis=0, norm="ortho")[:n_mfcc].T.astype(np.float32)
+    # power_to_db clips at (global max - 80 dB): the dB spectrum is kept whole (n_mels rows), the rest per block
+    n = _n_frames(len(y), n_fft, hop)
+    log_spec = np.empty((n_mels, n))
+    for f0, f1, power in power_blocks(y, n_fft, hop):
+        log_spec[:, f0:f1] = 10.0 * np.log10(np.maximum(1e-10, fb @ power))
+    np.maximum(log_spec, log_spec.max() - 80.0, out=log_spec)
+    out = np.empty((n, n_mfcc), dtype=np.float32)
+    for f0 in range(0, n, 8192):
+        out[f0: f0 + 8192] = dct(log_spec[:, f0: f0 + 8192], type=2, axis=0, norm="ortho")[:n_mfcc].T
+    return out
+
+
+def _log_frames(y: np.ndarray, n_fft: int, hop: int, window: str, transform) -> np.ndarray:  # noqa: ANN001
+    """``transform(power block) -> (bins, frames)`` for every block, stacked into ``(frames, bins)`` float32."""
+    out = None
+    for f0, f1, power in power_blocks(y, n_fft, hop, window):
+        block = transform(power)
+        if out is None:
+            out = np.empty((_n_frames(len(y), n_fft, hop), block.shape[0]), dtype=np.float32)
+        out[f0:f1] = block.T
+    return out
 
 
 def log_mel(y: np.ndarray, sample_rate: int = 16_000, n_mels: int = 80, n_fft: int = 400, hop: int = 160) -> np.ndarray:
     """``(frames, n_mels)`` float32 log(mel power + 1e-6), 25 ms window, 10 ms hop (Kaldi-like framing)."""
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power_spectrogram(y, n_fft, hop)
+    fb = mel_filterbank(sample_rate, n_fft, n_mels)
+    if len(y) > LONG_SIGNAL:
+        return _log_frames(y, n_fft, hop, "hann", lambda power: np.log(fb @ power + 1e-6))
+    mel = fb @ power_spectrogram(y, n_fft, hop)
     return np.log(mel + 1e-6).T.astype(np.float32)
 
 
@@ -80,9 +136,21 @@ def log_spectrogram(y: np.ndarray, sample_rate: int = 16_000, n_fft: int = 640, 
     The defaults are the input APCNN was designed for: a 40 ms Hamming window, a 10 ms hop and
     0-4 kHz (161 bins of 25 Hz at 16 kHz).
     """
-    power = power_spectrogram(y, n_fft, hop, window="hamming")
     bins = int(np.floor(fmax * n_fft / sample_rate)) + 1
+    if len(y) > LONG_SIGNAL:
+        return _log_frames(y, n_fft, hop, "hamming", lambda power: np.log(power[:bins] + 1e-6))
+    power = power_spectrogram(y, n_fft, hop, window="hamming")
     return np.log(power[:bins] + 1e-6).T.astype(np.float32)
+
+
+def frame_stats(feats: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over frames in float64; long inputs in blocks (no float64 copy of the whole)."""
+    if len(feats) <= block:
+        stats = feats.astype(np.float64)
+        return stats.mean(0), stats.std(0)
+    mean = sum(feats[i: i + block].sum(0, dtype=np.float64) for i in range(0, len(feats), block)) / len(feats)
+    square = sum(((feats[i: i + block] - mean) ** 2).sum(0) for i in range(0, len(feats), block))
+    return mean, np.sqrt(square / len(feats))
 
 
 #: Spectral stream kinds and their parameters (window and hop in samples at 16 kHz).
@@ -137,9 +205,8 @@ class SpectralExtractor(Extractor):
         result = ExtractResult()
         for it in items:
             feats = self.compute(it.samples)
-            stats = feats.astype(np.float64)
+            mean, std = frame_stats(feats)
             result.records.append(UtteranceFeatures(it.utt_id, {"layer_0": feats}, {
-                "pooled_mean": stats.mean(0, keepdims=True).astype(np.float32),
-                "pooled_std": stats.std(0, keepdims=True).astype(np.float32),
+                "pooled_mean": mean.astype(np.float32)[None], "pooled_std": std.astype(np.float32)[None],
                 "n_samples": np.int64(len(it.samples))}))
         return result

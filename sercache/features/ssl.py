@@ -7,11 +7,12 @@ import numpy as np
 import torch
 
 from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult, pooled_stats
-from sercache.features.encoder import PRECISIONS, AudioEncoder, ConvFrontend, pad_safe
+from sercache.features.encoder import PRECISIONS, AudioEncoder, ConvFrontend, RunningStats, pad_safe
 from sercache.features.models import (
     audio_normalization,
     check_audio_encoder,
     load_audio_encoder,
+    model_reference,
     resolve_layers,
     weights_fingerprint,
 )
@@ -35,6 +36,7 @@ class AudioModelExtractor(Extractor):
 
     def __init__(self, model: str, *, device: str = "cpu", precision: str = "fp32", batch_seconds: float | None = None,
                  chunk_seconds: float = 30.0, overlap_seconds: float = 5.0) -> None:
+        model = model_reference(model)
         self.model_name = model
         self.config = self._check(model)
         if precision not in PRECISIONS:
@@ -142,9 +144,32 @@ class SSLExtractor(AudioModelExtractor):
 
     def extract(self, items: list[AudioItem]) -> ExtractResult:
         result = ExtractResult()
+        self.load()
+        assert self.encoder is not None
+        if len(items) == 1 and self.encoder.needs_chunking(len(items[0].samples)):
+            return self._extract_long(items[0], result)
         for it, hidden in zip(items, self._encode(items, result)):
             mean, std = pooled_stats(torch.stack(hidden), self.dtype)  # every layer, cheap
             frames = {f"layer_{k}": hidden[k].float().cpu().numpy().astype(self.dtype) for k in self.layers}
             result.records.append(UtteranceFeatures(
                 it.utt_id, frames, {"pooled_mean": mean, "pooled_std": std, "n_samples": np.int64(len(it.samples))}))
         return result
+
+    def _extract_long(self, it: AudioItem, result: ExtractResult) -> ExtractResult:
+        """A long utterance: stored layers assembled, every layer's statistics merged chunk by chunk."""
+        assert self.encoder is not None
+        stats = RunningStats()
+        kept = self.encoder.encode_long(it.samples, keep=self.layers, stats=stats)
+        mean, std = stats.result(self.dtype)
+        frames = {f"layer_{k}": to_storage(t, self.dtype) for k, t in zip(self.layers, kept)}
+        result.records.append(UtteranceFeatures(
+            it.utt_id, frames, {"pooled_mean": mean, "pooled_std": std, "n_samples": np.int64(len(it.samples))}))
+        return result
+
+
+def to_storage(frames: torch.Tensor, dtype: np.dtype, block: int = 1 << 16) -> np.ndarray:
+    """``frames`` as a numpy array of the storage dtype, converted in blocks (no full float32 copy)."""
+    out = np.empty(tuple(frames.shape), dtype=dtype)
+    for i in range(0, len(out), block):
+        out[i: i + block] = frames[i: i + block].float().numpy()
+    return out

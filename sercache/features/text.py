@@ -12,6 +12,7 @@ from sercache.features.models import (
     check_text_encoder,
     is_uncased,
     load_text_encoder,
+    model_reference,
     resolve_layers,
     text_tokenizer,
     weights_fingerprint,
@@ -67,13 +68,14 @@ class TextExtractor(Extractor):
             raise ValueError(f"text source {source!r}: use 'asr' or 'gold'")
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"--dtype {dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
+        model = model_reference(model)
         self.model_name = model
         self.config = config = check_text_encoder(model)
         self.tokenizer = text_tokenizer(model)
         self.uncased = is_uncased(self.tokenizer)
         self.fingerprint = weights_fingerprint(model)
         self.source = source
-        self.layers = resolve_layers(layers, int(config.num_hidden_layers), model)
+        self.layers = resolve_layers(layers, int(config.num_hidden_layers), model, option="--text-layers")
         self.pooled_layers = list(range(int(config.num_hidden_layers) + 1))
         self.dtype_name, self.dtype = dtype, STORAGE_DTYPES[dtype]
         self.device = torch.device(device)

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_test_split
 
 from sercache._typing import Pathlike
+from sercache.store.atomic import read_json, write_text_atomic
 
 
 @dataclass
@@ -98,6 +99,9 @@ def _valid_split(train: pd.DataFrame, valid: str, valid_fraction: float, group: 
     if valid == "fraction":
         seed = int(rng.integers(2**31))
         strat = train["y"] if train["y"].value_counts().min() >= 2 else None
+        if not 0 < valid_fraction < 1:
+            raise ProtocolError(f"--valid-fraction {valid_fraction}: give a share of the training utterances "
+                                "between 0 and 1 (e.g. 0.2)")
         tr, va = train_test_split(train, test_size=valid_fraction, random_state=seed, stratify=strat)
         return tr, va, False
     raise ProtocolError(f"validation {valid!r}: use 'group' (held-out training session/speaker), 'speakers' "
@@ -237,8 +241,46 @@ def filter_subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
 
 
 def save_folds(folds: list[Fold], path: Pathlike) -> None:
-    Path(path).write_text(json.dumps([asdict(f) for f in folds], indent=1))
+    for fold in folds:
+        if not _is_folder_name(fold.name):
+            raise ProtocolError(f"fold name {fold.name!r} cannot be a folder of the run (it comes from a session, "
+                                "speaker or fold value): rename that value in the manifest or fold file")
+    write_text_atomic(Path(path), json.dumps([asdict(f) for f in folds], indent=1))
 
 
 def load_folds(path: Pathlike) -> list[Fold]:
-    return [Fold(**d) for d in json.loads(Path(path).read_text())]
+    """Folds of a run directory, each checked: its name becomes a directory inside the run."""
+    fix = "Delete the run directory and train again (or copy folds.json from a backup)."
+    data = read_json(Path(path), "the run's folds", fix)
+    if not isinstance(data, list):
+        raise ProtocolError(f"{path}: expected a list of folds, got {type(data).__name__}. {fix}")
+    folds = []
+    for i, d in enumerate(data):
+        try:
+            fold = Fold(**d)
+        except TypeError as exc:
+            raise ProtocolError(f"{path}: fold {i} is not a fold record ({exc}). {fix}") from None
+        if not _is_folder_name(fold.name):
+            raise ProtocolError(f"{path}: fold {i} has the name {fold.name!r}, which is not a plain folder name; "
+                                f"refused, since a fold name becomes a directory inside the run. {fix}")
+        folds.append(fold)
+    return folds
+
+
+def _is_folder_name(name: object) -> bool:
+    """One directory level, no way up or out: a fold's name is joined onto the run directory."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and not set(name) & {"/", "\\", "\0"}
+
+
+#: The speaker-independent protocol each corpus is reported with (IEMOCAP: its five sessions).
+DEFAULT_PROTOCOL = {"iemocap": "loso", "ravdess": "lospk", "emodb": "lospk", "cremad": "lospk"}
+
+
+def default_protocol(corpus: str, df: pd.DataFrame) -> str:
+    """``--protocol`` when none is given: the corpus's own, else sessions when every utterance has one,
+    else speakers."""
+    if corpus in DEFAULT_PROTOCOL:
+        return DEFAULT_PROTOCOL[corpus]
+    if "session" in df and (df["session"].astype(str) != "").all():
+        return "loso"
+    return "lospk" if "speaker" in df and (df["speaker"].astype(str) != "").all() else "loso"

@@ -1,10 +1,12 @@
 """Write-then-rename: a file is either absent, the old version, or the whole new version."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import h5py
 
@@ -54,3 +56,15 @@ def write_text_atomic(final: Path, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     publish(tmp, final)
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """Parse a JSON record, or say which file is damaged and what to do (never a bare decoder error)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedFileError(f"{path} ({what}) is damaged: {exc}. {fix}") from None
+
+
+class DamagedFileError(ValueError):
+    """A record file that cannot be parsed (truncated by a full disk, edited by hand)."""

@@ -20,3 +20,7 @@ class CacheCorruptError(CacheError):
 
 class IncompleteStreamError(CacheError):
     """A stream is asked for where it has not (yet) been extracted."""
+
+
+class DiskFullError(CacheError):
+    """Too little free space for the next write; raised before writing, so nothing is torn."""

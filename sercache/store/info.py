@@ -59,6 +59,10 @@ def cache_summary(path: Pathlike) -> dict[str, Any]:
         cache.close()
 
 
+#: Stream kinds with one feature "layer", 0, and no model layers.
+SINGLE_LAYER_KINDS = ("mfcc", "logmel", "spectrogram", "egemaps", "compare")
+
+
 def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
     """The human-readable report."""
     out = [f"cache {summary['path']}: {summary['utterances']} utterances in {len(summary['shards'])} shard(s)", ""]
@@ -74,7 +78,12 @@ def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
                    "failed", "complete"]].copy()
         view["size"] = st.bytes.map(_size)
         view["model"] = view.model.map(lambda m: m if len(m) <= 40 else "..." + m[-37:])
-        view["layers"] = view.layers.map(lambda x: ",".join(map(str, x)) or "-")
+        single = view.kind.isin(SINGLE_LAYER_KINDS)  # spectral and openSMILE streams have no layers to pick
+        view["layers"] = [("-" if one else ",".join(map(str, x)) or "-") for x, one in zip(view.layers, single)]
+        view["pooled_layers"] = [("-" if one else x or "-") for x, one in zip(view.pooled_layers, single)]
+        view["dim"] = [("-" if d is None or d != d else str(int(d))) for d in st.dim]
+        view["frame_rate"] = [("-" if r is None or r != r else f"{r:g}") for r in st.frame_rate]
+        view["model"] = view.model.map(lambda m: m or "-")
         out += ["streams:", view.to_string(index=False), ""]
         for s in summary["streams"]:
             if not s["complete"]:

@@ -1,4 +1,4 @@
-"""One writer per shard: an advisory ``flock`` that dies with its process.
+"""One writer per shard (and per run directory): an advisory ``flock`` that dies with its process.
 
 ``flock`` is released by the kernel when the holder exits for any reason, SIGKILL included,
 so a crashed extraction never leaves a stale lock behind.
@@ -20,16 +20,15 @@ from sercache.store.errors import CacheLockedError
 from sercache.store.layout import LOCK_FILE, shard_dir
 
 
-class ShardLock:
-    """Exclusive, non-blocking lock on ``CACHE/<shard>/.lock`` for an extraction's lifetime."""
+class ExclusiveLock:
+    """Exclusive, non-blocking ``flock`` on ``path`` for a process's work; ``refusal`` names the holder."""
 
-    def __init__(self, cache: Pathlike, shard: str) -> None:
-        self.cache = Path(cache)
-        self.shard = shard
-        self.path = shard_dir(cache, shard) / LOCK_FILE
+    def __init__(self, path: Path, refusal: str) -> None:
+        self.path = Path(path)
+        self.refusal = refusal  # "{holder}" is replaced by who holds the lock
         self._fd: int | None = None
 
-    def __enter__(self) -> ShardLock:
+    def __enter__(self) -> ExclusiveLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -37,11 +36,7 @@ class ShardLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise CacheLockedError(
-                f"{self.cache / self.shard} is being written by another sercache process ({holder}). "
-                "Wait for it to finish, or extract a different --session/--shard into this cache; "
-                "different shards can be extracted in parallel."
-            ) from None
+            raise CacheLockedError(self.refusal.replace("{holder}", holder)) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(sys.argv)}
         os.ftruncate(fd, 0)
@@ -55,6 +50,18 @@ class ShardLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+class ShardLock(ExclusiveLock):
+    """``CACHE/<shard>/.lock``, held for an extraction's lifetime: one writer per shard."""
+
+    def __init__(self, cache: Pathlike, shard: str) -> None:
+        self.cache = Path(cache)
+        self.shard = shard
+        super().__init__(shard_dir(cache, shard) / LOCK_FILE,
+                         f"{self.cache / shard} is being written by another sercache process ({{holder}}). "
+                         "Wait for it to finish, or extract a different --session/--shard into this cache; "
+                         "different shards can be extracted in parallel.")
 
 
 def _read_holder(fd: int) -> str:

@@ -15,7 +15,7 @@ from sercache.store.atomic import atomic_h5, write_text_atomic
 from sercache.store.layout import FORMAT_VERSION, REGISTRY_FILE, check_name, manifest_path
 from sercache.store.lock import short_lock
 from sercache.store.records import ExtractionProblem, problems_frame
-from sercache.store.streamfile import PROBLEMS, read_index, set_attrs
+from sercache.store.streamfile import PROBLEMS, read_index, refuse_outside_storage, set_attrs
 from sercache.store.tables import read_table, write_table
 
 MANIFEST_FORMAT = "sercache-manifest"
@@ -40,6 +40,7 @@ def read_manifest(cache: Pathlike, shard: str) -> tuple[pd.DataFrame, pd.DataFra
     """(utterances, problems, attrs) of one shard."""
     path = manifest_path(cache, shard)
     with h5py.File(path, "r", locking=False) as f:
+        refuse_outside_storage(f, path)
         table = read_table(f[UTTERANCES])
         problems = read_table(f[PROBLEMS])
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

@@ -139,7 +139,26 @@ class FileIndex:
         return np.diff(self.offsets)
 
 
+def refuse_outside_storage(f: h5py.File, path: Path) -> None:
+    """A cache file must hold its own bytes: external storage, virtual datasets and external links point
+    elsewhere, so a crafted file could make the reader return another file's contents."""
+    from sercache.store.errors import CacheCorruptError
+
+    links: list[tuple[str, Any]] = []
+    f.visititems_links(lambda name, link: links.append((name, link)))  # raising inside h5py's visit is unsafe
+    for name, link in links:
+        if isinstance(link, h5py.ExternalLink):
+            raise CacheCorruptError(f"{path}: {name!r} is an external link to {link.filename}; refused (a cache file "
+                                    "must hold its own data). Re-extract this stream, or use a cache you trust.")
+        obj = f.get(name) if isinstance(link, h5py.HardLink) else None
+        if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            where = obj.external[0][0] if obj.external else "other files (virtual dataset)"
+            raise CacheCorruptError(f"{path}: dataset {name!r} stores its data in {where!r}, outside this file; "
+                                    "refused. Re-extract this stream, or use a cache you trust.")
+
+
 def read_index(f: h5py.File, path: Path) -> FileIndex:
+    refuse_outside_storage(f, path)
     attrs = {}
     for key, value in f.attrs.items():
         if isinstance(value, bytes):

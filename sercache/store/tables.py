@@ -1,6 +1,7 @@
 """pandas DataFrame <-> HDF5 group, one dataset per column (readable from any HDF5 tool)."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import h5py
@@ -30,10 +31,43 @@ def write_table(parent: h5py.Group, name: str, df: pd.DataFrame) -> h5py.Group:
         else:
             values = ["" if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in series]
             group.create_dataset(str(col), data=as_str_array(values), dtype=STR)
+    group.attrs[DIGEST_ATTR] = table_digest(group)
     return group
 
 
+DIGEST_ATTR = "sha1"
+
+
+def table_digest(group: h5py.Group) -> str:
+    """SHA-1 of a stored table's column names and values, as read back from the file.
+
+    Stream files carry per-utterance CRC-32s of their frames; this covers the small tables
+    (a shard's manifest rows: labels, paths, sessions), so an edit after extraction is noticed.
+    """
+    digest = hashlib.sha1(group.attrs["columns"].encode() if isinstance(group.attrs["columns"], str)
+                          else bytes(group.attrs["columns"]))
+    for col in json.loads(group.attrs["columns"]):
+        ds = group[col]
+        digest.update(b"\0" + col.encode())
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            values = ds.asstr()[()] if ds.shape[0] else []
+            digest.update("\x1f".join(values).encode("utf-8", "surrogatepass"))
+        else:
+            digest.update(np.ascontiguousarray(ds[()]).tobytes())
+    return digest.hexdigest()
+
+
 def read_table(group: h5py.Group) -> pd.DataFrame:
+    """The table; refuses one whose values no longer match the checksum written with it."""
+    stored = group.attrs.get(DIGEST_ATTR)
+    if stored is not None:  # tables written before checksums existed have none
+        stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+        if table_digest(group) != stored:
+            from sercache.store.errors import CacheCorruptError
+
+            raise CacheCorruptError(
+                f"{group.file.filename}: table {group.name!r} does not match the checksum written with it: it was "
+                "edited or damaged after extraction. Restore the file, or re-extract this shard with --overwrite.")
     columns = json.loads(group.attrs["columns"])
     data = {}
     for col in columns:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.store.errors import CacheCorruptError
-from sercache.store.layout import list_shards, list_staging, list_stream_files, manifest_path
+from sercache.store.layout import REGISTRY_FILE, list_shards, list_staging, list_stream_files, manifest_path
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.records import checksum
 from sercache.store.streamfile import CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, read_index
@@ -72,6 +72,11 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
         problems_first = []
     problems: list[VerifyProblem] = problems_first
     shards = list_shards(cache)
+    if shards and not (cache / REGISTRY_FILE).exists():
+        # without the registry nothing records which shards there should be: a lost one would go unseen
+        problems.append(VerifyProblem("", "", "", f"{cache / REGISTRY_FILE} is missing, so a lost shard could not be "
+                                      f"told (found shards: {', '.join(shards)}). Rerun the extract commands of every "
+                                      "shard (finished streams are kept, and the registry is rebuilt)."))
     for shard, entry in registry.get("shards", {}).items():
         if shard not in shards:
             problems.append(VerifyProblem(shard, "", "", f"shard missing: {manifest_path(cache, shard)} does not "
@@ -88,6 +93,9 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
     for shard in shards:
         try:
             table, _, _ = read_manifest(cache, shard)
+        except CacheCorruptError as exc:  # an edited table, or data stored outside the file
+            problems.append(VerifyProblem(shard, "", "", str(exc)))
+            continue
         except H5_READ_ERRORS as exc:
             problems.append(VerifyProblem(shard, "", "", f"manifest unreadable ({exc}); re-extract this shard"))
             continue
@@ -114,6 +122,9 @@ def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str,
     with f:
         try:
             index = read_index(f, file)
+        except CacheCorruptError as exc:  # e.g. data stored outside the file
+            bad("", str(exc))
+            return out
         except H5_READ_ERRORS as exc:
             bad("", f"{file} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0]}); {fix}")
             return out

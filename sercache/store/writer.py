@@ -23,7 +23,7 @@ import pandas as pd
 from sercache import __version__
 from sercache._typing import Pathlike
 from sercache.store.atomic import TMP_SUFFIX, atomic_h5, write_text_atomic
-from sercache.store.errors import CacheError, StaleCacheError
+from sercache.store.errors import CacheError, DiskFullError, StaleCacheError
 from sercache.store.layout import FORMAT_VERSION, staging_dir, stream_path
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem, UtteranceFeatures, problems_frame
@@ -149,10 +149,12 @@ class StreamWriter:
         if not self._schema.empty and not schema.empty and schema.describe() != self._schema.describe():
             raise CacheError(f"stream {self.stream!r} of {self.shard}: new features have layout {schema.describe()}, "
                              f"staged ones {self._schema.describe()}")
+        ensure_free_space(self.staging, 2 * self._buffer_bytes, f"staging {len(records)} utterances of stream "
+                          f"{self.stream!r}", f"Everything flushed before is kept in {self.staging}")
         try:
             with atomic_h5(seg) as f:
                 write_records(f, records, problems, {"format": STREAM_FORMAT, "segment": True})
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
             raise CacheError(
                 f"writing {seg} failed: {exc}. Everything flushed before is kept in {self.staging}; "
                 "fix the cause (disk space?) and rerun the same command to resume."
@@ -183,12 +185,36 @@ class StreamWriter:
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "sercache_version": __version__,
         }
         attrs.update(extra_attrs or {})
-        compact(indexes, self.final_path, self.expected_ids, attrs)
+        staged = sum(seg.stat().st_size for seg in self._segments)
+        ensure_free_space(self.final_path.parent, staged, f"compacting stream {self.stream!r} of {self.shard}",
+                          f"The staged work in {self.staging} is kept")
+        try:
+            compact(indexes, self.final_path, self.expected_ids, attrs)
+        except (OSError, RuntimeError) as exc:
+            raise CacheError(f"writing {self.final_path} failed: {exc}. The staged work in {self.staging} is kept; "
+                             "fix the cause (disk space?) and rerun the same command to finish.") from exc
         shutil.rmtree(self.staging)
         parent = self.staging.parent
         if parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
         return self.final_path
+
+
+#: Kept free beyond what a write needs: HDF5 metadata, and room for everything else on the disk.
+FREE_SPACE_RESERVE = 64 << 20
+
+
+def ensure_free_space(directory: Path, needed: int, what: str, kept: str) -> None:
+    """Refuse a write that would fill the disk: HDF5 can crash outright on ENOSPC (we saw segfaults),
+    so the only safe full-disk error is the one raised before writing."""
+    probe = Path(directory)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed + FREE_SPACE_RESERVE:
+        raise DiskFullError(f"{what} needs about {(needed + FREE_SPACE_RESERVE) / 2**20:.0f} MB free on the disk of "
+                            f"{directory}, and {free / 2**20:.0f} MB are. {kept}; free some space and rerun the same "
+                            "command to resume.")
 
 
 def compact(indexes: list[FileIndex], out: Path, order: list[str], attrs: dict[str, Any]) -> None:

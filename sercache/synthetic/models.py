@@ -115,4 +115,7 @@ def make_tiny_models(root: Pathlike) -> dict[str, Path]:
         make_ctc(out["asr"])
     if not (out["text"] / "config.json").exists():
         make_bert(out["text"])
+    for path in out.values():  # read by the notebook (and by anyone who finds the folder later)
+        (path / "RANDOM_WEIGHTS.txt").write_text("Random weights made by sercache for its demo and tests: not a "
+                                                 "trained model. Features from it show the pipeline, not emotion.\n")
     return out

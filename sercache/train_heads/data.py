@@ -61,9 +61,14 @@ def _pooled_layer(info: StreamInfo, role: str, layer: int | None) -> int:
     if layer is None:
         return info.default_layer if info.default_layer in info.pooled_layers else info.pooled_layers[-1]
     if layer not in info.pooled_layers:
-        raise DataError(f"--{role}-layer {layer}: stream {info.name!r} has pooled statistics of layers "
+        raise DataError(f"{layer_option(role)} {layer}: stream {info.name!r} has pooled statistics of layers "
                         f"{info.pooled_layers}")
     return int(layer)
+
+
+def layer_option(role: str) -> str:
+    """The train option that picks ``role``'s layer (``--layer`` for audio, ``--text-layer`` for text)."""
+    return "--layer" if role == "audio" else f"--{role}-layer"
 
 
 def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tuple[str, ...],
@@ -88,7 +93,7 @@ def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tupl
             if isinstance(asked, list):
                 per_stream = asked
             elif asked is not None and len(infos) > 1:
-                raise DataError(f"--{role}-layer {asked}: with several {role} streams each uses its default layer; "
+                raise DataError(f"{layer_option(role)} {asked}: with several {role} streams each uses its default layer; "
                                 "give one stream to choose a layer")
             else:
                 per_stream = [asked] * len(infos)
@@ -104,7 +109,7 @@ def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tupl
         else:
             layer = asked[0] if isinstance(asked, list) else asked
             if layer is not None and layer not in info.layers:
-                raise DataError(f"--{role}-layer {layer}: stream {name!r} stores layers {info.layers} frame by frame")
+                raise DataError(f"{layer_option(role)} {layer}: stream {name!r} stores layers {info.layers} frame by frame")
             chosen = [info.default_layer if layer is None else int(layer)]
         out[role] = RoleSpec(role, name, chosen)
     return out

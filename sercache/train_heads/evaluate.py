@@ -49,6 +49,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     else:
         preset, shared = own, list(own.classes)
     table = labelled_utterances(store, preset, roles)
+    dropped = int(len(store.utterances) - len(table)) if other else 0
     data = load_fold(store, table, roles, preset, head_cls, config["hyperparameters"], device)
     columns = [own.classes.index(c) for c in shared]
     rows = []
@@ -80,4 +81,5 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     out = pd.DataFrame(rows)
     out.attrs["classes"] = shared
     out.attrs["cache"] = str(cache or config["cache"])
+    out.attrs["dropped"] = dropped  # utterances of the other corpus outside the shared classes
     return out

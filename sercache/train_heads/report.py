@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from sercache.splits import load_folds
+from sercache.store.atomic import read_json
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.metrics import METRIC_NAMES, bootstrap_ci, classification_metrics, confusion, paired_comparison
-from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections
+from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections, run_warnings
 from sercache.train_heads.trainer import DONE
 
 #: tabulate would re-parse the formatted figures as numbers and print 61.00 as 61: keep them as written.
@@ -43,18 +44,28 @@ class RunResults:
         return self.config["labels"]["classes"]
 
 
+#: What report and eval read from a run's config.json (checked once, so a damaged run never gives a KeyError).
+RUN_CONFIG_KEYS = ("cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "seeds")
+
+
 def load_run(path: str | Path) -> RunResults:
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} is not a run directory (no config.json): give the --out of `sercache train`")
-    config = json.loads((path / "config.json").read_text())
+    config = read_json(path / "config.json", "the run's settings", "It is written by `sercache train`; restore it or "
+                       "train again into a new --out.")
+    missing = [k for k in RUN_CONFIG_KEYS if k not in config] if isinstance(config, dict) else list(RUN_CONFIG_KEYS)
+    if missing:
+        raise ValueError(f"{path / 'config.json'} lacks {', '.join(missing)}: it was not written by this version of "
+                         "`sercache train`, or was edited. Train again into a new --out.")
     folds = load_folds(path / "folds.json")
     rows, preds = [], []
     for fold in folds:
         for seed_dir in sorted((path / fold.name).glob("seed*")):
             if not (seed_dir / DONE).exists():
                 continue
-            m = json.loads((seed_dir / "metrics.json").read_text())
+            m = read_json(seed_dir / "metrics.json", "a finished task's metrics", f"Delete {seed_dir} and rerun "
+                          "`sercache train` with the same settings: only that task is retrained.")
             seed = int(seed_dir.name[4:])
             rows.append({"fold": fold.name, "seed": seed, **m})
             preds.append(pd.read_csv(seed_dir / "predictions.csv").assign(fold=fold.name, seed=seed))
@@ -99,10 +110,15 @@ def header(run: RunResults) -> list[str]:
                     f"{' (' + str(e['model']) + ')' if e.get('model') else ''}"
                     f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c["encoders"].items())
     proto = c["protocol"] + (f" ({c['subset']} subset)" if c.get("subset", "all") != "all" else "")
+    if "protocol_default" in c:  # chosen for the corpus, not given: say so
+        proto += f" (not given: {c['protocol_default'].split(', ', 1)[-1]})"
     return [f"run: {run.path}",
             f"head: {c['head']}  {json.dumps({k: v for k, v in c['hyperparameters'].items()})}",
             f"protocol: {proto}; speaker-independent: {'yes' if c['speaker_independent'] else 'NO (speaker-dependent split)'}",
-            f"labels: {c['labels']['rule']}",
+            f"labels: {c['labels']['rule']}" + (f"; {c['dropped_utterances']} utterances of the cache outside these "
+                                                "classes (or without a label) left out" if c.get("dropped_utterances")
+                                                else ""),
+            training_line(c),
             chance_line(run),
             f"text source: {c['text_source'] or 'none (no text stream)'}",
             f"features: {enc}",
@@ -111,6 +127,15 @@ def header(run: RunResults) -> list[str]:
             + " by validation UA (validation carved from the training side; the test fold is never used)"
             + ("; then refit on training + validation" if c.get("train", {}).get("refit") else ""),
             f"cache: {c['cache']}"]
+
+
+def training_line(config: dict[str, Any]) -> str:
+    t = config.get("train", {})
+    if get_head(config["head"]).closed_form:
+        return f"training: closed form (scikit-learn), candidates {config['hyperparameters'].get('C')} for C"
+    return (f"training: {t.get('optimizer')} lr {t.get('lr')}, batch {t.get('batch_size')}, up to {t.get('epochs')} "
+            f"epochs (patience {t.get('patience')}), weight decay {t.get('weight_decay')}, schedule "
+            f"{t.get('schedule')}, {'z-scored' if t.get('normalize', True) else 'raw'} features")
 
 
 def _fmt(entry: dict[str, Any] | None) -> str:
@@ -150,6 +175,15 @@ def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Dat
         row.update(per_class_columns(run))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def subset_section(summary: dict[str, Any]) -> list[str]:
+    """IEMOCAP's improvised/scripted breakdown (empty where the corpus has no dialog types)."""
+    if "subsets" not in summary:
+        return []
+    table = pd.DataFrame(summary["subsets"]).T.rename(columns={"wa": "WA", "ua": "UA"})
+    return ["By dialog type, % (mean over folds x seeds; scripted dialogs reuse sentences across sessions, so text "
+            "heads can memorise them):", "", table.map(lambda v: f"{100 * v:.2f}").to_markdown(**KEEP_TEXT), ""]
 
 
 def per_fold_table(run: RunResults) -> pd.DataFrame:
@@ -215,13 +249,11 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
     summaries = [summarize(r, n_boot) for r in runs]
     for run, s in zip(runs, summaries):
         png = confusion_png(run, run.path / "confusion.png")
-        single = [f"# {run.config['head']} on {run.config['protocol']}", "", *[f"- {h}" for h in header(run)], "",
+        single = [f"# {run.config['head']} on {run.config['protocol']}", "", *[f"- {h}" for h in header(run)],
+                  *[f"- **{w}**" for w in run_warnings(run, s)], "",
                   runs_table([run], [s]).to_markdown(index=False, **KEEP_TEXT), "", "Per fold (mean over seeds):", "",
                   per_fold_table(run).to_markdown(**KEEP_TEXT), "", *per_class_sections(run, "All folds")]
-        if "subsets" in s:
-            single += ["By dialog type (mean over folds x seeds; scripted dialogs reuse sentences across sessions, "
-                       "so text heads can memorise them):", "",
-                       pd.DataFrame(s["subsets"]).T.map(lambda v: f"{100 * v:.2f}").to_markdown(**KEEP_TEXT), ""]
+        single += subset_section(s)
         single += [f"Confusion matrix: {png.name}", ""]
         (run.path / "report.md").write_text("\n".join(single))
         csv_table([run], [s]).to_csv(run.path / "report.csv", index=False)
@@ -230,13 +262,13 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
     if fmt != "md":
         raise ValueError(f"--format {fmt!r}: use md or csv")
     lines = []
-    for run in runs:
-        lines += [*[f"- {h}" for h in header(run)], ""]
+    for run, s in zip(runs, summaries):
+        lines += [*[f"- {h}" for h in header(run)], *[f"- **{w}**" for w in run_warnings(run, s)], ""]
     lines += ["Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
               "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False, **KEEP_TEXT), ""]
-    for run in runs:
+    for run, s in zip(runs, summaries):
         lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(**KEEP_TEXT), "",
-                  *per_class_sections(run, run.path.name)]
+                  *per_class_sections(run, run.path.name), *subset_section(s)]
     for other in runs[1:]:
         table = paired_table(runs[0], other)
         if isinstance(table, str):

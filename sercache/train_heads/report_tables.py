@@ -113,3 +113,31 @@ def per_class_sections(run: RunResults, title: str) -> list[str]:
             "columns = predicted:", "", cm.to_markdown(), "",
             f"{title}: the same, row-normalised (% of each true class):", "",
             norm.to_markdown(disable_numparse=True, colalign=right), ""]
+
+
+def run_warnings(run: RunResults, summary: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the table: undertraining, chance, classes missing from test."""
+    out = []
+    m, config = run.metrics, run.config
+    max_epochs = config.get("train", {}).get("epochs")
+    if "best_epoch" in m and m.best_epoch.notna().any() and max_epochs:
+        last = int((m.best_epoch == max_epochs).sum())
+        if last:
+            out.append(f"warning: {last} of {len(m)} fold/seed(s) were best at their last epoch ({max_epochs}): they "
+                       "may be undertrained; train again with a larger --epochs")
+    levels = chance_levels(run)
+    ua = summary.get("ua") or {}
+    ci = ua.get("ci")
+    if ua and ci and ci[0] <= levels["chance_ua"]:
+        out.append(f"warning: UA {100 * ua['mean']:.2f}% is within noise of chance ({100 * levels['chance_ua']:.2f}%): "
+                   f"its 95% CI [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}] includes chance")
+    for fold in run.test_ids:
+        labels = set(run.predictions.loc[run.predictions.fold == fold, "label"].astype(int))
+        if not labels:
+            continue
+        absent = [name for i, name in enumerate(run.label_names) if i not in labels]
+        if absent:
+            out.append(f"note: fold {fold} has no test utterance of {', '.join(absent)}; its UA averages the recall of "
+                       f"the {len(labels)} classes present (the rule for every fold), so it is not comparable with "
+                       "the other folds' UA")
+    return out

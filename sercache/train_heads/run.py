@@ -11,15 +11,19 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sercache import __version__
 from sercache.splits import (
     DEFAULT_PRESET,
     Fold,
+    default_protocol,
     filter_subset,
     folds_from_file,
     get_preset,
@@ -28,7 +32,9 @@ from sercache.splits import (
     save_folds,
 )
 from sercache.store import open_cache
+from sercache.store.atomic import read_json, write_text_atomic
 from sercache.store.errors import CacheError
+from sercache.store.lock import ExclusiveLock
 from sercache.store.reader import FeatureStore
 from sercache.train_heads.data import labelled_utterances, recorded_roles, resolve_roles
 from sercache.train_heads.heads import get_head
@@ -39,7 +45,9 @@ log = logging.getLogger(__name__)
 
 FAILED = "FAILED"
 #: Keys of config.json that may differ when resuming a run (everything else must match).
-RESUMABLE_KEYS = ("jobs", "command", "created", "fold_selection", "device", "seeds")
+RESUMABLE_KEYS = ("jobs", "command", "created", "fold_selection", "device", "seeds", "threads_per_task",
+                  "protocol_default")
+RUN_LOCK = ".lock"
 
 
 class RunError(ValueError):
@@ -54,7 +62,7 @@ class TrainRequest:
     head: str
     out: Path | None = None
     fold: str = "all"
-    protocol: str = "loso"
+    protocol: str | None = None  # None: the corpus's speaker-independent default (loso for IEMOCAP, lospk else)
     protocol_options: dict[str, Any] = field(default_factory=dict)
     #: An EmoBox fold folder or a CSV of utt_id,fold / utt_id,split; replaces ``protocol`` (config: "folds").
     folds: Path | None = None
@@ -95,6 +103,10 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     if unknown:
         raise RunError(f"head {req.head!r} has no hyperparameter {unknown[0]!r}; its hyperparameters: "
                        + ", ".join(f"{k}={v!r}" for k, v in valid.items()))
+    try:
+        head_cls.check_hyperparameters(req.hyperparameters)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     hyper = {**valid, **req.hyperparameters}
     streams = dict(req.streams)
     if req.text not in ("asr", "gold"):
@@ -114,7 +126,7 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     table = labelled_utterances(cache, preset, roles)
     protocol, options, extra = req.protocol, req.protocol_options, {}
     if req.folds is not None:
-        if req.protocol not in ("loso", "folds"):  # "loso" is the dataclass default: not a choice
+        if req.protocol not in (None, "folds"):
             raise RunError(f"--folds {req.folds} replaces --protocol; drop --protocol {req.protocol}")
         found = folds_from_file(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
                                 seed=req.split_seed, **req.protocol_options)
@@ -122,7 +134,10 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
         folds, protocol, options = found.folds, "folds", {**req.protocol_options, **found.options}
         extra = {"fold_warnings": found.warnings}
     else:
-        folds = make_folds(table, req.protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
+        if protocol is None:
+            protocol = default_protocol(corpus, table)
+            extra = {"protocol_default": f"{protocol}, the default for {corpus or 'this'} caches"}
+        folds = make_folds(table, protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
     train_cfg = TrainConfig.for_head(req.head, req.train)
     encoders = {role: {"stream": spec.stream, "layers": spec.layers,
                        **{k: v for stream in spec.streams for k, v in
@@ -142,7 +157,8 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
         "split_seed": req.split_seed, "text_source": req.text if "text" in roles else None,
         "speaker_independent": all(f.speaker_independent for f in folds), "n_utterances": len(table),
         "dropped_utterances": int(len(cache.utterances) - len(table)), "seeds": list(range(req.seeds)),
-        "fold_selection": req.fold, "jobs": req.jobs, "device": req.device, "sercache_version": __version__,
+        "fold_selection": req.fold, "jobs": req.jobs,
+        "threads_per_task": max(1, (os.cpu_count() or 1) // req.jobs), "device": req.device, "sercache_version": __version__,
         "command": req.command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return config, select_folds(folds, req.fold), cache
@@ -166,22 +182,22 @@ def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
     return chosen
 
 
-def default_run_dir(req: TrainRequest) -> Path:
-    protocol = "folds" if req.folds is not None else req.protocol
+def default_run_dir(req: TrainRequest, protocol: str) -> Path:
     parts = [req.head, protocol] + ([req.subset] if req.subset != "all" else []) + [req.labels or "labels"]
     return Path("runs") / "-".join(parts)
 
 
-def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> None:
-    """Create, or resume into, ``run``; refuse one made with other settings."""
+def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> dict[str, Any]:
+    """Create, or resume into, ``run``; refuse one made with other settings. Returns the run's config."""
     cfg_path = run / "config.json"
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        old = read_json(cfg_path, "the run's settings", "Delete the run directory and train again, or give a new --out.")
         diff = [k for k in sorted(set(old) | set(config)) if k not in RESUMABLE_KEYS
                 and json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str)]
         if diff:
-            raise RunError(f"{run} holds a run made with other settings ({', '.join(diff)}); give a new --out, "
-                           "or delete that folder to start over")
+            changes = "; ".join(describe_change(k, old.get(k), config.get(k)) for k in diff)
+            raise RunError(f"{run} holds a run made with other settings: {changes}. Give a new --out, or delete that "
+                           "folder to start over")
         known = {f.name for f in load_folds(run / "folds.json")}
         new = [f for f in folds if f.name not in known]
         if new:
@@ -189,9 +205,24 @@ def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> Non
         seeds = sorted(set(old.get("seeds", [])) | set(config["seeds"]))
         config = {**old, "seeds": seeds, "command": config["command"]}
     run.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(json.dumps(config, indent=1, default=str))
+    write_text_atomic(cfg_path, json.dumps(config, indent=1, default=str))  # a full disk never leaves half a file
     if not (run / "folds.json").exists():
         save_folds(folds, run / "folds.json")
+    return config
+
+
+def describe_change(key: str, stored: Any, asked: Any, width: int = 80) -> str:
+    """``train.lr: stored 1e-05, asked 0.001``: nested settings down to the values that differ."""
+    if isinstance(stored, dict) and isinstance(asked, dict):
+        keys = sorted(k for k in set(stored) | set(asked) if json.dumps(stored.get(k), sort_keys=True, default=str)
+                      != json.dumps(asked.get(k), sort_keys=True, default=str))
+        return "; ".join(describe_change(f"{key}.{k}", stored.get(k), asked.get(k), width) for k in keys)
+
+    def short(value: Any) -> str:
+        text = json.dumps(value, default=str)
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    return f"{key}: stored {short(stored)}, asked {short(asked)}"
 
 
 def task_dir(run: Path, fold: str, seed: int) -> Path:
@@ -199,9 +230,12 @@ def task_dir(run: Path, fold: str, seed: int) -> Path:
 
 
 def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
-                threads: int, progress_every: float | None) -> dict[str, Any]:
+                threads: int, progress_every: float | None, parent: int) -> dict[str, Any]:
     """One fold x seed (runs in a joblib worker): load the fold into memory, train, record."""
     import torch
+
+    if os.getpid() != parent:
+        exit_with_parent(parent)
 
     # Pooled heads multiply a few hundred small vectors: a second intra-op thread only adds
     # synchronisation (several times slower on a loaded machine), so they always use one.
@@ -209,8 +243,8 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
     # caller's process, whose later work (an extraction, say) must not inherit it.
     before = torch.get_num_threads()
     torch.set_num_threads(1 if get_head(config["head"]).pooled_input else threads)
+    out = task_dir(Path(run), fold["name"], seed)
     try:
-        out = task_dir(Path(run), fold["name"], seed)
         out.mkdir(parents=True, exist_ok=True)
         (out / FAILED).unlink(missing_ok=True)
         with open(out / "train.log", "a", buffering=1) as logfile:
@@ -219,8 +253,32 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
                 prefix = f"{config['head']} {fold['name']} seed {seed}: "
                 say = lambda msg: print(prefix + msg, file=sys.stderr, flush=True)  # noqa: E731
             return _train_logged(out, fold, seed, config, device, logfile, say, progress_every or 0.0)
+    except OSError as exc:  # the log itself could not be written (a full disk): this task fails, the others go on
+        return {"fold": fold["name"], "seed": seed, "ok": False, "error": f"{out}: {exc}"}
     finally:
         torch.set_num_threads(before)
+
+
+_WATCHED: set[int] = set()
+
+
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a worker process: exit when ``parent`` (the `sercache train` process) is gone.
+
+    A killed parent does not take joblib's workers with it; left alone they would go on
+    training, writing into a run nobody is watching. Finished records are written by rename,
+    so exiting at any moment leaves each task either done or to be retrained.
+    """
+    if parent in _WATCHED:
+        return
+    _WATCHED.add(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="sercache-parent-watch", daemon=True).start()
 
 
 def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: dict[str, Any], device: str,
@@ -243,15 +301,16 @@ def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: dict[str, 
                              log=lambda msg: print(msg, file=logfile), progress=say, progress_every=progress_every)
         return {"fold": fold["name"], "seed": seed, "ok": True, "seconds": time.perf_counter() - start, **metrics}
     except (TrainingError, CacheError, ValueError, OSError) as exc:
-        (out / FAILED).write_text(str(exc))
-        print(f"FAILED: {exc}", file=logfile)
+        try:  # on a full disk these writes fail too: the task still fails alone, never the whole run
+            (out / FAILED).write_text(str(exc))
+            print(f"FAILED: {exc}", file=logfile)
+        except OSError:
+            pass
         return {"fold": fold["name"], "seed": seed, "ok": False, "error": str(exc)}
 
 
 def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[dict[str, Any]]]:
     """Plan, check, then train every selected fold x seed not yet done. Returns (run dir, results)."""
-    from joblib import Parallel, delayed
-
     from sercache.store.verify import verify_cache
 
     config, folds, cache = plan_run(req)
@@ -267,27 +326,58 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
         raise RunError(f"{req.cache} fails verification for stream(s) {', '.join(streams)}:\n  {listing}\n"
                        "Repair it first: re-extract the named shards/utterances (the commands are listed above), "
                        "then rerun `sercache cache verify`.")
-    run = Path(req.out) if req.out else default_run_dir(req)
-    prepare_run_dir(run, config, folds)
+    if "protocol_default" in config:
+        progress(f"protocol: {config['protocol_default']} (--protocol to choose another)")
+    run = Path(req.out) if req.out else default_run_dir(req, config["protocol"])
+    # One `sercache train` per run directory: a second one would train the same tasks and interleave logs.
+    with ExclusiveLock(run / RUN_LOCK, f"{run} is being trained into by another `sercache train` ({{holder}}). Wait "
+                       "for it to finish, or give a new --out."):
+        return _train_locked(req, run, config, folds, progress)
+
+
+def _train_locked(req: TrainRequest, run: Path, config: dict[str, Any], folds: list[Fold],
+                  progress: Any) -> tuple[Path, list[dict[str, Any]]]:
+    from joblib import Parallel, delayed
+
+    config = prepare_run_dir(run, config, folds)
     device = resolve_device(req.device)
     todo = [(f, s) for f in folds for s in config["seeds"] if not (task_dir(run, f.name, s) / DONE).exists()]
     skipped = len(folds) * len(config["seeds"]) - len(todo)
     if skipped:
         progress(f"{run}: {skipped} fold/seed result(s) already done, {len(todo)} to train")
     jobs = max(1, min(req.jobs, len(todo))) if todo else 1
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # fixed when the run was made (runs from before that: from --jobs), so a resume gives identical numbers
+    threads = int(config.get("threads_per_task") or max(1, (os.cpu_count() or 1) // req.jobs))
     results = []
     if todo:
         progress(f"{run}: training {config['head']} on {len(todo)} fold/seed task(s), {jobs} at a time")
-    tasks = (delayed(_train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every)
+    tasks = (delayed(_train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every, os.getpid())
              for f, s in todo)
     for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
         results.append(res)
         if res["ok"]:
             chosen = (" ".join(f"{k}={v}" for k, v in res["selected"].items()) if res.get("selected")
-                      else f"epoch {res['best_epoch']}/{res['epochs_run']}")
-            progress(f"{res['fold']} seed {res['seed']}: UA {res['ua']:.4f} WA {res['wa']:.4f} "
-                     f"({chosen}{', refit' if res.get('refit') else ''}, {res['seconds']:.0f} s)")
+                      else f"best epoch {res['best_epoch']} of {res['epochs_run']} run")
+            if not res.get("selected") and res["best_epoch"] == config["train"]["epochs"]:
+                chosen += "; the last epoch allowed: undertrained? raise --epochs"
+            progress(f"{config['head']} {res['fold']} seed {res['seed']}: test UA {100 * res['ua']:.2f}% "
+                     f"WA {100 * res['wa']:.2f}% ({chosen}{', refit' if res.get('refit') else ''}, "
+                     f"{res['seconds']:.0f} s)")
         else:
-            progress(f"{res['fold']} seed {res['seed']}: FAILED: {res['error']}")
+            progress(f"{config['head']} {res['fold']} seed {res['seed']}: FAILED: {res['error']}")
+    for warning in result_warnings(results, len(config["labels"]["classes"])):
+        progress(warning)
     return run, results
+
+
+def result_warnings(results: list[dict[str, Any]], n_classes: int) -> list[str]:
+    """Warnings on what this call trained (the report gives them for the whole run, with bootstrap CIs)."""
+    uas = np.array([r["ua"] for r in results if r.get("ok")])
+    if len(uas) < 2:
+        return []
+    se = uas.std(ddof=1) / np.sqrt(len(uas))
+    if uas.mean() - 2 * se <= 1 / n_classes:
+        return [f"warning: mean test UA {100 * uas.mean():.2f}% is within noise of chance ({100 / n_classes:.2f}%, "
+                f"2 standard errors: {200 * se:.2f} points); check the features, --labels and the training settings "
+                "(--lr, --epochs) before reading anything into it"]
+    return []

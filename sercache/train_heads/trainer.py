@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -141,8 +142,11 @@ def _atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise TrainingError(f"writing {path} failed ({exc}); the previous version (if any) is intact. "
+        # torch.save reports a full disk as a RuntimeError from its zip writer, not as an OSError
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, TrainingError):
+            free = shutil.disk_usage(path.parent).free if path.parent.exists() else -1
+            raise TrainingError(f"writing {path} failed ({str(exc).strip().splitlines()[0]}; {free / 2**20:.1f} MB "
+                                "free on that disk); the previous version (if any) is intact. "
                                 "Free disk space and rerun: finished folds and seeds are kept.") from exc
         raise
 
@@ -269,4 +273,15 @@ def write_records(out_dir: Path, head: Head, run_config: dict[str, Any], hyperpa
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint as data: never executes code from the file (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"{path}: refused for safety. It holds objects other than tensors and plain values, "
+                            f"which could run code when loaded ({first}). sercache never loads such files; use "
+                            "checkpoints written by `sercache train`.") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise TrainingError(f"{path} is not a readable checkpoint ({exc}); delete that task's seed directory and "
+                            "rerun `sercache train` to retrain it.") from None

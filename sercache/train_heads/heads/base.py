@@ -104,6 +104,16 @@ class Head(nn.Module):
                 if n not in ("self", "dims", "n_classes") and p.kind == p.KEYWORD_ONLY}
 
     @classmethod
+    def check_hyperparameters(cls, values: dict[str, Any]) -> None:
+        """Refuse values of the wrong type or out of range before any fold (not in a worker, mid-run)."""
+        defaults = cls.hyperparameters()
+        for key, value in values.items():
+            rule = _hyperparameter_rule(key, defaults.get(key), value)
+            if rule:
+                raise ValueError(f"--set {key}={value!r}: {rule} (head {cls.name!r}; its defaults: "
+                                 + ", ".join(f"{k}={v!r}" for k, v in defaults.items()) + ")")
+
+    @classmethod
     def required_roles(cls, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
         """The roles a head built with these hyperparameters reads (most heads: ``roles``)."""
         return cls.roles
@@ -158,3 +168,33 @@ def attend(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, s
 #: Characters of gold transcripts for CTC targets (MMER's auxiliary loss). Id 0 is the CTC blank
 #: (and the padding of ``Batch.chars``); other characters are dropped before encoding.
 CHAR_VOCAB = ("<blank>", " ", "'", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+_COUNTS = ("hidden", "heads", "ffn_dim", "fusion_dim", "mixer_dim", "depth", "patch_size", "attn_hidden", "ff_mult",
+           "n_layers", "max_iter", "segment_frames", "hop_frames", "input_proj")
+
+
+def _hyperparameter_rule(key: str, default: Any, value: Any) -> str:
+    """What is wrong with ``value`` for ``key`` ("" when nothing), from the default's type and the name."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        return "give true or false"
+    if value is None:
+        return ""
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+        return "give a number"
+    if "dropout" in key and not (number and 0 <= value < 1):
+        return "a dropout probability is at least 0 and below 1"
+    if key in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return "give a whole number of at least 1"
+    if key.endswith("_seconds") or key in ("frame_rate", "temperature"):
+        if not (number and value > 0):
+            return "give a positive number"
+    if key.endswith("_weight") or key in ("mixup_alpha", "focal_gamma", "token_expansion", "channel_expansion"):
+        if not (number and value >= 0):
+            return "give a number of at least 0"
+    if key == "C":
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+            return "give a positive number, or a list of them (a grid chosen on validation)"
+    return ""
