@@ -78,7 +78,8 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
                    f"--out {runs[head]}")
         say(f"      {command}")
         run_training(TrainRequest(cache=cache, head=head, out=runs[head], fold="all", protocol="loso", seeds=1,
-                                  jobs=jobs, train=DEMO_TRAIN, device="cpu", command=command),
+                                  jobs=jobs, train=DEMO_TRAIN, device="cpu", command=command,
+                                  progress_every=10.0 if progress else None),
                      progress=say if progress else (lambda m: None))
     say(f"[4/4] runs: {', '.join(str(p) for p in runs.values())}")
     report = make_report([runs[h] for h in DEMO_HEADS], n_boot=200)
