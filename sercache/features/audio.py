@@ -83,10 +83,7 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
     if data.shape[1] > 1:
         notes.append(f"downmixed {data.shape[1]} channels")
         data = data.mean(axis=1, keepdims=True)
-    declared = wav_declared_frames(p)
-    if declared is not None and declared > data.shape[0]:
-        notes.append(f"truncated: the WAV header declares {declared} samples, the file holds {data.shape[0]} "
-                     f"({data.shape[0] / declared:.0%}); stored as it is. Copy or export the file again")
+    notes += truncation_notes(p, data.shape[0])
     samples = np.ascontiguousarray(data[:, 0])
     if rate != target_rate:
         samples = resample(samples, rate, target_rate)
@@ -101,10 +98,7 @@ def _load_long(p: Path, info: sf._SoundFileInfo, target_rate: int) -> Audio:
         samples, notes = load_long(p, info, target_rate)
     except ValueError as exc:
         raise AudioError(str(exc)) from None
-    declared = wav_declared_frames(p)
-    if declared is not None and declared > info.frames:
-        notes.append(f"truncated: the WAV header declares {declared} samples, the file holds {info.frames} "
-                     f"({info.frames / declared:.0%}); stored as it is. Copy or export the file again")
+    notes += truncation_notes(p, int(info.frames))
     if not _any_nonzero(samples):
         notes.append("silent (all samples are zero)")
     return Audio(samples=samples, sample_rate=target_rate, notes=notes)
@@ -112,6 +106,15 @@ def _load_long(p: Path, info: sf._SoundFileInfo, target_rate: int) -> Audio:
 
 def _any_nonzero(samples: np.ndarray, block: int = 1 << 22) -> bool:
     return any(np.any(samples[i: i + block]) for i in range(0, len(samples), block))
+
+
+def truncation_notes(path: Path, frames: int) -> list[str]:
+    """A note when the WAV header declares more samples than the file holds (a copy cut short)."""
+    declared = wav_declared_frames(path)
+    if declared is None or declared <= frames:
+        return []
+    return [f"truncated: the WAV header declares {declared} samples, the file holds {frames} "
+            f"({frames / declared:.0%}); stored as it is. Copy or export the file again"]
 
 
 def wav_declared_frames(path: Path) -> int | None:

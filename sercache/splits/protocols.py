@@ -18,6 +18,7 @@ from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_tes
 
 from sercache._typing import Pathlike
 from sercache.store.atomic import read_json, write_text_atomic
+from sercache.store.layout import is_folder_name
 
 
 @dataclass
@@ -242,7 +243,7 @@ def filter_subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
 
 def save_folds(folds: list[Fold], path: Pathlike) -> None:
     for fold in folds:
-        if not _is_folder_name(fold.name):
+        if not is_folder_name(fold.name):
             raise ProtocolError(f"fold name {fold.name!r} cannot be a folder of the run (it comes from a session, "
                                 "speaker or fold value): rename that value in the manifest or fold file")
     write_text_atomic(Path(path), json.dumps([asdict(f) for f in folds], indent=1))
@@ -260,16 +261,11 @@ def load_folds(path: Pathlike) -> list[Fold]:
             fold = Fold(**d)
         except TypeError as exc:
             raise ProtocolError(f"{path}: fold {i} is not a fold record ({exc}). {fix}") from None
-        if not _is_folder_name(fold.name):
+        if not is_folder_name(fold.name):
             raise ProtocolError(f"{path}: fold {i} has the name {fold.name!r}, which is not a plain folder name; "
                                 f"refused, since a fold name becomes a directory inside the run. {fix}")
         folds.append(fold)
     return folds
-
-
-def _is_folder_name(name: object) -> bool:
-    """One directory level, no way up or out: a fold's name is joined onto the run directory."""
-    return isinstance(name, str) and bool(name) and not name.startswith(".") and not set(name) & {"/", "\\", "\0"}
 
 
 #: The speaker-independent protocol each corpus is reported with (IEMOCAP: its five sessions).

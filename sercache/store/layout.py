@@ -43,9 +43,14 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def is_folder_name(name: object) -> bool:
+    """One directory level, no way up or out: for names (shards, folds) joined onto a directory we own."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and not set(name) & {"/", "\\", "\0"}
+
+
 def shard_dir(cache: Pathlike, shard: str) -> Path:
     # a shard is one directory directly inside the cache, whatever a manifest or registry says
-    if not shard or shard.startswith(".") or "/" in shard or "\\" in shard or Path(shard).is_absolute():
+    if not is_folder_name(shard):
         raise ValueError(f"invalid shard name {shard!r}: a shard is a directory directly inside the cache {cache}")
     return Path(cache) / shard
 
