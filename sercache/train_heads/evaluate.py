@@ -9,6 +9,7 @@ logits of the other classes are ignored.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,27 @@ from sercache.splits import DEFAULT_PRESET, LabelPreset, get_preset, load_folds
 from sercache.store import open_cache
 from sercache.train_heads.data import DataError, labelled_utterances, recorded_roles
 from sercache.train_heads.heads import get_head
+from sercache.train_heads.heads.base import Head
 from sercache.train_heads.metrics import classification_metrics
 from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.report import load_run
 from sercache.train_heads.trainer import DONE, build_head, evaluate, load_checkpoint
+
+
+def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
+    """The head a finished task saved, on ``data``'s device, with ``data`` set to its normalisation statistics.
+
+    Every consumer of checkpoints (eval, predict) goes through here, so they all rebuild heads alike.
+    """
+    ckpt = load_checkpoint(Path(seed_dir) / "checkpoint.pt")
+    if ckpt["dims"] != data.dims:
+        raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, these features give "
+                        f"{data.dims}; the features must come from the same encoders and layers")
+    head = build_head(head_name, ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
+    head.load_state_dict(ckpt["state_dict"])
+    data.normalization = ({r: (v["mean"], v["std"]) for r, v in ckpt["normalization"].items()}
+                          if ckpt.get("normalization") else None)
+    return head.to(data.device)
 
 
 def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | Path | None = None,
@@ -57,15 +75,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
         for seed_dir in sorted((Path(run_dir) / f.name).glob("seed*")):
             if not (seed_dir / DONE).exists():
                 continue
-            ckpt = load_checkpoint(seed_dir / "checkpoint.pt")
-            if ckpt["dims"] != data.dims:
-                raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, this cache gives "
-                                f"{data.dims}; cross-corpus evaluation needs the same encoders and layers")
-            head = build_head(config["head"], ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
-            head.load_state_dict(ckpt["state_dict"])
-            data.normalization = ({r: (v["mean"], v["std"]) for r, v in ckpt["normalization"].items()}
-                                  if ckpt.get("normalization") else None)
-            head.to(data.device)
+            head = restore_head(seed_dir, config["head"], data)
             test_ids = table.utt_id.tolist() if other else f.test
             idx = data.indices(test_ids)
             result, _ = evaluate(head, data, idx, 64)

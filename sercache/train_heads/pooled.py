@@ -124,8 +124,12 @@ class PooledData:
 
 
 def load_fold(cache: FeatureStore, table: pd.DataFrame, roles: dict[str, RoleSpec], preset: LabelPreset,
-              head_cls: type[Head], hyperparameters: dict, device: str | torch.device = "cpu") -> PooledData | InMemoryData:
-    """The fold in the form the head reads: utterance vectors for pooled heads, frames for the others."""
+              head_cls: type[Head], hyperparameters: dict, device: str | torch.device = "cpu",
+              needs: frozenset[str] | None = None) -> PooledData | InMemoryData:
+    """The fold in the form the head reads: utterance vectors for pooled heads, frames for the others.
+
+    ``needs``: the extra training targets to load (default: the head's; prediction needs none).
+    """
     if head_cls.pooled_input:
         return PooledData(cache, table, roles, preset, hyperparameters.get("pooling", "meanstd"), device)
-    return InMemoryData(cache, table, roles, preset, head_cls.needs, device)
+    return InMemoryData(cache, table, roles, preset, head_cls.needs if needs is None else needs, device)

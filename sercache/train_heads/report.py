@@ -43,6 +43,16 @@ class RunResults:
     def label_names(self) -> list[str]:
         return self.config["labels"]["classes"]
 
+    def predict(self, waveform: Any, sample_rate: int, **options: Any) -> pd.DataFrame:
+        """Emotion of one waveform as ``sercache predict`` gives it: one row (or one per ``window``/``hop``).
+
+        Options: ``fold``, ``window``, ``hop``, ``cache``, ``device``, ``models``, ``allow_different_weights``
+        (see :class:`sercache.train_heads.predict.Predictor`). Models load on the first call and are kept.
+        """
+        from sercache.train_heads.predict import run_predict
+
+        return run_predict(self, waveform, sample_rate, **options)
+
 
 #: What report and eval read from a run's config.json (checked once, so a damaged run never gives a KeyError).
 RUN_CONFIG_KEYS = ("cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "seeds")
