@@ -456,6 +456,55 @@ def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, labe
 
 
 @cli.command(context_settings=CONTEXT, epilog=examples(
+    "sercache predict runs/gate clips/ --out predictions.csv      # every fold x seed's heads, softmax averaged",
+    "sercache predict runs/gate interview.wav --window 3 --hop 1 --out over_time.csv",
+    "sercache predict runs/gate-gold manifest.csv --fold 1        # CSV: path,transcript (gold-text runs)"))
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("predictions.csv"),
+              help="CSV to write: path, (start_s, end_s,) prediction, prob_<class>... (and V/A where regressed).")
+@click.option("--fold", default=None, help="Only this fold's heads (number or name). Default: every fold and seed.")
+@click.option("--window", type=float, default=None, help="Seconds per window: one row per window (emotion over time).")
+@click.option("--hop", type=float, default=None, help="Seconds between window starts (default: --window).")
+@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The run's cache, if it moved since training (its provenance says how features are computed).")
+@click.option("--model", "model_dirs", multiple=True,
+              help="STREAM=FOLDER: a model folder that moved (repeatable); its weights are still checked.")
+@click.option("--allow-different-weights", is_flag=True,
+              help="Predict even when a model's weights fingerprint differs from the one the cache recorded.")
+@click.option("--device", default="auto", help="cpu, cuda or auto.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None, window: float | None,
+            hop: float | None, cache_dir: Path | None, model_dirs: tuple[str, ...], allow_different_weights: bool,
+            device: str, no_progress: bool) -> None:
+    """Predict the emotion of audio files, folders of them, or a CSV manifest, with a trained RUN.
+
+    Features are computed exactly as the run's cache computed them (same models, weights, layers,
+    dtype, precision, chunking; the cache's provenance says which) and normalised with each head's
+    training statistics. Any sample rate and channel count is accepted, as in extraction.
+    """
+    from sercache.features.models import ModelError
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.predict import PredictError, parse_models, predict_run
+    from sercache.train_heads.run import RunError
+    from sercache.train_heads.trainer import TrainingError
+
+    try:
+        table, written = predict_run(run_dir, list(inputs), out=out, fold=fold, window=window, hop=hop,
+                                     cache=cache_dir, device=device, models=parse_models(list(model_dirs)),
+                                     allow_different_weights=allow_different_weights, progress=not no_progress)
+    except (PredictError, ModelError, CacheError, DataError, RunError, TrainingError, FileNotFoundError, KeyError,
+            ValueError) as exc:
+        _fail(exc)
+    shown = table.drop(columns=[c for c in table if c.startswith("prob_")]).assign(
+        probability=table.filter(like="prob_").max(axis=1).map(lambda p: f"{p:.3f}"))
+    click.echo(shown.head(20).to_string(index=False) + (f"\n... ({len(table) - 20} more rows)" if len(table) > 20 else ""))
+    counts = ", ".join(f"{c} {n}" for c, n in table.prediction.value_counts().items())
+    click.echo(f"wrote {written} ({len(table)} rows: {counts})")
+
+
+@cli.command(context_settings=CONTEXT, epilog=examples(
     "sercache report runs/gate", "sercache report runs/gate runs/cmgi      # paired tests on identical folds and seeds",
     "sercache report runs/* --format csv > results.csv"))
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))

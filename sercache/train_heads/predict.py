@@ -145,6 +145,9 @@ class Predictor:
     def predict_sources(self, sources: list[Source], *, window: float | None = None,
                         hop: float | None = None) -> Prediction:
         check_window(window, hop)
+        if window is not None and self.gold:
+            raise PredictError(f"--window: the run reads stream {self.gold!r}, a gold transcript of the whole "
+                               "recording, which no window has; predict whole utterances, or use an ASR-text run")
         check_sources(sources, self.gold)
         segs = segments(sources, window, hop)
         data = self._features(segs)
@@ -234,10 +237,10 @@ def predict_run(run: Pathlike, inputs: list[Pathlike], *, out: Pathlike | None =
     if out is not None and Path(out).is_dir():
         raise PredictError(f"--out {out} is a folder; give the CSV file to write, e.g. {Path(out) / 'predictions.csv'}")
     sources = collect_sources(list(inputs))
+    check_sources(sources, None)  # every file readable, before any model loads
     predictor = Predictor(run, fold=fold, cache=cache, device=device, models=models,
                           allow_different_weights=allow_different_weights, progress=progress)
     try:
-        check_sources(sources, predictor.gold)  # before any model runs
         table = predictor.predict_sources(sources, window=window, hop=hop).table
     finally:
         predictor.close()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
-from sercache.features.audio import TARGET_RATE, AudioError, load_audio, probe_audio, resample
+from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample
 
 #: File endings taken from a folder (libsndfile decodes these).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -85,10 +86,13 @@ def check_sources(sources: list[Source], needs_transcript: str | None) -> None:
     """Refuse unreadable audio, and missing gold transcripts when a stream encodes them, before any work."""
     for s in sources:
         if s.path is not None:
+            if not s.path.is_file():
+                raise PredictError(f"{s.path}: file not found")
             try:
-                probe_audio(s.path)
-            except AudioError as exc:
-                raise PredictError(f"{s.path}: {exc}") from None
+                sf.info(str(s.path))  # the header only: decoding waits until the models are ready
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                raise PredictError(f"{s.path}: not readable as audio ({str(exc).strip()}); give WAV/FLAC/OGG "
+                                   "files") from None
         if needs_transcript and not (s.transcript or "").strip():
             raise PredictError(
                 f"{s.name}: the run reads stream {needs_transcript!r}, which encodes the gold transcript, and this "
