@@ -9,14 +9,17 @@ The four stages are functions here, with the CLI's options as keywords::
     run, results = sercache.train("cache/emodb", "svm", streams={"audio": "egemaps"}, seeds=1)
     print(sercache.report([run]))
     sercache.load_run(run).metrics          # one row per fold x seed
+    sercache.predict(run, ["clips/"], out="predictions.csv")   # new audio, features as the cache made them
+    sercache.load_run(run).predict(waveform, 16_000)            # the same for an array
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "extract", "extract_features", "load_run", "open_cache", "report", "train"]
+__all__ = ["__version__", "extract", "extract_features", "load_run", "open_cache", "predict", "report", "train"]
 
 
 def open_cache(path):  # noqa: ANN001, ANN201 - thin re-export, documented in store.reader
@@ -58,6 +61,15 @@ def load_run(path: Any) -> Any:
     from sercache.train_heads.report import load_run as _load_run
 
     return _load_run(path)
+
+
+def predict(run: Any, inputs: list[Any], **options: Any) -> Any:
+    """``sercache predict``: one row per input (audio files, folders, CSV manifests) as a DataFrame, also written to
+    ``out=`` when given. Keywords: see :func:`sercache.train_heads.predict.predict_run` (``fold``, ``window``,
+    ``hop``, ``cache``, ``device``, ``models``, ``allow_different_weights``)."""
+    from sercache.train_heads.predict import predict_run
+
+    return predict_run(run, [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), **options)[0]
 
 
 def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000) -> str:

@@ -24,6 +24,9 @@ from sercache.train_heads.run import TrainRequest, run_training
 RUNS = {
     "gate": dict(train={"lr": 3e-3, "batch_size": 8, "epochs": 2}, seeds=1),
     "linear": dict(streams={"audio": "ssl,mfcc,text_gold"}, train={"lr": 2e-2, "epochs": 3}, seeds=2),
+    # regresses valence/arousal besides the classes
+    "tmn": dict(hyperparameters={"fusion_dim": 32, "patch_size": 8, "mixer_dim": 32, "depth": 2},
+                train={"lr": 2e-3, "batch_size": 8, "epochs": 2}, seeds=1),
 }
 
 
@@ -71,6 +74,11 @@ def test_one_folds_predictions_equal_its_saved_test_predictions(runs, extracted_
     probs = np.mean([softmax(x) for x in saved], axis=0)
     np.testing.assert_allclose(pred.table[[f"prob_{c}" for c in classes]].to_numpy(), probs, atol=1e-4)
     assert pred.table.prediction.tolist() == [classes[k] for k in probs.argmax(1)]
+    if head == "tmn":
+        va = np.mean([recorded(run, "loso-1", s)[["valence_pred", "arousal_pred"]].to_numpy() for s in seeds], 0)
+        np.testing.assert_allclose(pred.table[["valence_pred", "arousal_pred"]].to_numpy(), va, atol=1e-3)
+    else:
+        assert "valence_pred" not in pred.table
 
 
 def test_cli_writes_the_table_for_a_manifest(runs, extracted_cache, tmp_path):
@@ -92,6 +100,8 @@ def test_cli_writes_the_table_for_a_manifest(runs, extracted_cache, tmp_path):
     both = np.mean([softmax(recorded(runs["linear"], "loso-2", s).filter(like="logit_").to_numpy()) for s in (0, 1)], 0)
     np.testing.assert_allclose(table.filter(like="prob_").to_numpy(), both, atol=1e-4)
     assert not list(tmp_path.glob("out/*.tmp"))
+    again = sercache.predict(runs["linear"], manifest, fold="loso-2", device="cpu")
+    np.testing.assert_allclose(again.filter(like="prob_").to_numpy(), table.filter(like="prob_").to_numpy(), atol=1e-9)
 
 
 def test_default_averages_every_fold_and_seed(runs, extracted_cache):
@@ -114,9 +124,11 @@ def test_gold_text_runs_need_transcripts(runs, extracted_cache):
     assert "text_gold" in result.output and "transcript column" in result.output and str(wav) in result.output
 
 
-def test_window_rows_over_time_and_the_python_api(runs, extracted_cache, tmp_path):
+def test_window_rows_over_time_and_the_python_api(runs, extracted_cache, tmp_path, monkeypatch):
     """A stereo 44.1 kHz recording, cut into windows; each row equals the API's prediction of that window."""
     from sercache.features.audio import load_audio
+
+    monkeypatch.setattr("sercache.train_heads.predict.CHUNK", 2)  # windows computed a few at a time, as for long audio
 
     with open_cache(extracted_cache) as store:
         paths = store.utterances.path.tolist()[:4]

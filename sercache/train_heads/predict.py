@@ -45,6 +45,8 @@ from sercache.train_heads.report import RunResults, load_run
 from sercache.train_heads.trainer import DONE, evaluate
 
 log = logging.getLogger(__name__)
+#: Segments whose features are held in memory at once.
+CHUNK = 64
 __all__ = ["PredictError", "Prediction", "Predictor", "predict_run"]
 
 
@@ -150,15 +152,18 @@ class Predictor:
                                "recording, which no window has; predict whole utterances, or use an ASR-text run")
         check_sources(sources, self.gold)
         segs = segments(sources, window, hop)
-        data = self._features(segs)
-        idx = np.arange(len(segs))
-        logits, regressions = {}, []
-        for name, seed_dir in self.tasks:
-            head = restore_head(seed_dir, self.config["head"], data)
-            result, _ = evaluate(head, data, idx, 64)
-            logits[name] = result["logits"]
-            if result["regression"] is not None:
-                regressions.append(result["regression"])
+        parts: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in self.tasks}
+        with tqdm(total=len(segs) * len(self.extractors), desc="features", unit="step", disable=not self.progress,
+                  dynamic_ncols=True) as bar:
+            # a bounded number of segments at a time: an hour in 1 s windows never holds all its frames at once
+            for start in range(0, len(segs), CHUNK):
+                data = self._features(segs[start:start + CHUNK], bar)
+                idx = np.arange(len(data))
+                for name, seed_dir in self.tasks:
+                    parts[name].append(evaluate(restore_head(seed_dir, self.config["head"], data), data, idx, 64)[0])
+        logits = {name: np.concatenate([r["logits"] for r in rs]) for name, rs in parts.items()}
+        regressions = [np.concatenate([r["regression"] for r in rs]) for rs in parts.values()
+                       if rs[0]["regression"] is not None]
         probs = np.mean([torch.softmax(torch.from_numpy(x).double(), 1).numpy() for x in logits.values()], axis=0)
         table = pd.DataFrame({"path": [s.source.name for s in segs]})
         if window is not None:
@@ -172,7 +177,7 @@ class Predictor:
             table["valence_pred"], table["arousal_pred"] = va[:, 0], va[:, 1]
         return Prediction(table, logits)
 
-    def _features(self, segs: list[Segment]) -> Any:
+    def _features(self, segs: list[Segment], bar: tqdm) -> Any:
         """Every stream of the run for these segments, then loaded as the heads read a fold."""
         ids = [s.utt_id for s in segs]
         memory = MemoryStore(pd.DataFrame({"utt_id": ids, "path": [s.source.name for s in segs]}),
@@ -181,7 +186,8 @@ class Predictor:
         try:
             for name, ex in self.extractors.items():
                 records, problems = [], []
-                for s in tqdm(segs, desc=name, unit="input", disable=not self.progress, dynamic_ncols=True):
+                bar.set_postfix_str(name, refresh=False)
+                for s in segs:
                     item = (AudioItem(s.utt_id, s.source.name, s.samples, s.source.transcript or "")
                             if ex.input == "audio" else
                             TextItem(s.utt_id, s.source.name, asr_text[s.utt_id] if ex.source == "asr"
@@ -197,6 +203,7 @@ class Predictor:
                         log.warning("%s: %s: %s", s.source.name, name, p.reason)
                     records += result.records
                     problems += result.problems
+                    bar.update()
                 if name == self.asr:
                     asr_text = {r.utt_id: str(r.per_utterance["text"]) for r in records}
                 memory.add_stream(name, records, problems, ex.provenance(), ex.stream_attrs())
