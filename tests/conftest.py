@@ -59,6 +59,17 @@ def extracted_cache(small_corpus, models, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """`sercache demo`'s output (corpus, cache, gate and cmgi runs); slow tests only. Read-only!"""
+    from sercache.demo import run_demo
+
+    said: list[str] = []
+    result = run_demo(tmp_path_factory.mktemp("demo") / "out", jobs=2, progress=False, say=said.append)
+    result.said = said
+    return result
+
+
 def synthetic_manifest(n_per_speaker_label: int = 6, seed: int = 0):  # noqa: ANN201 - DataFrame
     """An IEMOCAP-shaped manifest (5 sessions x 2 speakers x 4 classes) with votes, V/A/D and transcripts."""
     from sercache.synthetic.cache import manifest_from_rows

@@ -16,16 +16,6 @@ from sercache.cli import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    from sercache.demo import run_demo
-
-    said: list[str] = []
-    result = run_demo(tmp_path_factory.mktemp("demo") / "out", jobs=2, progress=False, say=said.append)
-    result.said = said
-    return result
-
-
 @pytest.mark.slow
 def test_demo_prints_the_training_settings_it_uses(demo):
     for head, run in demo.runs.items():

@@ -223,3 +223,21 @@ def test_bad_requests_are_refused_before_any_model_loads(runs, tmp_path):
     assert not (tmp_path / "p.csv").exists()
     with pytest.raises(PredictError, match="waveform of shape"):
         sercache.load_run(runs["gate"]).predict(np.zeros((2, 3, 4)), 16_000, device="cpu")
+
+
+@pytest.mark.slow
+def test_demo_run_predicts_its_own_corpus_wavs_as_recorded(demo, tmp_path):
+    """The issue's check on the demo: train (the demo's gate run), then predict the corpus's own wav files."""
+    run = demo.runs["gate"]
+    rec = recorded(run, "loso-3")
+    with open_cache(demo.cache) as store:
+        paths = store.utterances.set_index("utt_id").loc[rec.utt_id, "path"]
+    assert all(Path(p).is_relative_to(demo.corpus) for p in paths)
+    out = tmp_path / "demo_predictions.csv"
+    result = CliRunner().invoke(cli, ["predict", str(run), *paths, "--fold", "3", "--out", str(out), "--device", "cpu",
+                                      "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert table.path.tolist() == paths.tolist()
+    np.testing.assert_allclose(table.filter(like="prob_").to_numpy(), softmax(rec.filter(like="logit_").to_numpy()),
+                               atol=1e-4)
