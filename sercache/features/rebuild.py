@@ -84,7 +84,7 @@ def extractor_for(stream: str, provenance: dict[str, Any], *, device: str = "cpu
             else:
                 built = TextExtractor(source, ident["source"], list(ident["layers"]), device=device,
                                       precision=ident.get("precision", "fp32"), dtype=ident["dtype"])
-        except (OSError, ModelError) as exc:
+        except (OSError, ValueError) as exc:  # ModelError is a ValueError
             where = "" if Path(source).expanduser().is_dir() else f" ({_hub_hint(source)})"
             raise ModelError(f"stream {stream!r} needs the {ROLES[kind]} model {source!r}{where}: {exc}") from None
         _check_identity(stream, ident, built.identity(), model is not None, allow_different_weights)

@@ -104,6 +104,9 @@ class Predictor:
             missing = [n for n in streams if n not in store.streams]
             if missing:
                 raise PredictError(f"the run reads stream(s) {missing} which {where} does not hold: is it the run's cache?")
+            odd = next((store.streams[n].inconsistent for n in streams if store.streams[n].inconsistent), "")
+            if odd:
+                raise PredictError(f"{odd}: predict cannot tell which settings the run's features were computed with")
             self._check_run_matches_cache(store)
             kinds = {n: store.streams[n].provenance.get("identity", {}) for n in streams}
             self.gold = next((n for n, i in kinds.items() if i.get("kind") == "text" and i.get("source") == "gold"), None)
