@@ -21,6 +21,7 @@ from sercache.cli_cluster import (
     cluster_options,
     cluster_request,
     run_on_cluster,
+    sweep_command,
 )
 from sercache.cli_help import Sectioned, examples
 
@@ -198,6 +199,7 @@ def cache() -> None:
 
 
 cache.add_command(cache_status_command)
+cli.add_command(sweep_command)
 
 
 @cache.command("info", context_settings=CONTEXT, epilog=examples("sercache cache info cache/iemocap",

@@ -66,10 +66,16 @@ def cluster_request(values: dict[str, Any]) -> Any:
     except ValueError:
         raise ExtractError(f"--only-shards {values['only_shards']!r}: give task numbers, e.g. 2,5") from None
     return ClusterOptions(executor=values["executor"], shards=values["shards"], only=only, wait=values["wait"],
-                          partition=values["slurm_partition"], gpus_per_task=values["slurm_gpus_per_task"],
-                          cpus_per_task=values["slurm_cpus_per_task"], mem_gb=values["slurm_mem_gb"],
-                          time=values["slurm_time"], array_parallelism=values["slurm_array_parallelism"],
-                          setup=list(values["slurm_setup"]))
+                          slurm=slurm_settings(values))
+
+
+def slurm_settings(values: dict[str, Any]) -> Any:
+    from sercache.engines import SlurmSettings
+
+    return SlurmSettings(partition=values["slurm_partition"], gpus_per_task=values["slurm_gpus_per_task"],
+                         cpus_per_task=values["slurm_cpus_per_task"], mem_gb=values["slurm_mem_gb"],
+                         time=values["slurm_time"], array_parallelism=values["slurm_array_parallelism"],
+                         setup=list(values["slurm_setup"]))
 
 
 def run_on_cluster(opts: Any, cluster: Any, progress: bool) -> None:
@@ -103,4 +109,74 @@ def cache_status_command(path: Path) -> None:
     status = cache_status(path)
     click.echo(format_status(status))
     if status.unfinished:
+        sys.exit(1)
+
+
+@click.command("sweep", epilog=examples(
+    "sercache sweep cache/iemocap --heads gate,cmgi,wsum --layers 12,18,24 --seeds 3 --out sweeps/layers",
+    "sercache sweep cache/iemocap --heads gate,cmgi --out sweeps/S --backend dask --scheduler tcp://10.0.0.5:8786",
+    "sercache sweep cache/iemocap --heads gate --layers 6,12,18,24 --out sweeps/S --backend slurm --slurm-gpus-per-task 1"))
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--heads", required=True, help="Comma-separated heads, e.g. gate,cmgi,wsum (see `sercache heads`).")
+@click.option("--layers", default=None,
+              help="Comma-separated audio layers, e.g. 12,18,24 (default: the stream's last). Heads that read every "
+                   "stored layer (wsum) get one configuration.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory: one run per configuration.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--backend", type=click.Choice(["loky", "dask", "slurm"]), default="loky",
+              help="Where the fold x seed tasks run: local processes, a dask.distributed scheduler, or a SLURM array.")
+@click.option("--scheduler", default=None, help="dask scheduler address for --backend dask, e.g. tcp://host:8786.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Tasks at once for --backend loky.")
+@click.option("--fold", default="all", help="Folds: all, 1-based numbers (1,2) or names.")
+@click.option("--protocol", default=None, help="Fold protocol (default: the corpus's speaker-independent one).")
+@click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus).")
+@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: each head's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
+@click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
+@click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")
+@click.option("--slurm-gpus-per-task", type=int, default=0, help="GPUs per task for --backend slurm.")
+@click.option("--slurm-cpus-per-task", type=int, default=None, help="CPUs per task for --backend slurm.")
+@click.option("--slurm-mem-gb", type=float, default=None, help="Memory per task in GB for --backend slurm.")
+@click.option("--slurm-time", default="4:00:00", help="Time limit per task for --backend slurm.")
+@click.option("--slurm-array-parallelism", type=int, default=16, help="At most this many SLURM tasks at once.")
+@click.option("--slurm-setup", multiple=True, help="A shell line run before each SLURM task (repeatable).")
+def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int, backend: str,
+                  scheduler: str | None, jobs: int, fold: str, protocol: str | None, label_preset: str | None,
+                  audio_stream: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
+                  device: str, **slurm: Any) -> None:
+    """Train every head x layer configuration on CACHE and write one combined report.
+
+    Each configuration is a normal run directory under OUT; all their folds x seeds go through one
+    engine. Rerun the same command to resume an interrupted sweep.
+    """
+    from sercache.cli import _fail, replayable_command
+    from sercache.engines import EngineError
+    from sercache.splits import ProtocolError
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.run import RunError, TrainRequest
+    from sercache.train_heads.sweep import SweepRequest, run_sweep
+
+    try:
+        layer_list = [int(x) for x in layers.split(",")] if layers else [None]
+    except ValueError:
+        _fail(ValueError(f"--layers {layers!r}: give layer numbers, e.g. 12,18,24"))
+    head_list = [h.strip() for h in heads.split(",") if h.strip()]
+    base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
+                        labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, device=device,
+                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size}, progress_every=None)
+    req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,
+                       scheduler=scheduler, jobs=jobs, base=base, slurm=slurm_settings(slurm),
+                       command=replayable_command(click.get_current_context()))
+    try:
+        req.slurm.check()
+        runs, results = run_sweep(req, progress=lambda m: click.echo(m, err=True))
+    except (RunError, DataError, ProtocolError, CacheError, EngineError, KeyError, ValueError) as exc:
+        _fail(exc)
+    failed = [r for r in results if not r["ok"]]
+    click.echo(f"sweep: {out}  ({len(runs)} configuration(s); {len(results) - len(failed)} fold/seed trained, "
+               f"{len(failed)} failed); combined report: {out / 'report.md'}")
+    if failed:
         sys.exit(1)

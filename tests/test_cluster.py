@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import sercache
-from sercache.extract.cluster import ClusterOptions, resubmit_command, time_minutes
+from sercache.engines import time_minutes
+from sercache.extract.cluster import ClusterOptions, resubmit_command
 from sercache.extract.options import ExtractError
 from tests.conftest import extract_args
 

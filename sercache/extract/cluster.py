@@ -10,7 +10,6 @@ pickles once their task has ended (see :func:`drop_pickles`).
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import shlex
 import time
@@ -20,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sercache.engines import EngineError, SlurmSettings, make_executor
+from sercache.engines import drop_pickles as drop_engine_pickles
 from sercache.extract.options import ExtractError, ExtractOptions
 from sercache.store.atomic import write_text_atomic
 
@@ -36,13 +37,7 @@ class ClusterOptions:
     shards: int = 1
     only: list[int] | None = None          # resubmit just these task indices (1-based)
     devices: list[str] | None = None       # one local task per device (``--devices cuda:0,cuda:1``)
-    partition: str | None = None
-    gpus_per_task: int = 0
-    cpus_per_task: int | None = None
-    mem_gb: float | None = None
-    time: str = "4:00:00"
-    array_parallelism: int = 16
-    setup: list[str] = field(default_factory=list)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
     wait: bool = False
 
     def __post_init__(self) -> None:
@@ -55,29 +50,16 @@ class ClusterOptions:
         bad = [i for i in self.only or [] if not 1 <= i <= self.shards]
         if bad:
             raise ExtractError(f"--only-shards {bad[0]}: shards count from 1 to --shards {self.shards}")
-        if self.array_parallelism < 1:
-            raise ExtractError(f"--slurm-array-parallelism {self.array_parallelism}: must be at least 1")
-        time_minutes(self.time)  # refuse a bad --slurm-time before submitting
+        try:
+            self.slurm.check()  # a bad --slurm-time is refused before submitting
+        except EngineError as exc:
+            raise ExtractError(str(exc)) from None
         if self.executor == "local":
             self.wait = True  # local tasks are children of this process: it stays to see them through
 
     @property
     def indices(self) -> list[int]:
         return sorted(set(self.only)) if self.only else list(range(1, self.shards + 1))
-
-
-def time_minutes(spec: str) -> int:
-    """SLURM time ``[D-]HH:MM:SS``, ``HH:MM`` or minutes -> minutes (rounded up)."""
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", spec.strip())
-    if not m:
-        raise ExtractError(f"--slurm-time {spec!r}: use HH:MM:SS, D-HH:MM:SS or minutes, e.g. 4:00:00")
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    if b is None:  # plain minutes
-        minutes = a
-    else:
-        hours, mins, secs = (a, b, c or 0) if c is not None else (a, b, 0)
-        minutes = hours * 60 + mins + (secs > 0)
-    return minutes + (days or 0) * 24 * 60
 
 
 def options_to_json(opts: ExtractOptions) -> dict[str, Any]:
@@ -176,28 +158,8 @@ def check_before_submitting(opts: ExtractOptions) -> None:
         resolve_layers(opts.text_layers, config.num_hidden_layers, opts.text_model, "--text-layers")
 
 
-def make_executor(folder: Path, cluster: ClusterOptions) -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise ExtractError("--executor/--devices need submitit: pip install 'sercache[cluster]'") from None
-
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster.executor)
-    params: dict[str, Any] = {"name": "sercache-extract", "timeout_min": time_minutes(cluster.time)}
-    if cluster.cpus_per_task:
-        params["cpus_per_task"] = cluster.cpus_per_task
-    if cluster.mem_gb:
-        params["mem_gb"] = cluster.mem_gb
-    if cluster.executor == "slurm":
-        params["slurm_array_parallelism"] = cluster.array_parallelism
-        if cluster.partition:
-            params["slurm_partition"] = cluster.partition
-        if cluster.gpus_per_task:
-            params["slurm_gpus_per_task"] = cluster.gpus_per_task
-        if cluster.setup:
-            params["slurm_setup"] = list(cluster.setup)
-    executor.update_parameters(**params)
-    return executor
+def _executor(folder: Path, cluster: ClusterOptions) -> Any:
+    return make_executor(folder, cluster.executor, "sercache-extract", cluster.slurm)
 
 
 def submit_extract(opts: ExtractOptions, cluster: ClusterOptions) -> Submission:
@@ -209,7 +171,7 @@ def submit_extract(opts: ExtractOptions, cluster: ClusterOptions) -> Submission:
     options = options_to_json(opts)
     indices = cluster.indices
     devices = [cluster.devices[i - 1] if cluster.devices else None for i in indices]
-    executor = make_executor(folder, cluster)
+    executor = _executor(folder, cluster)
     try:
         jobs = executor.map_array(run_shard_task, [options] * len(indices), indices,
                                   [cluster.shards] * len(indices), [str(folder)] * len(indices), devices)
@@ -263,13 +225,7 @@ def wait_for(sub: Submission, progress: bool = True, poll: float = 1.0,
 
 def drop_pickles(sub: Submission, ended: dict[int, str]) -> None:
     """Remove submitit's pickles of tasks that have ended: a cache should hold no pickle once work is over."""
-    for i, job_id in sub.job_ids.items():
-        if i in ended:
-            for p in sub.folder.glob(f"{job_id}_*result.pkl"):
-                p.unlink(missing_ok=True)
-    if all(i in ended for i in sub.indices):
-        for p in sub.folder.glob("*.pkl"):
-            p.unlink(missing_ok=True)
+    drop_engine_pickles(sub.folder, [sub.job_ids[i] for i in ended])  # a task's own pickles: <job id>_*.pkl
 
 
 def resubmit_command(command: str, indices: list[int]) -> str:

@@ -10,25 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sercache.engines import SQUEUE_STATES, squeue_states
 from sercache.extract.cluster import Submission, read_submissions, resubmit_command, shard_marker
 from sercache.store.layout import LOCK_FILE
-
-SQUEUE_STATES = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "RUNNING": "running",
-                 "COMPLETING": "running", "SUSPENDED": "running"}
-
-
-def squeue_states(array_id: str) -> dict[str, str]:
-    """``{"123_0": "RUNNING", ...}`` for the tasks SLURM still lists ({} once it has forgotten the job)."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i %T"], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
 
 
 def lock_holders(cache: Path, index: int, count: int) -> list[str]:
