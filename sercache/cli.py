@@ -11,9 +11,18 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from sercache.cli_cluster import (
+    CLUSTER_OPTION_NAMES,
+    cache_status_command,
+    cluster_options,
+    cluster_request,
+    run_on_cluster,
+    sweep_command,
+)
 from sercache.cli_help import Sectioned, examples
 
 CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
@@ -84,12 +93,15 @@ def cli(verbose: int) -> None:
     ("Streams and models", ["streams", "ssl_model", "asr_model", "text_model", "layers", "text_layers",
                             "stream_names", "n_mfcc", "dtype"]),
     ("Compute", ["device", "precision", "batch_seconds", "chunk_seconds", "chunk_overlap"]),
-    ("Resuming and problems", ["overwrite", "strict", "flush_seconds", "no_progress"])],
+    ("Resuming and problems", ["overwrite", "strict", "flush_seconds", "no_progress"]),
+    ("Cluster", CLUSTER_OPTION_NAMES)],
     epilog=examples(
         "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --session 1",
         "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare",
         "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --streams ssl \\",
-        "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large"))
+        "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large",
+        "sercache extract /data/MSP-Podcast --corpus csv --out cache/msp --executor slurm --shards 64 \\",
+        "    --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option("--corpus", required=True, type=click.Choice(["iemocap", "ravdess", "emodb", "cremad", "csv"]),
               help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")
@@ -120,11 +132,12 @@ def cli(verbose: int) -> None:
 @click.option("--flush-seconds", type=float, default=30.0,
               help="Checkpoint finished batches to disk at least this often (an interruption loses at most this).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@cluster_options
 def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], streams: str, ssl_model: str,
             asr_model: str, text_model: str, layers: str | None, text_layers: str | None, device: str,
             precision: str, dtype: str, batch_seconds: float | None, chunk_seconds: float, chunk_overlap: float,
             n_mfcc: int, shard: str | None, stream_names: tuple[str, ...], overwrite: bool, strict: bool,
-            flush_seconds: float, no_progress: bool) -> None:
+            flush_seconds: float, no_progress: bool, **cluster: Any) -> None:
     """Run frozen encoders over a corpus once and store their outputs in the cache OUT.
 
     Rerunning the same command after an interruption resumes where it stopped; rerunning it
@@ -155,6 +168,9 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             n_mfcc=n_mfcc, shard=parse_shard(shard), overwrite=overwrite, strict=strict, progress=not no_progress,
             flush_seconds=flush_seconds,
             command=replayable_command(click.get_current_context()))
+        scale_out = cluster_request(cluster)
+        if scale_out is not None:
+            return run_on_cluster(opts, scale_out, progress=not no_progress)
         report = run_extract(opts)
     except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
         _fail(exc, status=1)
@@ -180,6 +196,10 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
 @cli.group(context_settings=CONTEXT)
 def cache() -> None:
     """Inspect and check a feature cache."""
+
+
+cache.add_command(cache_status_command)
+cli.add_command(sweep_command)
 
 
 @cache.command("info", context_settings=CONTEXT, epilog=examples("sercache cache info cache/iemocap",

@@ -234,7 +234,7 @@ def _train_task(run: str, fold: dict[str, Any], seed: int, config: dict[str, Any
     """One fold x seed (runs in a joblib worker): load the fold into memory, train, record."""
     import torch
 
-    if os.getpid() != parent:
+    if parent and os.getpid() != parent:  # parent 0: a dask or SLURM worker, which outlives no one
         exit_with_parent(parent)
 
     # Pooled heads multiply a few hundred small vectors: a second intra-op thread only adds
@@ -355,19 +355,23 @@ def _train_locked(req: TrainRequest, run: Path, config: dict[str, Any], folds: l
              for f, s in todo)
     for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
         results.append(res)
-        if res["ok"]:
-            chosen = (" ".join(f"{k}={v}" for k, v in res["selected"].items()) if res.get("selected")
-                      else f"best epoch {res['best_epoch']} of {res['epochs_run']} run")
-            if not res.get("selected") and res["best_epoch"] == config["train"]["epochs"]:
-                chosen += "; the last epoch allowed: undertrained? raise --epochs"
-            progress(f"{config['head']} {res['fold']} seed {res['seed']}: test UA {100 * res['ua']:.2f}% "
-                     f"WA {100 * res['wa']:.2f}% ({chosen}{', refit' if res.get('refit') else ''}, "
-                     f"{res['seconds']:.0f} s)")
-        else:
-            progress(f"{config['head']} {res['fold']} seed {res['seed']}: FAILED: {res['error']}")
+        progress(describe_result(config, res))
     for warning in result_warnings(results, len(config["labels"]["classes"])):
         progress(warning)
     return run, results
+
+
+def describe_result(config: dict[str, Any], res: dict[str, Any]) -> str:
+    """The progress line of one finished fold x seed."""
+    where = f"{config['head']} {res['fold']} seed {res['seed']}"
+    if not res["ok"]:
+        return f"{where}: FAILED: {res['error']}"
+    chosen = (" ".join(f"{k}={v}" for k, v in res["selected"].items()) if res.get("selected")
+              else f"best epoch {res['best_epoch']} of {res['epochs_run']} run")
+    if not res.get("selected") and res["best_epoch"] == config["train"]["epochs"]:
+        chosen += "; the last epoch allowed: undertrained? raise --epochs"
+    return (f"{where}: test UA {100 * res['ua']:.2f}% WA {100 * res['wa']:.2f}% "
+            f"({chosen}{', refit' if res.get('refit') else ''}, {res['seconds']:.0f} s)")
 
 
 def result_warnings(results: list[dict[str, Any]], n_classes: int) -> list[str]:

@@ -1,0 +1,182 @@
+"""The CLI side of scale-out: ``extract --executor/--shards/--devices/--slurm-*`` and ``cache status``.
+
+Kept out of cli.py so that the extract command's own body stays about extraction.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sercache.cli_help import examples
+
+CLUSTER_OPTION_NAMES = ["executor", "shards", "only_shards", "devices", "wait", "slurm_partition",
+                        "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_time",
+                        "slurm_array_parallelism", "slurm_setup"]
+
+_OPTIONS = [
+    click.option("--executor", type=click.Choice(["slurm", "local"]), default=None,
+                 help="Run --shards tasks as a SLURM job array (submitit), or as local processes."),
+    click.option("--shards", type=int, default=None,
+                 help="How many tasks to split the corpus into (task i runs --shard i/N). Needs --executor."),
+    click.option("--only-shards", default=None,
+                 help="Submit only these tasks, e.g. 2,5 (what `sercache cache status` prints for a resubmission)."),
+    click.option("--devices", default=None,
+                 help="One local worker per device, each on its own shards, e.g. cuda:0,cuda:1 (or cpu,cpu)."),
+    click.option("--wait", is_flag=True, help="Stay until every task has ended, with a progress bar (local: always)."),
+    click.option("--slurm-partition", default=None, help="SLURM partition (default: the cluster's default)."),
+    click.option("--slurm-gpus-per-task", type=int, default=0, help="GPUs per task (0: none requested)."),
+    click.option("--slurm-cpus-per-task", type=int, default=None, help="CPUs per task (default: the cluster's)."),
+    click.option("--slurm-mem-gb", type=float, default=None, help="Memory per task in GB (default: the cluster's)."),
+    click.option("--slurm-time", default="4:00:00", help="Time limit per task, HH:MM:SS or D-HH:MM:SS."),
+    click.option("--slurm-array-parallelism", type=int, default=16, help="At most this many tasks run at once."),
+    click.option("--slurm-setup", multiple=True,
+                 help="A shell line run before each task, e.g. \"module load cuda\" (repeatable)."),
+]
+
+
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def cluster_request(values: dict[str, Any]) -> Any:
+    """The ClusterOptions the user asked for, or None for a plain in-process extraction."""
+    from sercache.extract.cluster import ClusterOptions
+    from sercache.extract.options import ExtractError
+
+    if values["devices"]:
+        devices = [d.strip() for d in values["devices"].split(",") if d.strip()]
+        if values["executor"] == "slurm" or values["shards"]:
+            raise ExtractError("--devices runs one local worker per device; it excludes --executor slurm and --shards")
+        return ClusterOptions(devices=devices)
+    if values["executor"] is None:
+        used = [k for k in ("shards", "only_shards") if values[k]]
+        if used:
+            raise ExtractError(f"--{used[0].replace('_', '-')} needs --executor slurm or --executor local")
+        return None
+    if not values["shards"]:
+        raise ExtractError("--executor needs --shards N: how many tasks to split the corpus into")
+    try:
+        only = [int(x) for x in values["only_shards"].split(",")] if values["only_shards"] else None
+    except ValueError:
+        raise ExtractError(f"--only-shards {values['only_shards']!r}: give task numbers, e.g. 2,5") from None
+    return ClusterOptions(executor=values["executor"], shards=values["shards"], only=only, wait=values["wait"],
+                          slurm=slurm_settings(values))
+
+
+def slurm_settings(values: dict[str, Any]) -> Any:
+    from sercache.engines import SlurmSettings
+
+    return SlurmSettings(partition=values["slurm_partition"], gpus_per_task=values["slurm_gpus_per_task"],
+                         cpus_per_task=values["slurm_cpus_per_task"], mem_gb=values["slurm_mem_gb"],
+                         time=values["slurm_time"], array_parallelism=values["slurm_array_parallelism"],
+                         setup=list(values["slurm_setup"]))
+
+
+def run_on_cluster(opts: Any, cluster: Any, progress: bool) -> None:
+    """Submit, say where it went, and (``--wait``) follow it to the end; exit 1 if any task failed."""
+    from sercache.extract.cluster import submit_extract, wait_for
+    from sercache.extract.shard_status import cache_status, format_status
+
+    sub = submit_extract(opts, cluster)
+    what = f"SLURM job array {sub.array_id}" if sub.executor == "slurm" else "local processes"
+    click.echo(f"submitted {len(sub.indices)} shard task(s) of {sub.count} as {what}; logs in {sub.folder}")
+    if not cluster.wait:
+        click.echo(f"follow them with `sercache cache status {opts.out}` (or rerun with --wait)")
+        return
+    ended = wait_for(sub, progress=progress,
+                     on_change=lambda i, state: click.echo(f"shard {i}/{sub.count}: {state}") if not progress else None)
+    click.echo(format_status(cache_status(opts.out)))
+    if any(state != "done" for state in ended.values()):
+        sys.exit(1)
+
+
+@click.command("status", epilog=examples("sercache cache status cache/msp-podcast"))
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def cache_status_command(path: Path) -> None:
+    """Every submitted shard task: done, running (lock holder), failed (last log lines) or not started.
+
+    Prints the one command that resubmits exactly the failed and missing shards; they resume from
+    what they had stored. Exit status 1 while any shard is failed or not started.
+    """
+    from sercache.extract.shard_status import cache_status, format_status
+
+    status = cache_status(path)
+    click.echo(format_status(status))
+    if status.unfinished:
+        sys.exit(1)
+
+
+@click.command("sweep", epilog=examples(
+    "sercache sweep cache/iemocap --heads gate,cmgi,wsum --layers 12,18,24 --seeds 3 --out sweeps/layers",
+    "sercache sweep cache/iemocap --heads gate,cmgi --out sweeps/S --backend dask --scheduler tcp://10.0.0.5:8786",
+    "sercache sweep cache/iemocap --heads gate --layers 6,12,18,24 --out sweeps/S --backend slurm --slurm-gpus-per-task 1"))
+@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--heads", required=True, help="Comma-separated heads, e.g. gate,cmgi,wsum (see `sercache heads`).")
+@click.option("--layers", default=None,
+              help="Comma-separated audio layers, e.g. 12,18,24 (default: the stream's last). Heads that read every "
+                   "stored layer (wsum) get one configuration.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory: one run per configuration.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--backend", type=click.Choice(["loky", "dask", "slurm"]), default="loky",
+              help="Where the fold x seed tasks run: local processes, a dask.distributed scheduler, or a SLURM array.")
+@click.option("--scheduler", default=None, help="dask scheduler address for --backend dask, e.g. tcp://host:8786.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Tasks at once for --backend loky.")
+@click.option("--fold", default="all", help="Folds: all, 1-based numbers (1,2) or names.")
+@click.option("--protocol", default=None, help="Fold protocol (default: the corpus's speaker-independent one).")
+@click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus).")
+@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: each head's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
+@click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
+@click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")
+@click.option("--slurm-gpus-per-task", type=int, default=0, help="GPUs per task for --backend slurm.")
+@click.option("--slurm-cpus-per-task", type=int, default=None, help="CPUs per task for --backend slurm.")
+@click.option("--slurm-mem-gb", type=float, default=None, help="Memory per task in GB for --backend slurm.")
+@click.option("--slurm-time", default="4:00:00", help="Time limit per task for --backend slurm.")
+@click.option("--slurm-array-parallelism", type=int, default=16, help="At most this many SLURM tasks at once.")
+@click.option("--slurm-setup", multiple=True, help="A shell line run before each SLURM task (repeatable).")
+def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int, backend: str,
+                  scheduler: str | None, jobs: int, fold: str, protocol: str | None, label_preset: str | None,
+                  audio_stream: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
+                  device: str, **slurm: Any) -> None:
+    """Train every head x layer configuration on CACHE and write one combined report.
+
+    Each configuration is a normal run directory under OUT; all their folds x seeds go through one
+    engine. Rerun the same command to resume an interrupted sweep.
+    """
+    from sercache.cli import _fail, replayable_command
+    from sercache.engines import EngineError
+    from sercache.splits import ProtocolError
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.run import RunError, TrainRequest
+    from sercache.train_heads.sweep import SweepRequest, run_sweep
+
+    try:
+        layer_list = [int(x) for x in layers.split(",")] if layers else [None]
+    except ValueError:
+        _fail(ValueError(f"--layers {layers!r}: give layer numbers, e.g. 12,18,24"))
+    head_list = [h.strip() for h in heads.split(",") if h.strip()]
+    base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
+                        labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, device=device,
+                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size}, progress_every=None)
+    req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,
+                       scheduler=scheduler, jobs=jobs, base=base, slurm=slurm_settings(slurm),
+                       command=replayable_command(click.get_current_context()))
+    try:
+        req.slurm.check()
+        runs, results = run_sweep(req, progress=lambda m: click.echo(m, err=True))
+    except (RunError, DataError, ProtocolError, CacheError, EngineError, KeyError, ValueError) as exc:
+        _fail(exc)
+    failed = [r for r in results if not r["ok"]]
+    click.echo(f"sweep: {out}  ({len(runs)} configuration(s); {len(results) - len(failed)} fold/seed trained, "
+               f"{len(failed)} failed); combined report: {out / 'report.md'}")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,93 @@
+"""Cluster engines shared by extraction and sweeps: submitit executors, SLURM times, ``squeue``.
+
+A leaf module: it knows SLURM and submitit, nothing about caches or heads.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: ``squeue`` states -> what sercache calls them (anything else: the task has left the queue).
+SQUEUE_STATES = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "RUNNING": "running",
+                 "COMPLETING": "running", "SUSPENDED": "running"}
+
+
+class EngineError(ValueError):
+    """A cluster request that cannot be submitted (named option and the fix)."""
+
+
+@dataclass
+class SlurmSettings:
+    """``--slurm-*``: what each task asks the cluster for (None: the cluster's default)."""
+
+    partition: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    time: str = "4:00:00"
+    array_parallelism: int = 16
+    setup: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.array_parallelism < 1:
+            raise EngineError(f"--slurm-array-parallelism {self.array_parallelism}: must be at least 1")
+        time_minutes(self.time)
+
+
+def time_minutes(spec: str) -> int:
+    """SLURM time ``[D-]HH:MM:SS``, ``HH:MM`` or minutes -> minutes (rounded up)."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(spec).strip())
+    if not m:
+        raise EngineError(f"--slurm-time {spec!r}: use HH:MM:SS, D-HH:MM:SS or minutes, e.g. 4:00:00")
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if b is None:  # plain minutes
+        minutes = a
+    elif c is None:  # HH:MM
+        minutes = a * 60 + b
+    else:
+        minutes = a * 60 + b + (c > 0)
+    return minutes + (days or 0) * 24 * 60
+
+
+def make_executor(folder: Path, engine: str, name: str, slurm: SlurmSettings) -> Any:
+    """A submitit executor writing its scripts and logs into ``folder`` (``engine``: slurm | local)."""
+    try:
+        import submitit
+    except ImportError:
+        raise EngineError("cluster engines need submitit: pip install 'sercache[cluster]'") from None
+    executor = submitit.AutoExecutor(folder=folder, cluster=engine)
+    params: dict[str, Any] = {"name": name, "timeout_min": time_minutes(slurm.time)}
+    if slurm.cpus_per_task:
+        params["cpus_per_task"] = slurm.cpus_per_task
+    if slurm.mem_gb:
+        params["mem_gb"] = slurm.mem_gb
+    if engine == "slurm":
+        params["slurm_array_parallelism"] = slurm.array_parallelism
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+        if slurm.gpus_per_task:
+            params["slurm_gpus_per_task"] = slurm.gpus_per_task
+        if slurm.setup:
+            params["slurm_setup"] = list(slurm.setup)
+    executor.update_parameters(**params)
+    return executor
+
+
+def squeue_states(array_id: str) -> dict[str, str]:
+    """``{"123_0": "RUNNING", ...}`` for the tasks SLURM still lists ({} once it has forgotten the job)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i %T"], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
+
+
+def drop_pickles(folder: Path, job_ids: list[str] | None = None) -> None:
+    """Remove submitit's pickles (of these jobs, or all): a cache or run holds no pickle once work is over."""
+    for p in Path(folder).glob("*.pkl"):
+        if job_ids is None or any(p.name.startswith(f"{j}_") for j in job_ids):
+            p.unlink(missing_ok=True)

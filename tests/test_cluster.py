@@ -1,0 +1,195 @@
+"""Scale-out extraction: shard tasks through submitit (local processes, a real one-node SLURM), per-device
+workers, `cache status` and its resubmission command. Every sharded cache must equal, byte for byte, the
+cache one process extracts.
+
+The SLURM tests need a running cluster (`export SLURM_CONF=$(bash ci/slurm/start.sh)`, as `.ci/run` does);
+they skip without one unless SERCACHE_REQUIRE_SLURM=1, which `.ci/run` sets so CI can never skip them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sercache
+from sercache.engines import time_minutes
+from sercache.extract.cluster import ClusterOptions, resubmit_command
+from sercache.extract.options import ExtractError
+from tests.conftest import extract_args
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # identical numerics in every process
+STREAMS = "ssl,mfcc"
+
+
+def sercache_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True, env=ENV)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def assert_same_features(a: Path, b: Path) -> None:
+    """Every stored field of every stream and utterance is identical (dtype, shape and bytes)."""
+    x, y = sercache.open_cache(a), sercache.open_cache(b)
+    assert set(x.streams) == set(y.streams)
+    for name, info in x.streams.items():
+        ids = x.utt_ids(name)
+        assert ids and sorted(ids) == sorted(y.utt_ids(name)), name
+        for u in ids:
+            for field in info.frame_fields:
+                p, q = x.frames(name, u, name=field), y.frames(name, u, name=field)
+                assert p.dtype == q.dtype and p.shape == q.shape and p.tobytes() == q.tobytes(), (name, field, u)
+        for field in info.per_utterance_fields:
+            p, q = x.per_utterance(name, field, ids), y.per_utterance(name, field, ids)
+            assert p.dtype == q.dtype and np.array_equal(p, q) or p.tobytes() == q.tobytes(), (name, field)
+    x.close()
+    y.close()
+
+
+@pytest.fixture(scope="module")
+def reference(small_corpus, models, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "cache"
+    sercache_cli(*extract_args(small_corpus, out, models, streams=STREAMS))
+    return out
+
+
+def no_pickles_left(cache: Path) -> None:
+    assert not list(cache.rglob("*.pkl")), list(cache.rglob("*.pkl"))
+
+
+# ----------------------------------------------------------------------------- local engines
+def test_local_executor_shards_equal_one_process(small_corpus, models, reference, tmp_path):
+    out = tmp_path / "cache"
+    proc = sercache_cli(*extract_args(small_corpus, out, models, "--executor", "local", "--shards", "3",
+                                      streams=STREAMS))
+    assert "submitted 3 shard task(s) of 3 as local processes" in proc.stdout
+    assert "3 done" in proc.stdout and "every shard is done" in proc.stdout
+    assert sorted({s.split("-shard")[1] for s in sercache.open_cache(out).shards}) == ["1of3", "2of3", "3of3"]
+    assert_same_features(out, reference)
+    assert sercache_cli("cache", "verify", str(out)).stdout.strip().endswith("OK")
+    no_pickles_left(out)
+    status = sercache_cli("cache", "status", str(out))
+    assert status.stdout.count(" done ") == 3 and "resubmit" not in status.stdout
+
+
+def test_one_worker_per_device_equals_one_process(small_corpus, models, reference, tmp_path):
+    out = tmp_path / "cache"
+    proc = sercache_cli(*extract_args(small_corpus, out, models, "--devices", "cpu,cpu", streams=STREAMS))
+    assert "submitted 2 shard task(s) of 2" in proc.stdout, proc.stdout
+    markers = [json.loads(p.read_text()) for p in out.glob(".jobs/*/shard-*.json")]
+    assert sorted((m["index"], m["device"]) for m in markers) == [(1, "cpu"), (2, "cpu")]
+    assert_same_features(out, reference)
+
+
+def test_cluster_requests_are_checked_before_anything_is_submitted(small_corpus, models, tmp_path):
+    out = tmp_path / "cache"
+    cases = [
+        (["--shards", "3"], "--shards needs --executor slurm or --executor local"),
+        (["--executor", "local"], "--executor needs --shards N"),
+        (["--executor", "local", "--shards", "3", "--only-shards", "4"], "--only-shards 4: shards count from 1"),
+        (["--executor", "local", "--shards", "3", "--only-shards", "x"], "--only-shards 'x': give task numbers"),
+        (["--executor", "slurm", "--shards", "2", "--slurm-time", "soon"], "--slurm-time 'soon'"),
+        (["--executor", "local", "--shards", "2", "--shard", "1/2"], "--shard and --shards/--devices exclude"),
+        (["--devices", "cpu,cpu", "--executor", "slurm"], "--devices runs one local worker per device"),
+    ]
+    for extra, message in cases:
+        proc = sercache_cli(*extract_args(small_corpus, out, models, *extra, streams=STREAMS), check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)
+    bad_model = extract_args(small_corpus, out, {**models, "ssl": tmp_path / "nowhere"}, "--executor", "local",
+                             "--shards", "2", streams=STREAMS)
+    proc = sercache_cli(*bad_model, check=False)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
+    assert not (out / ".jobs").exists()  # nothing was submitted
+
+
+def test_slurm_times_and_resubmit_commands():
+    assert [time_minutes(t) for t in ("4:00:00", "0:30", "90", "1-00:00:00", "0:00:01")] == [240, 30, 90, 1440, 1]
+    with pytest.raises(ExtractError, match="--shards 0"):
+        ClusterOptions(executor="slurm", shards=0)
+    command = "sercache extract /c --corpus iemocap --out /x --executor slurm --shards 8 --only-shards 1,2"
+    assert shlex.split(resubmit_command(command, [3, 7]))[-2:] == ["--only-shards", "3,7"]
+    assert resubmit_command(command, [3]).count("--only-shards") == 1
+
+
+def test_status_of_a_cache_without_submissions(reference):
+    proc = sercache_cli("cache", "status", str(reference))
+    assert "no submitted extraction" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- a real SLURM
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+slurm = pytest.mark.skipif(not _slurm_up() and os.environ.get("SERCACHE_REQUIRE_SLURM") != "1",
+                           reason="no SLURM cluster here: export SLURM_CONF=$(bash ci/slurm/start.sh) first")
+
+
+def _squeue(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-r", "-j", job.split("_")[0], "-o", "%i %T"], capture_output=True,
+                         text=True)
+    return dict(line.split()[:2] for line in out.stdout.splitlines()).get(job, "")
+
+
+@slurm
+@pytest.mark.slow
+def test_slurm_job_array_equals_one_process_and_a_cancelled_task_resumes(small_corpus, models, reference, tmp_path):
+    # 1. three array tasks, waited for: the cache equals the single-process one
+    out = tmp_path / "cache"
+    proc = sercache_cli(*extract_args(small_corpus, out, models, "--executor", "slurm", "--shards", "3", "--wait",
+                                      "--slurm-time", "0:30:00", streams=STREAMS))
+    assert "as SLURM job array" in proc.stdout and "3 done" in proc.stdout
+    assert_same_features(out, reference)
+    script = next(out.glob(".jobs/*/*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-2" in script and "#SBATCH --time=30" in script
+    no_pickles_left(out)
+
+    # 2. task 2 is held at its setup line until `go` exists; it is cancelled while SLURM runs it
+    out2, go = tmp_path / "cache2", tmp_path / "go"
+    gate = (f'if [ "$SLURM_ARRAY_TASK_ID" = 1 ] && [ ! -e {go} ]; then echo "gate: holding task 1" >&2; '
+            f"while [ ! -e {go} ]; do sleep 0.2; done; fi")
+    waiter = subprocess.Popen([sys.executable, "-m", "sercache", *extract_args(
+        small_corpus, out2, models, "--executor", "slurm", "--shards", "3", "--wait", "--slurm-setup", gate,
+        streams=STREAMS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    record = None
+    while record is None or len(list(record.parent.glob("shard-*.json"))) < 2:  # tasks 1 and 3 finish
+        record = next(out2.glob(".jobs/*/submission.json"), None)
+        assert waiter.poll() is None, waiter.communicate()
+        time.sleep(0.2)
+    job = json.loads(record.read_text())["job_ids"]["2"]
+    log = Path(json.loads(record.read_text())["logs"]["2"]["stderr"])
+    while not (log.exists() and "gate: holding" in log.read_text()):
+        assert waiter.poll() is None, waiter.communicate()
+        time.sleep(0.2)
+    assert _squeue(job) == "RUNNING"
+    subprocess.run(["scancel", job], check=True)
+    stdout, stderr = waiter.communicate(timeout=600)
+    assert waiter.returncode == 1, stdout + stderr  # --wait saw the cancelled task and said so
+
+    status = sercache_cli("cache", "status", str(out2), check=False)
+    assert status.returncode == 1
+    assert "shard 2/3  failed" in status.stdout and "CANCELLED" in status.stdout, status.stdout
+    assert status.stdout.count(" done ") == 2
+    command = status.stdout.strip().splitlines()[-1].strip()
+    assert command.startswith("sercache extract") and command.endswith("--only-shards 2")
+    go.touch()
+    again = sercache_cli(*shlex.split(command)[1:])
+    assert "submitted 1 shard task(s) of 3" in again.stdout
+    final = sercache_cli("cache", "status", str(out2))
+    assert final.stdout.count(" done ") == 3 and "every shard is done" in final.stdout
+    assert_same_features(out2, reference)
+    no_pickles_left(out2)

@@ -1,0 +1,108 @@
+"""`sercache sweep`: heads x layers as run directories, one pool of fold x seed tasks, one combined report;
+the same numbers from loky, a dask.distributed cluster and a SLURM job array; resumable."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from sercache.cli import cli
+from tests.test_cluster import slurm
+
+TIMING = ("train s/epoch", "test inference s", "train s", "seconds")
+ARGS = ["--heads", "linear,mlp,wsum", "--layers", "1,2", "--seeds", "2", "--fold", "1,2", "--epochs", "3",
+        "--device", "cpu"]
+CONFIGS = ["linear-layer1", "linear-layer2", "mlp-layer1", "mlp-layer2", "wsum"]
+
+
+def sweep(cache: Path, out: Path, *extra: str) -> str:
+    result = CliRunner().invoke(cli, ["sweep", str(cache), *ARGS, "--out", str(out), *extra], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def numbers(out: Path) -> pd.DataFrame:
+    """The combined report's table without its timing columns (the only thing an engine may change)."""
+    table = pd.read_csv(out / "report.csv")
+    table["run"] = [Path(p).name for p in table.run]  # where the sweep lives is not a result
+    return table[[c for c in table.columns if not any(t in c for t in TIMING)]]
+
+
+def task_records(out: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
+    records = {}
+    for metrics in sorted(out.glob("*/*/seed*/metrics.json")):
+        m = {k: v for k, v in json.loads(metrics.read_text()).items() if "seconds" not in k}
+        records[str(metrics.parent.relative_to(out))] = (m, pd.read_csv(metrics.parent / "predictions.csv"))
+    return records
+
+
+def assert_same_sweep(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(numbers(a), numbers(b))
+    ra, rb = task_records(a), task_records(b)
+    assert ra.keys() == rb.keys() and len(ra) == len(CONFIGS) * 2 * 2
+    for key in ra:
+        assert ra[key][0] == rb[key][0], key
+        pd.testing.assert_frame_equal(ra[key][1], rb[key][1])
+
+
+@pytest.fixture(scope="module")
+def loky_sweep(signal_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sweep") / "loky"
+    sweep(signal_cache, out, "--jobs", "2")
+    return out
+
+
+def test_sweep_expands_the_grid_into_runs_and_one_report(loky_sweep):
+    assert sorted(p.name for p in loky_sweep.iterdir() if p.is_dir()) == CONFIGS
+    for name in CONFIGS:  # each configuration is a normal run, for `report`, `eval` and a resumed `train`
+        config = json.loads((loky_sweep / name / "config.json").read_text())
+        assert config["head"] == name.split("-")[0]
+        if "layer" in name:
+            assert config["roles"]["audio"]["layers"] == [int(name[-1])]
+    report = (loky_sweep / "report.md").read_text()
+    assert report.count("Paired differences") == len(CONFIGS) - 1 and "paired t p" in report
+    recorded = json.loads((loky_sweep / "sweep.json").read_text())
+    assert recorded["runs"] == CONFIGS and recorded["backend"] == "loky"
+
+
+def test_dask_cluster_gives_the_loky_numbers(signal_cache, loky_sweep, tmp_path):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        sweep(signal_cache, tmp_path / "dask", "--backend", "dask", "--scheduler", cluster.scheduler_address)
+    assert_same_sweep(loky_sweep, tmp_path / "dask")
+
+
+def test_an_interrupted_sweep_resumes_only_what_is_missing(signal_cache, loky_sweep, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(loky_sweep, out)
+    for lost in ("mlp-layer2", "wsum"):  # as if killed before these tasks finished
+        fold = sorted(p for p in (out / lost).iterdir() if p.is_dir())[0]
+        shutil.rmtree(fold / "seed1")
+    for p in out.glob("report.*"):
+        p.unlink()
+    output = sweep(signal_cache, out)
+    assert "18 already done, 2 to train" in output
+    assert_same_sweep(loky_sweep, out)
+
+
+def test_bad_sweeps_are_refused_before_training(signal_cache, tmp_path):
+    cases = [(["--heads", "nosuch"], "unknown head"), (["--heads", "linear", "--backend", "dask"], "--scheduler"),
+             (["--heads", "linear", "--layers", "x"], "--layers 'x'"), (["--heads", "linear", "--layers", "9"], "9")]
+    for extra, message in cases:
+        result = CliRunner().invoke(cli, ["sweep", str(signal_cache), *extra, "--out", str(tmp_path / "s")])
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+    assert not list((tmp_path / "s").glob("*/config.json"))
+
+
+@slurm
+@pytest.mark.slow
+def test_slurm_backend_gives_the_loky_numbers(signal_cache, loky_sweep, tmp_path):
+    out = tmp_path / "slurm"
+    sweep(signal_cache, out, "--backend", "slurm", "--slurm-time", "0:20:00")
+    assert_same_sweep(loky_sweep, out)
+    assert not list(out.rglob("*.pkl"))
