@@ -12,16 +12,9 @@ from click.testing import CliRunner
 
 from sercache.cli import cli
 from sercache.train_heads.config_file import OPTION_KEYS, RECORD_KEYS, load_train_file
-from tests.conftest import synthetic_manifest, write_signal_cache
 
 TIMINGS = {"train_seconds", "train_seconds_per_epoch", "test_inference_seconds"}
 RECORDS = {"command", "created", "protocol_default"}  # what a replay records differently, by design
-
-
-@pytest.fixture(scope="module")
-def small_cache(tmp_path_factory) -> Path:
-    """80 utterances (5 sessions x 2 speakers x 4 classes x 2) whose features carry the class. Read-only!"""
-    return write_signal_cache(tmp_path_factory.mktemp("small") / "cache", synthetic_manifest(2))
 
 
 def invoke(*args: str) -> click.testing.Result:
@@ -51,8 +44,8 @@ def assert_same_results(a: Path, b: Path) -> None:
     # a torch head, two seeds, refit, hyperparameters and validation speakers that are not the defaults
     ["--head", "gate", "--fold", "1", "--seeds", "2", "--epochs", "2", "--lr", "3e-3", "--batch-size", "8",
      "--set", "dropout=0.1", "--refit", "--valid-speakers", "2"],
-    # a closed-form head on two pooled streams (one recorded layer per stream), every fold
-    ["--head", "logreg", "--fold", "all", "--seeds", "1", "--audio-stream", "ssl,mfcc", "--text", "gold",
+    # a closed-form head on two pooled streams (one recorded layer per stream), two folds
+    ["--head", "logreg", "--fold", "1,3", "--seeds", "1", "--audio-stream", "ssl,mfcc", "--text", "gold",
      "--set", "with_text=true"]], ids=["gate", "logreg"])
 def test_a_runs_config_json_reproduces_the_run(small_cache, tmp_path, args):
     first = invoke(small_cache, *args, "--device", "cpu", "--no-progress", "--out", tmp_path / "run")
@@ -201,3 +194,19 @@ def test_load_train_file_maps_a_record_back_to_options(tmp_path):
     assert o["settings"] == ("dropout=0.1", 'x="1"') and o["audio_stream"] == "mfcc,ssl" and "layer" not in o
     assert "audio" not in file.overridden_by({"audio_stream": "ssl"}).layers
     assert "fold_file" not in file.overridden_by({"protocol": "loso"}).options
+
+
+def test_the_readme_yaml_example_is_a_valid_config_file(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("# gate.yaml"))
+    (tmp_path / "gate.yaml").write_text(block)
+    file = load_train_file(tmp_path / "gate.yaml")
+    assert file.options["head"] == "gate" and file.options["settings"] == ("dropout=0.1",)
+    assert file.train == {"schedule": "exponential", "gamma": 0.9}
+    params = {p.name: p for p in cli.commands["train"].params}
+    ctx = click.Context(cli.commands["train"])
+    for name, value in file.options.items():  # each value as the option takes it (cache: checked when it exists)
+        if name != "cache_dir":
+            params[name].type_cast_value(ctx, value)
