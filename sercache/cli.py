@@ -360,7 +360,8 @@ def train(**options: Any) -> None:
     """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
 
     Model selection uses the validation set only (carved from the training sessions or
-    speakers); the test fold is evaluated once, with the selected checkpoint.
+    speakers); the test fold is evaluated once, with the selected checkpoint. --config takes the
+    options from a YAML/JSON file; a run's own config.json replays that run.
     """
     from sercache.splits import ProtocolError
     from sercache.store.errors import CacheError
