@@ -210,3 +210,20 @@ def test_the_readme_yaml_example_is_a_valid_config_file(tmp_path):
     for name, value in file.options.items():  # each value as the option takes it (cache: checked when it exists)
         if name != "cache_dir":
             params[name].type_cast_value(ctx, value)
+
+
+def test_a_fold_file_run_replays_with_its_files_and_says_when_they_changed(small_cache, tmp_path):
+    from sercache.store import open_cache
+
+    utts = open_cache(small_cache).utterances
+    folds = tmp_path / "folds.csv"
+    pd.DataFrame({"utt_id": utts.utt_id, "fold": utts.session.map(lambda s: 1 + int(s) % 2)}).to_csv(folds, index=False)
+    made = invoke(small_cache, "--head", "linear", "--folds", folds, "--seeds", "1", "--epochs", "1", "--device", "cpu",
+                  "--no-progress", "--out", tmp_path / "run")
+    assert made.exit_code == 0, made.output
+    again = invoke("--config", tmp_path / "run" / "config.json", "--out", tmp_path / "again", "--no-progress")
+    assert again.exit_code == 0 and "with the same settings" in again.stderr, again.output
+    assert_same_results(tmp_path / "run", tmp_path / "again")
+    folds.write_text(folds.read_text().replace(",1\n", ",2\n", 3))  # three utterances move to the other fold
+    changed = invoke("--config", tmp_path / "run" / "config.json", "--out", tmp_path / "changed", "--no-progress")
+    assert changed.exit_code == 0 and "with these differences: protocol_options.sha1: stored" in changed.stderr
