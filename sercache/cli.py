@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,9 @@ from sercache.cli_cluster import (
     sweep_command,
 )
 from sercache.cli_help import Sectioned, examples
+
+if TYPE_CHECKING:
+    from sercache.train_heads.config_file import TrainFile
 
 CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -290,13 +293,6 @@ def labels(preset: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------- train / eval / report
-def _parse_value(text: str) -> object:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 @cli.command(context_settings=CONTEXT, cls=Sectioned, sections=[
     ("Model", ["head", "settings"]),
     ("Data", ["label_preset", "subset", "text", "audio_stream", "text_stream", "mfcc_stream", "text_aug_stream",
@@ -305,14 +301,18 @@ def _parse_value(text: str) -> object:
                               "holdout_session", "ratios", "split_seed"]),
     ("Optimisation (defaults: the head's, see `sercache heads`)", [
         "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit", "seeds"]),
-    ("Running and output", ["out", "jobs", "device", "progress_every", "no_progress"])],
+    ("Running and output", ["config_file", "out", "jobs", "device", "tensorboard", "progress_every", "no_progress"])],
     epilog=examples(
         "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate",
         "sercache train cache/emodb --head svm --audio-stream egemaps --out runs/svm        # lospk: EmoDB's default",
         "sercache train cache/ravdess --head logreg --audio-stream egemaps,mfcc --folds EmoBox/data/ravdess",
-        "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn"))
-@click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--head", required=True, type=click.Choice(_head_names()), help="Head to train (see `sercache heads`).")
+        "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn --tensorboard",
+        "sercache train --config runs/gate/config.json --out runs/gate-again    # reproduce a run",
+        "sercache train --config gate.yaml --lr 1e-4                   # a YAML file; options override it"))
+@click.argument("cache_dir", metavar="CACHE", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--head", type=click.Choice(_head_names()), help="Head to train (see `sercache heads`); required, "
+              "here or in --config.")
 @click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
 @click.option("--protocol", default=None, type=click.Choice(["loso", "lospk", "session-holdout", "random",
                                                              "predefined"]),
@@ -367,59 +367,35 @@ def _parse_value(text: str) -> object:
 @click.option("--no-progress", is_flag=True, help="No progress lines inside folds (fold results are still printed).")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
-def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_preset: str | None, subset: str, text: str,
-          audio_stream: str | None, text_stream: str | None, mfcc_stream: str | None, text_aug_stream: str | None,
-          layer: int | None,
-          text_layer: int | None, valid: str | None, valid_speakers: int | None, valid_fraction: float,
-          holdout_session: str, ratios: str, fold_file: Path | None,
-          split_seed: int, seeds: int, jobs: int, epochs: int | None, lr: float | None, batch_size: int | None, patience: int | None,
-          weight_decay: float | None, optimizer: str | None, settings: tuple[str, ...], normalize: bool | None,
-          refit: bool | None, progress_every: float, no_progress: bool, device: str, out: Path | None) -> None:
+@click.option("--tensorboard", is_flag=True,
+              help="Also write each fold and seed's curves (train loss, validation UA/WA, lr) as TensorBoard event "
+              "files in RUN/<fold>/seed<k>/tensorboard: `tensorboard --logdir RUN`. Needs pip install "
+              "'sercache[tensorboard]'.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Take the options from this YAML or JSON file (keys: the option names, e.g. lr: 3e-4, "
+              "set: {dropout: 0.2}; train: {schedule: step} for settings without an option), or from a run's "
+              "config.json to reproduce that run. Options given on the command line override the file.")
+def train(**options: Any) -> None:
     """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
 
     Model selection uses the validation set only (carved from the training sessions or
-    speakers); the test fold is evaluated once, with the selected checkpoint.
+    speakers); the test fold is evaluated once, with the selected checkpoint. --config takes the
+    options from a YAML/JSON file; a run's own config.json replays that run.
     """
     from sercache.splits import ProtocolError
     from sercache.store.errors import CacheError
+    from sercache.train_heads.config_file import load_train_file, request_from_options
     from sercache.train_heads.data import DataError
-    from sercache.train_heads.run import RunError, TrainRequest, run_training
+    from sercache.train_heads.run import RunError, run_training
 
-    hyper = {}
-    for item in settings:
-        if "=" not in item:
-            _fail(ValueError(f"--set {item!r}: use KEY=VALUE, e.g. --set dropout=0.2"))
-        k, v = item.split("=", 1)
-        hyper[k.strip()] = _parse_value(v.strip())
-    if fold_file is not None and protocol is not None:
-        _fail(ValueError(f"--folds {fold_file} replaces --protocol; drop --protocol {protocol}"))
-    if valid_speakers is not None and valid not in (None, "speakers"):
-        _fail(ValueError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
-                         f"not --valid {valid}"))
-    valid = "speakers" if valid_speakers is not None else valid
-    protocol = "folds" if fold_file is not None else protocol  # None: the corpus's default, chosen with the cache
-    options: dict[str, object] = {}
-    if protocol == "session-holdout":
-        options["session"] = holdout_session
-    if protocol == "random":
-        options["ratios"] = tuple(float(x) for x in ratios.split(","))
-    elif valid is not None or protocol != "session-holdout":
-        if valid is not None:
-            options["valid"] = valid
-        options["valid_fraction"] = valid_fraction
-        if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
-            options["valid_speakers"] = valid_speakers
-    streams = {k: v for k, v in (("audio", audio_stream), ("text", text_stream), ("mfcc", mfcc_stream),
-                                 ("text_aug", text_aug_stream)) if v}
-    req = TrainRequest(
-        cache=cache_dir, head=head, out=out, fold=fold, protocol=protocol, protocol_options=options, folds=fold_file,
-        labels=label_preset, subset=subset, text=text, streams=streams, layers={"audio": layer, "text": text_layer},
-        seeds=seeds, jobs=jobs, hyperparameters=hyper, split_seed=split_seed,
-        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
-               "weight_decay": weight_decay, "optimizer": optimizer, "normalize": normalize, "refit": refit},
-        progress_every=None if no_progress else progress_every,
-        device=device, command=replayable_command(click.get_current_context()))
+    ctx = click.get_current_context()
     try:
+        file, skip = None, ("no_progress", "progress_every", "config_file")
+        if options["config_file"] is not None:
+            file = _merge_config_file(ctx, options, load_train_file(options["config_file"]))
+            if options["head"] and file.file_only(options["head"]):  # the command line alone cannot redo the run
+                skip = ("no_progress", "progress_every")
+        req = request_from_options(options, file, command=replayable_command(ctx, skip))
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
         _fail(exc)
@@ -430,6 +406,26 @@ def train(cache_dir: Path, head: str, fold: str, protocol: str | None, label_pre
         for r in failed:
             click.echo(f"failed: {r['fold']} seed {r['seed']}: {r['error']}", err=True)
         sys.exit(1)
+
+
+def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainFile) -> TrainFile:
+    """Options not given on the command line take the --config file's values, checked as if typed."""
+    from click.core import ParameterSource
+
+    from sercache.train_heads.config_file import OPTION_KEYS, ConfigFileError
+
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    file = file.overridden_by(given)
+    params = {p.name: p for p in ctx.command.params}
+    for name, value in file.options.items():
+        try:
+            options[name] = params[name].type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            key = next(k for k, n in OPTION_KEYS.items() if n == name)
+            raise ConfigFileError(f"{file.path}: {key}: {exc.message}") from None
+    ctx.params.update(options)  # the recorded command spells out the file's values too
+    return file
 
 
 @cli.command("eval", context_settings=CONTEXT, epilog=examples(

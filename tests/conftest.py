@@ -100,3 +100,9 @@ def write_signal_cache(out: Path, manifest, signal: float = 1.0):  # noqa: ANN00
 def signal_cache(tmp_path_factory) -> Path:
     """A 240-utterance synthetic cache whose features carry a class-specific direction. Read-only!"""
     return write_signal_cache(tmp_path_factory.mktemp("signal") / "cache", synthetic_manifest())
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory) -> Path:
+    """80 utterances (5 sessions x 2 speakers x 4 classes x 2) whose features carry the class. Read-only!"""
+    return write_signal_cache(tmp_path_factory.mktemp("small") / "cache", synthetic_manifest(2))

@@ -144,7 +144,12 @@ def _validate(command: list[str], workdir: Path) -> None:
             missing = [a for a in args if f"'{a}' does not exist" in str(exc)]
             if not missing:
                 raise
-            (workdir / missing[0]).mkdir(parents=True, exist_ok=True)
+            path = workdir / missing[0]
+            if path.suffix in (".json", ".yaml", ".yml"):  # a file option (--config)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            else:
+                path.mkdir(parents=True, exist_ok=True)
     raise AssertionError(f"could not validate {command}")
 
 

@@ -87,8 +87,12 @@ def _segment_table(head: Head, data: Any, idx: np.ndarray) -> SegmentTable:
 
 def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray | None, *, epochs: int, seed: int,
                evaluate: Callable[..., tuple[dict[str, Any], float]], progress: Progress,
-               log: Callable[[str], None], where: str) -> FitResult:
-    """Train ``head`` on utterances ``tr`` for up to ``epochs`` epochs; select on ``va`` when given."""
+               log: Callable[[str], None], where: str,
+               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``head`` on utterances ``tr`` for up to ``epochs`` epochs; select on ``va`` when given.
+
+    ``on_epoch`` gets each epoch's curve row as soon as it is complete (the TensorBoard log).
+    """
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(cfg, [p for p in head.parameters() if p.requires_grad])
     by_segment = getattr(head, "batch_unit", "utterance") == "segment"
@@ -140,6 +144,8 @@ def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray |
         else:
             note = ""
         result.curve.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}" + (f"  valid loss {row['valid_loss']:.4f}  UA "
             f"{row['valid_ua']:.4f}  WA {row['valid_wa']:.4f}" if "valid_ua" in row else "") + f"  {row['train_seconds']:.1f}s")
         progress(f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}{note}, {row['train_seconds']:.1f} s",

@@ -39,14 +39,16 @@ from sercache.store.reader import FeatureStore
 from sercache.train_heads.data import labelled_utterances, recorded_roles, resolve_roles
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.pooled import load_fold
+from sercache.train_heads.tblog import require_tensorboard
 from sercache.train_heads.trainer import DONE, TrainConfig, TrainingError, train_fold
 
 log = logging.getLogger(__name__)
 
 FAILED = "FAILED"
 #: Keys of config.json that may differ when resuming a run (everything else must match).
+#: tensorboard: logging only; fold_warnings: follow from the fold files, whose SHA-1s protocol_options holds.
 RESUMABLE_KEYS = ("jobs", "command", "created", "fold_selection", "device", "seeds", "threads_per_task",
-                  "protocol_default")
+                  "protocol_default", "tensorboard", "fold_warnings")
 RUN_LOCK = ".lock"
 
 
@@ -80,6 +82,10 @@ class TrainRequest:
     command: str = ""
     #: Seconds between progress lines inside a fold (0: every epoch and batch; None: none). Not part of the run's config.
     progress_every: float | None = 10.0
+    #: Also write each fold/seed's curves as TensorBoard event files (``<fold>/seed<k>/tensorboard/``).
+    tensorboard: bool = False
+    #: The config.json of a run this request replays (``--config RUN/config.json``): differences are shown.
+    recorded: dict[str, Any] | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -96,6 +102,8 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
     if req.seeds < 1 or req.jobs < 1:
         raise RunError(f"seeds={req.seeds}, jobs={req.jobs}: both must be at least 1")
+    if req.tensorboard:
+        require_tensorboard()
     cache = open_cache(req.cache)
     head_cls = get_head(req.head)
     valid = head_cls.hyperparameters()
@@ -157,7 +165,7 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
         "split_seed": req.split_seed, "text_source": req.text if "text" in roles else None,
         "speaker_independent": all(f.speaker_independent for f in folds), "n_utterances": len(table),
         "dropped_utterances": int(len(cache.utterances) - len(table)), "seeds": list(range(req.seeds)),
-        "fold_selection": req.fold, "jobs": req.jobs,
+        "fold_selection": req.fold, "jobs": req.jobs, "tensorboard": req.tensorboard,
         "threads_per_task": max(1, (os.cpu_count() or 1) // req.jobs), "device": req.device, "sercache_version": __version__,
         "command": req.command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -192,10 +200,8 @@ def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> dic
     cfg_path = run / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path, "the run's settings", "Delete the run directory and train again, or give a new --out.")
-        diff = [k for k in sorted(set(old) | set(config)) if k not in RESUMABLE_KEYS
-                and json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(config.get(k), sort_keys=True, default=str)]
-        if diff:
-            changes = "; ".join(describe_change(k, old.get(k), config.get(k)) for k in diff)
+        changes = settings_changes(old, config)
+        if changes:
             raise RunError(f"{run} holds a run made with other settings: {changes}. Give a new --out, or delete that "
                            "folder to start over")
         known = {f.name for f in load_folds(run / "folds.json")}
@@ -203,12 +209,19 @@ def prepare_run_dir(run: Path, config: dict[str, Any], folds: list[Fold]) -> dic
         if new:
             save_folds(load_folds(run / "folds.json") + new, run / "folds.json")
         seeds = sorted(set(old.get("seeds", [])) | set(config["seeds"]))
-        config = {**old, "seeds": seeds, "command": config["command"]}
+        config = {**old, "seeds": seeds, "command": config["command"], "tensorboard": config.get("tensorboard", False)}
     run.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cfg_path, json.dumps(config, indent=1, default=str))  # a full disk never leaves half a file
     if not (run / "folds.json").exists():
         save_folds(folds, run / "folds.json")
     return config
+
+
+def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The settings two run configs differ in (not the RESUMABLE_KEYS), down to the values; "" if none."""
+    diff = [k for k in sorted(set(old) | set(new)) if k not in RESUMABLE_KEYS
+            and json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]
+    return "; ".join(describe_change(k, old.get(k), new.get(k)) for k in diff)
 
 
 def describe_change(key: str, stored: Any, asked: Any, width: int = 80) -> str:
@@ -328,6 +341,10 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
                        "then rerun `sercache cache verify`.")
     if "protocol_default" in config:
         progress(f"protocol: {config['protocol_default']} (--protocol to choose another)")
+    if req.recorded is not None:
+        changes = settings_changes(req.recorded, config)
+        progress("--config: replaying a recorded run " + (f"with these differences: {changes}" if changes
+                                                           else "with the same settings"))
     run = Path(req.out) if req.out else default_run_dir(req, config["protocol"])
     # One `sercache train` per run directory: a second one would train the same tasks and interleave logs.
     with ExclusiveLock(run / RUN_LOCK, f"{run} is being trained into by another `sercache train` ({{holder}}). Wait "

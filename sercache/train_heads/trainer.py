@@ -33,6 +33,7 @@ from sercache.train_heads.heads import HEADS
 from sercache.train_heads.heads.base import Head, HeadOutput
 from sercache.train_heads.metrics import ccc, classification_metrics
 from sercache.train_heads.segments import SegmentTable
+from sercache.train_heads.tblog import CurveLog
 
 DONE = "DONE"
 __all__ = ["DONE", "TrainConfig", "TrainingError", "evaluate", "load_checkpoint", "make_optimizer", "train_fold"]
@@ -153,7 +154,8 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def _fit(head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data: Any, tr: np.ndarray,
          va: np.ndarray | None, *, seed: int, epochs: int | None, selected: dict[str, Any] | None,
-         progress: Progress, log: Callable[[str], None], where: str) -> tuple[Head, FitResult, float]:
+         progress: Progress, log: Callable[[str], None], where: str,
+         on_row: Callable[[dict[str, Any]], None] | None = None) -> tuple[Head, FitResult, float]:
     """Build a fresh head (same seed, same initial weights) and fit it on ``tr``; returns (head, result, seconds).
 
     ``va`` given: select on it (epochs, or the classical grid). ``va`` None: a refit, for ``epochs``
@@ -171,9 +173,12 @@ def _fit(head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data
             closed_form.refit(head, data, tr, selected)
             result = FitResult(curve=[{"candidate": 0, **{k: str(v) for k, v in selected.items()},
                                        "fit_seconds": time.perf_counter() - start}], selected=dict(selected))
+        if on_row is not None:  # no epochs to watch: the grid's candidates once fitted
+            for row in result.curve:
+                on_row(row)
     else:
         result = fit_epochs(head, data, cfg, tr, va, epochs=epochs or cfg.epochs, seed=seed, evaluate=evaluate,
-                            progress=progress, log=log, where=where)
+                            progress=progress, log=log, where=where, on_epoch=on_row)
     return head, result, time.perf_counter() - start
 
 
@@ -186,10 +191,22 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
     Returns the test metrics (and timings, the selection, sizes).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = Progress(progress, progress_every)
+    curves = CurveLog(out_dir) if run_config.get("tensorboard") else None
+    try:
+        return _train_fold(out_dir, head_name, hyperparameters, cfg, data, train_ids, valid_ids, test_ids, seed,
+                           label_names, run_config, log, Progress(progress, progress_every), curves)
+    finally:
+        if curves is not None:
+            curves.close()
+
+
+def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data: Any,
+                train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int, label_names: list[str],
+                run_config: dict[str, Any], log: Any, report: Progress, curves: CurveLog | None) -> dict[str, Any]:
     tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
     head, fit, seconds = _fit(head_name, hyperparameters, cfg, data, tr, va, seed=seed, epochs=None, selected=None,
-                              progress=report, log=log, where=str(out_dir))
+                              progress=report, log=log, where=str(out_dir),
+                              on_row=(lambda row: curves.row("select", row)) if curves else None)
     curve = [{"phase": "select", **row} for row in fit.curve]
     final_train = tr
     if cfg.refit and len(va):
@@ -200,7 +217,8 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
         log(f"refit on training + validation: {what}")
         head, refit, refit_seconds = _fit(head_name, hyperparameters, cfg, data, final_train, None, seed=seed,
                                           epochs=fit.best_epoch, selected=fit.selected if head.closed_form else None,
-                                          progress=report, log=log, where=str(out_dir))
+                                          progress=report, log=log, where=str(out_dir),
+                                          on_row=(lambda row: curves.row("refit", row)) if curves else None)
         curve += [{"phase": "refit", **row} for row in refit.curve]
         seconds += refit_seconds
     if data.device.type == "cuda":
@@ -222,6 +240,8 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
     report(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
            + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
               f" ({' '.join(f'{k}={v}' for k, v in fit.selected.items())} selected on validation)"), force=True)
+    if curves is not None:
+        curves.test(metrics, fit.best_epoch)
     write_records(out_dir, head, run_config, hyperparameters, cfg, curve, data, te, test, metrics, label_names)
     return metrics
 

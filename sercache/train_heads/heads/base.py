@@ -190,7 +190,8 @@ def _hyperparameter_rule(key: str, default: Any, value: Any) -> str:
     if key.endswith("_seconds") or key in ("frame_rate", "temperature"):
         if not (number and value > 0):
             return "give a positive number"
-    if key.endswith("_weight") or key in ("mixup_alpha", "focal_gamma", "token_expansion", "channel_expansion"):
+    weight = key.endswith("_weight") and key != "class_weight"  # class_weight: "balanced" or None
+    if weight or key in ("mixup_alpha", "focal_gamma", "token_expansion", "channel_expansion"):
         if not (number and value >= 0):
             return "give a number of at least 0"
     if key == "C":

@@ -1,0 +1,326 @@
+"""``sercache train --config FILE``: the train options from a YAML or JSON file, or a run's own config.json.
+
+Two kinds of file are read:
+
+* a hand-written file: its keys are the train options' long names (``batch_size`` or ``batch-size``,
+  ``labels``, ``folds``, ``set``...), plus an optional ``train:`` mapping for optimisation settings the
+  command line has no option for (``schedule``, ``gamma``, ``grad_clip``...: :class:`TrainConfig`'s fields).
+  ``set`` is a mapping (``set: {dropout: 0.2}``) or a list of ``KEY=VALUE`` strings. Records of a run
+  (``created``, ``command``, ``encoders``...) make no sense there and are refused like unknown keys.
+* a run's ``config.json`` (recognised by its ``sercache_version`` key): its resolved settings are mapped
+  back to the options that reproduce the run (every hyperparameter and training setting spelled out, the
+  protocol chosen explicitly), and its records (``created``, ``command``, ``encoders``, ``n_utterances``,
+  ``threads_per_task``...) are accepted and not used.
+
+Relative paths in a file are taken from the current directory, as on the command line. Options given
+on the command line override the file; one that contradicts other values of the file drops them too
+(see :meth:`TrainFile.overridden_by`).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sercache.train_heads.run import RunError, TrainRequest
+from sercache.train_heads.trainer import TrainConfig
+
+#: File key -> the train command's parameter name. Every train option but --config itself.
+OPTION_KEYS: dict[str, str] = {
+    "cache": "cache_dir", "head": "head", "set": "settings", "labels": "label_preset", "subset": "subset",
+    "text": "text", "audio_stream": "audio_stream", "text_stream": "text_stream", "mfcc_stream": "mfcc_stream",
+    "text_aug_stream": "text_aug_stream", "layer": "layer", "text_layer": "text_layer", "fold": "fold",
+    "protocol": "protocol", "folds": "fold_file", "valid": "valid", "valid_speakers": "valid_speakers",
+    "valid_fraction": "valid_fraction", "session": "holdout_session", "ratios": "ratios", "split_seed": "split_seed",
+    "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
+    "weight_decay": "weight_decay", "optimizer": "optimizer", "normalize": "normalize", "refit": "refit",
+    "seeds": "seeds", "out": "out", "jobs": "jobs", "device": "device", "tensorboard": "tensorboard",
+    "progress_every": "progress_every", "no_progress": "no_progress"}
+#: TrainConfig fields that have their own option (the others come from a file's ``train:`` only).
+TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit")
+#: Keys of a run's config.json (see run.plan_run): mapped back to options, or records not used.
+RECORD_KEYS = frozenset({
+    "cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "protocol_options",
+    "protocol_default", "fold_warnings", "subset", "split_seed", "text_source", "speaker_independent",
+    "n_utterances", "dropped_utterances", "seeds", "fold_selection", "jobs", "threads_per_task", "device",
+    "tensorboard", "sercache_version", "command", "created"})
+#: Stream option of each role, and the layer option of the roles that have one.
+ROLE_STREAM = {"audio": "audio_stream", "text": "text_stream", "mfcc": "mfcc_stream", "text_aug": "text_aug_stream"}
+ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
+#: An option given on the command line also drops these values of the file, which would contradict it.
+DROPS = {"protocol": ("fold_file",), "fold_file": ("protocol",), "valid": ("valid_speakers",),
+         "valid_speakers": ("valid",), "text": ("text_stream", "text_layer"), "text_stream": ("text_layer",),
+         "audio_stream": ("layer",)}
+
+
+class ConfigFileError(RunError):
+    """A --config file that cannot be used (names the file, the key and what is valid)."""
+
+
+@dataclass(frozen=True)
+class TrainFile:
+    """What a --config file sets."""
+
+    path: Path
+    #: parameter name -> value as the command line would give it (``settings``: ``KEY=VALUE`` strings)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: TrainConfig fields with no option (from ``train:``, or all of a run's recorded ones)
+    train: dict[str, Any] = field(default_factory=dict)
+    #: role -> recorded layers that no single --layer expresses (several pooled streams; mfcc, text_aug)
+    layers: dict[str, list[int]] = field(default_factory=dict)
+    record: bool = False  # a run's config.json
+    recorded: dict[str, Any] | None = None  # that config.json, to show how a replay differs from it
+
+    def overridden_by(self, given: Mapping[str, Any]) -> TrainFile:
+        """The file's values that still apply once the options in ``given`` (name -> value) are set.
+
+        Besides the options themselves: --folds and --protocol replace each other, --valid and
+        --valid-speakers too; a stream option drops the file's layer for that role (and --text the
+        text stream). A run's hyperparameters and training settings belong to its head: another
+        --head drops them, so that head's defaults apply.
+        """
+        options, train, layers = dict(self.options), dict(self.train), dict(self.layers)
+        for name in given:
+            for dropped in (name, *DROPS.get(name, ())):
+                options.pop(dropped, None)
+        for role, stream in ROLE_STREAM.items():
+            if stream in given or (role == "text" and "text" in given):
+                layers.pop(role, None)
+        if self.record and "head" in given and given["head"] != self.options.get("head"):
+            train = {}
+            for name in ("settings", *TRAIN_OPTIONS):
+                options.pop(name, None)
+        return replace(self, options=options, train=train, layers=layers)
+
+    def file_only(self, head: str) -> dict[str, Any]:
+        """Settings of ``train`` the command line cannot give and that differ from ``head``'s defaults."""
+        if not self.train:
+            return {}
+        defaults = TrainConfig.for_head(head, {})
+        return {k: v for k, v in self.train.items() if getattr(defaults, k) != v}
+
+
+def load_train_file(path: Path | str) -> TrainFile:
+    """Read ``path`` (``.json``: JSON; otherwise YAML) into the train options it sets."""
+    path = Path(path)
+    data = _read(path)
+    if "sercache_version" in data:
+        return _from_record(path, data)
+    options: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in seen:
+            raise ConfigFileError(f"{path}: {key!r} and {seen[name]!r} are the same option; give it once")
+        seen[name] = str(key)
+        if name == "train":
+            train = _train_section(path, value)
+        elif name == "set":
+            options["settings"] = settings_words(path, value)
+        elif name in OPTION_KEYS:  # lists where the command line takes a comma list (ratios, streams, fold)
+            options[OPTION_KEYS[name]] = ",".join(map(str, value)) if isinstance(value, list) else value
+        else:
+            why = (" (a record of a run's config.json: a hand-written file gives options)" if name in RECORD_KEYS
+                   else "")
+            raise ConfigFileError(f"{path}: unknown key {key!r}{why}; valid keys: "
+                                  + ", ".join(sorted([*OPTION_KEYS, "train"])))
+    for name in TRAIN_OPTIONS:  # train: {lr: ...} is the option lr
+        if name in train:
+            if name in options:
+                raise ConfigFileError(f"{path}: {name} is given twice (as {name!r} and in 'train'); give it once")
+            options[name] = train.pop(name)
+    return TrainFile(path, options, train)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"--config {path}: cannot be read ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigFileError(f"--config {path} is not valid JSON ({exc})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 - a SafeLoader, duplicate keys refused
+        except yaml.YAMLError as exc:
+            raise ConfigFileError(f"--config {path} is not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"--config {path}: expected a mapping of option names to values (lr: 3e-4), "
+                              f"found a {type(data).__name__}")
+    return data
+
+
+def _unique_keys_loader() -> type:
+    """PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: JSON where it parses (numbers, true/false, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def settings_words(path: Path, value: Any) -> tuple[str, ...]:
+    """A file's ``set`` (mapping, or list of KEY=VALUE) as --set words that parse back to the same values."""
+    if isinstance(value, Mapping):
+        return tuple(f"{k}={v if isinstance(v, str) and parse_value(v) == v else json.dumps(v)}"
+                     for k, v in value.items())
+    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
+        return tuple(value)
+    raise ConfigFileError(f"{path}: set: give a mapping (set: {{dropout: 0.2}}) or a list of KEY=VALUE strings, "
+                          f"not {value!r}")
+
+
+def _train_section(path: Path, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigFileError(f"{path}: train: give a mapping of training settings (train: {{schedule: step}})")
+    types = {f.name: type(f.default) for f in fields(TrainConfig)}
+    out = {}
+    for key, v in value.items():
+        if key not in types:
+            raise ConfigFileError(f"{path}: unknown key 'train.{key}'; valid keys: {', '.join(types)}")
+        want = types[key]
+        if want is float and isinstance(v, str):  # YAML reads 1e-4 (no dot) as text
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ConfigFileError(f"{path}: train.{key}: {v!r} is not a {want.__name__}")
+        out[key] = v
+    return out
+
+
+def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
+    """A run's config.json -> the options that reproduce that run."""
+    from sercache.train_heads.heads import get_head
+
+    unknown = sorted(set(cfg) - RECORD_KEYS)
+    if unknown:
+        raise ConfigFileError(f"{path}: unknown key {unknown[0]!r} in this run's config.json; valid keys: "
+                              + ", ".join(sorted(RECORD_KEYS)))
+    missing = [k for k in ("cache", "head", "hyperparameters", "train", "roles", "labels", "protocol",
+                           "protocol_options", "subset", "split_seed", "seeds", "fold_selection") if k not in cfg]
+    if missing:
+        raise ConfigFileError(f"{path}: a run's config.json without {', '.join(map(repr, missing))}; it is "
+                              "damaged or not a sercache run")
+    try:
+        head = get_head(cfg["head"])
+    except KeyError as exc:
+        raise ConfigFileError(f"{path}: head: {exc.args[0]}") from None
+    o: dict[str, Any] = {
+        "cache_dir": cfg["cache"], "head": cfg["head"], "settings": settings_words(path, cfg["hyperparameters"]),
+        "label_preset": cfg["labels"]["preset"], "subset": cfg["subset"], "split_seed": cfg["split_seed"],
+        "text": cfg.get("text_source") or "asr", "fold": cfg["fold_selection"], "seeds": max(cfg["seeds"]) + 1,
+        **{k: cfg[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
+    train = dict(cfg["train"])
+    unknown = sorted(set(train) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ConfigFileError(f"{path}: unknown training setting {unknown[0]!r}; valid ones: "
+                              + ", ".join(f.name for f in fields(TrainConfig)))
+    # closed-form heads take none of the optimiser's settings (recorded as the base defaults, lr 0 among them)
+    for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:
+        if name in train:
+            o[name] = train.pop(name)
+    layers: dict[str, list[int]] = {}
+    for role, spec in cfg["roles"].items():
+        if role not in ROLE_STREAM:
+            raise ConfigFileError(f"{path}: roles: unknown role {role!r}; roles: {', '.join(ROLE_STREAM)}")
+        o[ROLE_STREAM[role]] = spec["stream"]
+        if role in head.multi_layer_roles:  # every stored layer, resolved again
+            continue
+        if role in ROLE_LAYER and len(spec["layers"]) == 1:
+            o[ROLE_LAYER[role]] = spec["layers"][0]
+        else:
+            layers[role] = [int(v) for v in spec["layers"]]
+    popts = cfg["protocol_options"]
+    if cfg["protocol"] == "folds":
+        o["fold_file"] = popts["path"]
+    else:
+        o["protocol"] = cfg["protocol"]
+    if "session" in popts:
+        o["holdout_session"] = str(popts["session"])
+    if "ratios" in popts:
+        o["ratios"] = ",".join(str(r) for r in popts["ratios"])
+    for key in ("valid", "valid_fraction", "valid_speakers"):
+        if key in popts:
+            o[key] = popts[key]
+    return TrainFile(path, o, train, layers, record=True, recorded=cfg)
+
+
+def request_from_options(o: Mapping[str, Any], file: TrainFile | None = None, command: str = "") -> TrainRequest:
+    """The :class:`TrainRequest` of the train command's options (parameter name -> value), ``file``'s extras added."""
+    if o.get("cache_dir") is None:
+        raise RunError("no CACHE: give the cache directory (sercache train CACHE --head ...), or cache: in --config")
+    if not o.get("head"):
+        raise RunError("no --head: give one (see `sercache heads`), or head: in --config")
+    hyper = {}
+    for item in o["settings"]:
+        if "=" not in item:
+            raise RunError(f"--set {item!r}: use KEY=VALUE, e.g. --set dropout=0.2")
+        k, v = item.split("=", 1)
+        hyper[k.strip()] = parse_value(v.strip())
+    fold_file, protocol, valid = o["fold_file"], o["protocol"], o["valid"]
+    if fold_file is not None and protocol is not None:
+        raise RunError(f"--folds {fold_file} replaces --protocol; drop --protocol {protocol}")
+    valid_speakers = o["valid_speakers"]
+    if valid_speakers is not None and valid not in (None, "speakers"):
+        raise RunError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
+                       f"not --valid {valid}")
+    valid = "speakers" if valid_speakers is not None else valid
+    protocol = "folds" if fold_file is not None else protocol  # None: the corpus's default, chosen with the cache
+    options: dict[str, object] = {}
+    if protocol == "session-holdout":
+        options["session"] = o["holdout_session"]
+    if protocol == "random":
+        try:
+            options["ratios"] = tuple(float(x) for x in str(o["ratios"]).split(","))
+        except ValueError:
+            raise RunError(f"--ratios {o['ratios']!r}: give train,valid,test fractions, e.g. 0.8,0.1,0.1") from None
+    elif valid is not None or protocol != "session-holdout":
+        if valid is not None:
+            options["valid"] = valid
+        options["valid_fraction"] = o["valid_fraction"]
+        if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
+            options["valid_speakers"] = valid_speakers
+    streams = {role: o[name] for role, name in ROLE_STREAM.items() if o.get(name)}
+    layers: dict[str, Any] = {"audio": o["layer"], "text": o["text_layer"]}
+    for role, recorded in (file.layers if file else {}).items():
+        if layers.get(role) is None:
+            layers[role] = recorded
+    train = {**(file.train if file else {}), **{k: o[k] for k in TRAIN_OPTIONS}}
+    return TrainRequest(
+        cache=Path(o["cache_dir"]), head=o["head"], out=o["out"], fold=str(o["fold"]), protocol=protocol,
+        protocol_options=options, folds=fold_file, labels=o["label_preset"], subset=o["subset"], text=o["text"],
+        streams=streams, layers=layers, seeds=o["seeds"], jobs=o["jobs"], hyperparameters=hyper,
+        split_seed=o["split_seed"], train=train, progress_every=None if o["no_progress"] else o["progress_every"],
+        device=o["device"], tensorboard=bool(o.get("tensorboard")), command=command,
+        recorded=file.recorded if file is not None else None)
