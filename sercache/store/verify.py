@@ -195,16 +195,21 @@ def _check_frame_counts(f: h5py.File, index: Any, table: pd.DataFrame, bad: Any)
         return
     n_samples = f[PU]["n_samples"][()]
     lengths = f[PU]["n_frames"][()] if "n_frames" in f[PU] else index.lengths
-    rows = table.set_index("utt_id")
+    # the manifest's durations, aligned with the stream's utterances (NaN: not in the manifest); one
+    # vectorised comparison, as a pandas row lookup per utterance dominated verify at 200k utterances
+    rows = table.drop_duplicates("utt_id").set_index("utt_id").reindex(list(index.utt_ids))
     rate = 16_000
-    for u, ns, length in zip(index.utt_ids, n_samples, lengths):
+    durations = pd.to_numeric(rows.duration_s, errors="coerce").to_numpy(dtype=float)
+    tolerance = 1e-3 + 1.0 / np.maximum(pd.to_numeric(rows.sample_rate, errors="coerce").fillna(1).to_numpy(float), 1)
+    encoded = np.asarray(n_samples, dtype=np.int64) / rate
+    with np.errstate(invalid="ignore"):
+        off = np.isfinite(durations) & (np.abs(encoded - durations) > tolerance)
+    for i, (u, ns, length) in enumerate(zip(index.utt_ids, n_samples, lengths)):
         expected = _expected_frames(rule, int(ns))
         if expected >= 0 and expected != int(length):
             bad(u, f"{int(length)} frames stored, {expected} expected for {int(ns)} samples")
-        if u in rows.index:
-            r = rows.loc[u]
-            if np.isfinite(r.duration_s) and abs(int(ns) / rate - float(r.duration_s)) > 1e-3 + 1.0 / max(r.sample_rate, 1):
-                bad(u, f"{int(ns) / rate:.3f} s of audio encoded, manifest says {float(r.duration_s):.3f} s")
+        if off[i]:
+            bad(u, f"{encoded[i]:.3f} s of audio encoded, manifest says {durations[i]:.3f} s")
 
 
 def _blocks(offsets: np.ndarray, row_bytes: int) -> Iterator[tuple[int, int]]:
