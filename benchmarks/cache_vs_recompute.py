@@ -1,14 +1,16 @@
 """One training epoch of ``gate`` on the same 200 utterances: from the cache vs recomputing encoders.
 
-* recompute (the published way): inside the data loop, every epoch, a HuBERT-base-sized
-  encoder (12 x 768), a wav2vec2-base-sized CTC ASR model (greedy transcripts) and a
-  BERT-base-sized text encoder (12 x 768) run on each batch before the head's step;
+* recompute (the published way): inside the data loop, every epoch, a HuBERT-sized encoder, a
+  wav2vec2-sized CTC ASR model (greedy transcripts) and a BERT-base-sized text encoder (12 x 768)
+  run on each batch before the head's step. ``--size base``: HuBERT-base / wav2vec2-base (12 x 768);
+  ``--size large``: HuBERT-large / wav2vec2-large (24 x 1024), the sizes the single-layer paper's
+  users run;
 * cache: the same head and steps, reading frames already extracted by ``sercache extract``
   with the same three models (its one-off cost is reported too).
 
 All models are random (no hub here): their cost, not their accuracy, is being measured.
 
-    python benchmarks/cache_vs_recompute.py [--n 200]
+    python benchmarks/cache_vs_recompute.py [--n 200] [--size base|large]
 """
 from __future__ import annotations
 
@@ -18,8 +20,13 @@ from pathlib import Path
 
 from _common import benchmark_parser, machine, sampled_rows, train_epoch, workdir
 
+#: HubertConfig / Wav2Vec2Config fields of each size (BERT stays base-sized: the paper pairs large speech
+#: encoders with BERT-base)
+SIZES = {"base": {}, "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                               "intermediate_size": 4096}}
 
-def make_models(root: Path) -> dict[str, Path]:
+
+def make_models(root: Path, size: str = "base") -> dict[str, Path]:
     import torch
     from transformers import (
         BertConfig,
@@ -37,15 +44,15 @@ def make_models(root: Path) -> dict[str, Path]:
     from sercache.synthetic.models import CTC_CHARS, WORDS
 
     torch.manual_seed(0)
-    paths = {"ssl": root / "hubert-base", "asr": root / "wav2vec2-base-ctc", "text": root / "bert-base"}
+    paths = {"ssl": root / f"hubert-{size}", "asr": root / f"wav2vec2-{size}-ctc", "text": root / "bert-base"}
     if not (paths["ssl"] / "config.json").exists():
-        HubertModel(HubertConfig()).save_pretrained(paths["ssl"])
+        HubertModel(HubertConfig(**SIZES[size])).save_pretrained(paths["ssl"])
         Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(paths["ssl"])
     if not (paths["asr"] / "config.json").exists():
         paths["asr"].mkdir(parents=True, exist_ok=True)
         (paths["asr"] / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(CTC_CHARS)}))
         tok = Wav2Vec2CTCTokenizer(str(paths["asr"] / "vocab.json"), word_delimiter_token="|")
-        model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(CTC_CHARS), pad_token_id=0))
+        model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(CTC_CHARS), pad_token_id=0, **SIZES[size]))
         with torch.no_grad():
             model.lm_head.weight *= 10.0  # frame-dependent posteriors: transcripts with words in them
         model.save_pretrained(paths["asr"])
@@ -64,6 +71,8 @@ def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--size", choices=sorted(SIZES), default="base",
+                    help="speech encoders: base (12 x 768) or large (24 x 1024); BERT-base either way")
     args = ap.parse_args()
 
     import numpy as np
@@ -83,16 +92,16 @@ def main() -> None:
 
     rows = sampled_rows(args.jsonl, args.n, 2)
     work = workdir(args.workdir, "cvr")
-    corpus = work / "corpus"
+    corpus = work / f"corpus{args.n}"
     if not (corpus / "Session1").exists() and not any(corpus.glob("Session*")):
         write_iemocap_tree(corpus, [SynthUtterance(r["utt_id"], r["emotion"], r["duration_s"]) for r in rows])
-    models = make_models(work / "models")
+    models = make_models(work / "models", args.size)
     audio_s = sum(r["duration_s"] for r in rows)
-    print(f"# {len(rows)} utterances ({audio_s:.0f} s of audio); HuBERT-base-, wav2vec2-base-CTC- and BERT-base-sized "
-          f"random models; gate, batch {args.batch_size}; {machine()}")
+    print(f"# {len(rows)} utterances ({audio_s:.0f} s of audio); HuBERT-{args.size}-, wav2vec2-{args.size}-CTC- and "
+          f"BERT-base-sized random models; gate, batch {args.batch_size}; {machine()}")
 
-    cache_dir = work / "cache"
-    timing = work / "extract_seconds.json"  # a rerun reuses the cache: keep the first run's one-off cost
+    cache_dir = work / f"cache-{args.size}-{args.n}"
+    timing = work / f"extract_seconds-{args.size}-{args.n}.json"  # a rerun reuses the cache: keep the first run's one-off cost
     start = time.perf_counter()
     run_extract(ExtractOptions(root=corpus, corpus="iemocap", out=cache_dir, streams=("ssl", "asr", "text_asr"),
                                ssl_model=str(models["ssl"]), asr_model=str(models["asr"]),
@@ -131,7 +140,7 @@ def main() -> None:
 
     def recompute_epoch() -> float:
         torch.manual_seed(0)
-        head = get_head("gate")(dims={"audio": 768, "text": 768}, n_classes=4)
+        head = get_head("gate")(dims={"audio": ssl.config.hidden_size, "text": bert.config.hidden_size}, n_classes=4)
         opt = torch.optim.Adam(head.parameters(), lr=1e-5)
 
         def recomputed(b: np.ndarray) -> Batch:
@@ -153,6 +162,7 @@ def main() -> None:
     cached = min(cache_epoch() for _ in range(3))
     recomputed = recompute_epoch()
     print(f"{'way':44s} {'seconds':>9s}")
+    print(f"# encoders: {args.size}")
     print(f"{'one-off: sercache extract (ssl, asr, text_asr)':44s} {extract_seconds:9.1f}")
     print(f"{'epoch, encoders recomputed in the data loop':44s} {recomputed:9.1f}")
     print(f"{'epoch, from the cache (best of 3)':44s} {cached:9.2f}")

@@ -18,6 +18,7 @@ excepted; its throughput is what matters).
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def measure(cache: Path, runs: Path) -> dict[str, float | str]:
         out[f"load one fold ({head})"], _ = timed(load_fold, store, rows, roles, preset, cls, hyper, "cpu")
     store.close()
     run = runs / f"linear-{cache.name}"
+    shutil.rmtree(run, ignore_errors=True)  # trained afresh each time: a resumed run would time nothing
     start = time.perf_counter()
     run_training(TrainRequest(cache=cache, head="linear", out=run, protocol="loso", seeds=1, device="cpu",
                               train={"epochs": 2}, progress_every=None), progress=lambda m: None)
