@@ -8,6 +8,7 @@ The four stages are functions here, with the CLI's options as keywords::
     sercache.extract("/data/emodb", corpus="emodb", out="cache/emodb", streams=("mfcc", "egemaps"))
     run, results = sercache.train("cache/emodb", "svm", streams={"audio": "egemaps"}, seeds=1)
     print(sercache.report([run]))
+    sercache.report([run], html="report.html")   # also one self-contained page with the plots
     sercache.load_run(run).metrics          # one row per fold x seed
 """
 from __future__ import annotations
@@ -60,8 +61,10 @@ def load_run(path: Any) -> Any:
     return _load_run(path)
 
 
-def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000) -> str:
-    """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``)."""
+def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000, html: Any = None) -> str:
+    """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``).
+
+    ``html``: also write the self-contained HTML page (tables and plots) to this file."""
     from sercache.train_heads.report import make_report
 
-    return make_report(list(runs), fmt, n_boot=n_boot)
+    return make_report(list(runs), fmt, n_boot=n_boot, html=html)
