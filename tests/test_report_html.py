@@ -174,13 +174,21 @@ def test_layer_weights_and_curves_come_from_the_records(runs, page):
 
 
 def test_cli_html_with_a_closed_form_run_and_bad_paths(runs, tmp_path):
-    svm, _ = train(runs[0].parent / "cache", tmp_path / "svm", "svm", seeds=1)
+    svm, _ = train(runs[0].parent / "cache", tmp_path / "svm", "svm", fold="1", seeds=1)
     out = tmp_path / "page.html"
     result = CliRunner().invoke(cli, ["report", str(svm), "--html", str(out), "--bootstrap", "20"])
     assert result.exit_code == 0, result.output + result.stderr
     assert "| svm" in result.stdout and f"wrote {out}" in result.stderr
     alts = {a["alt"] for t, a in Page(out.read_text()).tags if t == "img"}
     assert alts == {"test UA per fold", "confusion matrices of svm"}  # closed form: no epochs, no curves
+    unpaired = tmp_path / "unpaired.html"
+    make_report([runs[0], svm], n_boot=10, html=unpaired)  # folds 1,2 vs fold 1: said, not tested or plotted
+    assert "svm vs linear: folds differ (not the same test utterances); no paired test" in unpaired.read_text()
+    assert not [a for t, a in Page(unpaired.read_text()).tags if t == "img" and a["alt"].startswith("paired")]
+    import sercache
+
+    assert "| svm" in sercache.report([svm], n_boot=10, html=tmp_path / "api.html")  # the Python API's option
+    assert Page((tmp_path / "api.html").read_text()).tables[0][0][0] == "run"
 
     missing = tmp_path / "nowhere" / "page.html"
     result = CliRunner().invoke(cli, ["report", str(runs[0]), "--html", str(missing)])

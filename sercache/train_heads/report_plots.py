@@ -168,7 +168,7 @@ def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
     ax.set_ylabel("test UA %")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", ncol=min(len(runs) + 1, 4))
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=min(len(runs) + 1, 5), frameon=False)  # above: bars reach 100
     fig.tight_layout()
     return to_png(fig)
 
@@ -206,8 +206,8 @@ def layer_weights_figure(weights: pd.DataFrame) -> bytes:
         vals = weights.loc[weights.layer == layer, "weight"].to_numpy()
         jitter = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
         ax.plot(i + jitter, vals, "o", ms=3, color="tab:purple", mec="black", mew=0.4)
-    ax.axhline(1 / len(layers), color="grey", ls="--", lw=1)
-    ax.text(len(layers) - 0.6, 1 / len(layers), "uniform", color="grey", ha="right", va="bottom")
+    ax.axhline(1 / len(layers), color="grey", ls="--", lw=1, label=f"uniform (1/{len(layers)})")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
     ax.set_xticks(range(len(layers)), [str(v) for v in layers])
     ax.set_xlabel("encoder layer")
     ax.set_ylabel("softmax weight")
