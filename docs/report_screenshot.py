@@ -23,7 +23,9 @@ from sercache.demo import run_demo  # noqa: E402
 from sercache.train_heads.report import make_report  # noqa: E402
 from tests.browser import ink_fraction, render  # noqa: E402
 
-TOP = 2180  # px: title, run facts, tables, paired tests and the first two rows of plots
+#: the capture ends below the first full-width figure (the first run's training curves): title, run facts,
+#: tables, paired tests, UA per fold, paired differences, confusion matrices and curves
+DOWN_TO = "figure.wide"
 
 
 def main(workdir: str | None = None) -> None:
@@ -32,7 +34,7 @@ def main(workdir: str | None = None) -> None:
         os.chdir(workdir or tmp)  # relative paths in the page, as a user running `sercache demo` sees them
         run_demo("sercache-demo", jobs=1, progress=False, say=lambda message: None)
         make_report(["sercache-demo/runs/gate", "sercache-demo/runs/cmgi"], html="report.html")
-        shot = render(Path("report.html"), Path("shot.png"), height=TOP)
+        shot = render(Path("report.html"), Path("shot.png"), down_to=DOWN_TO)
         if shot.errors or not all(i["complete"] and i["naturalWidth"] for i in shot.images):
             raise SystemExit(f"the page did not render cleanly: {shot.errors} {shot.images}")
         if ink_fraction(shot.screenshot) < 0.03:

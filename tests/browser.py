@@ -33,10 +33,12 @@ class Rendered:
     errors: list[dict[str, Any]] = field(default_factory=list)  # console entries at level SEVERE
 
 
-def render(page: Path, screenshot: Path, width: int = 1280, height: int | None = None) -> Rendered:
+def render(page: Path, screenshot: Path, width: int = 1280, height: int | None = None,
+           down_to: str | None = None) -> Rendered:
     """Open ``page`` (a local file), collect the console log and image states, and save a screenshot.
 
-    ``height``: the window height; None sizes the window to the whole page (a full-page capture).
+    The capture is the whole page, or its top ``height`` pixels, or the top down to the bottom of the
+    first element matching the CSS selector ``down_to``.
     """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -59,6 +61,10 @@ def render(page: Path, screenshot: Path, width: int = 1280, height: int | None =
             "return Array.from(document.images).map(i => ({complete: i.complete, naturalWidth: i.naturalWidth, "
             "naturalHeight: i.naturalHeight, alt: i.alt}))")
         full = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        if down_to is not None:
+            height = int(driver.execute_script(
+                "const r = document.querySelector(arguments[0]).getBoundingClientRect(); "
+                "return r.bottom + window.scrollY + 12", down_to))
         # DevTools' capture (beyond the viewport): the whole page, or its top ``height`` pixels
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
