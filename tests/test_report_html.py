@@ -223,3 +223,26 @@ def test_browser_check_catches_a_broken_page(tmp_path):
     assert any("boom" in e["message"] for e in shot.errors)
     assert shot.images == [{"alt": "bad", "complete": True, "naturalWidth": 0, "naturalHeight": 0}]
     assert ink_fraction(shot.screenshot) < 0.01  # a broken-image icon on a white page: blank
+
+
+@pytest.mark.parametrize("n_folds, rows", [(2, 1), (10, 2), (30, 1)])
+def test_curves_and_ua_figures_stay_a_page_wide_with_many_folds(tmp_path, n_folds, rows):
+    """EmoDB's 10 speakers wrap onto 2 rows of panels; CREMA-D-sized fold counts are overlaid in one panel pair."""
+    from sercache.train_heads.report import RunResults
+
+    folds = [f"lospk-{i:02d}" for i in range(n_folds)]
+    rng = np.random.default_rng(0)
+    for fold in folds:
+        (tmp_path / fold / "seed0").mkdir(parents=True)
+        pd.DataFrame({"phase": "select", "epoch": range(1, 6), "train_loss": np.linspace(1.4, 0.5, 5),
+                      "valid_loss": np.linspace(1.4, 1.0, 5), "valid_ua": rng.uniform(0.3, 0.6, 5)}).to_csv(
+            tmp_path / fold / "seed0" / "curve.csv", index=False)
+    metrics = pd.DataFrame({"fold": folds, "seed": 0, "best_epoch": 3, "ua": rng.uniform(0.3, 0.6, n_folds)})
+    predictions = pd.DataFrame({"utt_id": [f"u{i}" for i in range(4 * n_folds)], "label": np.tile(range(4), n_folds),
+                                "pred": np.tile(range(4), n_folds), "fold": np.repeat(folds, 4), "seed": 0})
+    run = RunResults(tmp_path, {"head": "linear", "labels": {"classes": CLASSES}}, metrics, predictions,
+                     {f: [] for f in folds})
+    curves = Image.open(io.BytesIO(report_plots.curves_figure(run)))
+    assert curves.size == (round(report_plots.WIDE * report_plots.DPI), round(rows * 4.6 * report_plots.DPI))
+    ua = Image.open(io.BytesIO(report_plots.ua_per_fold_figure([run])))
+    assert ua.width <= report_plots.WIDE * report_plots.DPI

@@ -98,7 +98,9 @@ def _table(frame: pd.DataFrame, index: str | None = None) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
-def _figure(png: bytes, alt: str, caption: str, wide: bool = False) -> str:
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    """An inline PNG with its caption; one wider than half the page gets a row of its own."""
+    wide = int.from_bytes(png[16:20], "big") > plots.HALF * plots.DPI + 10  # the width in the PNG's IHDR chunk
     data = base64.b64encode(png).decode("ascii")
     return (f'<figure{" class=wide" if wide else ""}><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
             f"<figcaption>{caption}</figcaption></figure>")
@@ -167,7 +169,7 @@ def _run_figures(run: RunResults) -> tuple[list[str], list[str]]:
         wide.append(_figure(curves, f"training curves of {run.path.name}",
                            f"<b>{name}: training curves</b> per fold (columns), one colour per seed: train loss "
                            "(solid) and validation loss (dashed) on top, validation UA below; the dotted line and "
-                           f"star mark the epoch selected by validation UA.{refit}", wide=True))
+                           f"star mark the epoch selected by validation UA.{refit}"))
     return out, wide
 
 

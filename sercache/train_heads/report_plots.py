@@ -30,6 +30,7 @@ DPI = 100
 HALF, WIDE = 6.0, 12.4
 RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
       "legend.fontsize": 8}
+CURVE_COLUMNS, MAX_CURVE_FOLDS = 6, 24
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -59,6 +60,17 @@ def to_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _width(n_groups: int) -> float:
+    """Half a row for a few folds, up to a full row for many (the page lays out wide figures alone)."""
+    return min(max(HALF, 0.35 * n_groups + 1.5), WIDE)
+
+
+def _fold_ticks(ax: Any, folds: list[str]) -> None:
+    rotation, size = (0, None) if len(folds) <= 6 else (45, None) if len(folds) <= 20 else (90, 6)
+    ax.set_xticks(range(len(folds)), folds, rotation=rotation, fontsize=size,
+                  ha="right" if rotation == 45 else "center")
+
+
 @_styled
 def confusion_figure(run: RunResults) -> bytes:
     """Counts (all folds pooled, summed over seeds) and the row-normalised % side by side."""
@@ -66,7 +78,7 @@ def confusion_figure(run: RunResults) -> bytes:
     names, k = run.label_names, len(run.label_names)
     cm = confusion(run.predictions.label.to_numpy(int), run.predictions.pred.to_numpy(int), k).astype(float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    width = max(HALF, 1.1 * k + 1.5)
+    width = max(HALF, 0.9 * k + 1.5)  # up to 5 classes in half a row
     fig, axes = plt.subplots(1, 2, figsize=(width, width / 2 + 0.5))
     for ax, values, title, text in ((axes[0], cm, "counts", lambda i, j: f"{int(cm[i, j])}"),
                                     (axes[1], norm, "row-normalised (% of true class)",
@@ -112,37 +124,55 @@ def curves_figure(run: RunResults) -> bytes | None:
     folds = list(dict.fromkeys(run.metrics.fold))
     seeds = sorted(run.metrics.seed.unique())
     colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(2, len(folds), figsize=(max(WIDE, 1.3 * len(folds)), 4.6), sharex=True, squeeze=False)
+    # one panel pair per fold, CURVE_COLUMNS to a row; past MAX_CURVE_FOLDS (CREMA-D's 91 speakers) all folds overlaid
+    overlay = len(folds) > MAX_CURVE_FOLDS
+    groups = [(f"all {len(folds)} folds", folds)] if overlay else [(f, [f]) for f in folds]
+    cols = min(len(groups), CURVE_COLUMNS)
+    blocks = -(-len(groups) // cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(WIDE, 4.6 * blocks), sharex=True, squeeze=False)
     best = run.metrics.set_index(["fold", "seed"]).best_epoch
-    for col, fold in enumerate(folds):
-        loss_ax, ua_ax = axes[0, col], axes[1, col]
-        for si, seed in enumerate(seeds):
-            c = curves[(curves.fold == fold) & (curves.seed == seed)]
-            if c.empty:
-                continue
-            colour = colours(si % 10)
-            loss_ax.plot(c.epoch, c.train_loss, color=colour, lw=1.2)
-            if "valid_loss" in c and c.valid_loss.notna().any():
-                loss_ax.plot(c.epoch, c.valid_loss, color=colour, lw=1.2, ls="--")
-            if "valid_ua" in c and c.valid_ua.notna().any():
-                ua_ax.plot(c.epoch, 100 * c.valid_ua, color=colour, lw=1.2, label=f"seed {seed}")
-            chosen = best.get((fold, seed))
-            if chosen is not None and np.isfinite(chosen):
-                for ax in (loss_ax, ua_ax):
-                    ax.axvline(chosen, color=colour, lw=0.8, ls=":")
-                at = c[c.epoch == chosen]
-                if len(at) and "valid_ua" in at and at.valid_ua.notna().all():
-                    ua_ax.plot(at.epoch, 100 * at.valid_ua, marker="*", ms=10, color=colour, ls="none")
-        loss_ax.set_title(fold)
+    for i, (title, members) in enumerate(groups):
+        loss_ax, ua_ax = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        for fold in members:
+            for si, seed in enumerate(seeds):
+                _draw_curve(loss_ax, ua_ax, curves[(curves.fold == fold) & (curves.seed == seed)],
+                            best.get((fold, seed)), colours(si % 10), f"seed {seed}", thin=overlay)
+        loss_ax.set_title(title)
         ua_ax.set_xlabel("epoch")
         for ax in (loss_ax, ua_ax):
             ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("loss (train —, valid --)")
-    axes[1, 0].set_ylabel("validation UA %")
+    for j in range(len(groups), blocks * cols):  # the last row's empty cells
+        axes[2 * (j // cols), j % cols].set_visible(False)
+        axes[2 * (j // cols) + 1, j % cols].set_visible(False)
+    for b in range(blocks):
+        axes[2 * b, 0].set_ylabel("loss (train —, valid --)")
+        axes[2 * b + 1, 0].set_ylabel("validation UA %")
     if len(seeds) > 1:
-        axes[1, -1].legend(loc="lower right")
+        handles, labels = axes[1, 0].get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # overlaid folds repeat each seed's label
+        axes[1, 0].legend(list(unique.values()), list(unique), loc="lower right")
     fig.tight_layout()
     return to_png(fig)
+
+
+def _draw_curve(loss_ax: Any, ua_ax: Any, c: pd.DataFrame, chosen: float | None, colour: Any, label: str,
+                thin: bool) -> None:
+    if c.empty:
+        return
+    lw, alpha = (0.7, 0.5) if thin else (1.2, 1.0)
+    loss_ax.plot(c.epoch, c.train_loss, color=colour, lw=lw, alpha=alpha)
+    if "valid_loss" in c and c.valid_loss.notna().any():
+        loss_ax.plot(c.epoch, c.valid_loss, color=colour, lw=lw, alpha=alpha, ls="--")
+    if "valid_ua" in c and c.valid_ua.notna().any():
+        ua_ax.plot(c.epoch, 100 * c.valid_ua, color=colour, lw=lw, alpha=alpha, label=label)
+    if chosen is None or not np.isfinite(chosen):
+        return
+    if not thin:
+        for ax in (loss_ax, ua_ax):
+            ax.axvline(chosen, color=colour, lw=0.8, ls=":")
+    at = c[c.epoch == chosen]
+    if len(at) and "valid_ua" in at and at.valid_ua.notna().all():
+        ua_ax.plot(at.epoch, 100 * at.valid_ua, marker="*", ms=7 if thin else 10, color=colour, ls="none")
 
 
 @_styled
@@ -151,7 +181,7 @@ def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
     plt = _plt()
     folds = list(dict.fromkeys(f for r in runs for f in r.metrics.fold))
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(HALF, 0.5 * len(folds) * len(runs) + 1), 3.4))
+    fig, ax = plt.subplots(figsize=(_width(len(folds) * len(runs)), 3.4))
     colours = plt.get_cmap("tab10")
     for i, run in enumerate(runs):
         g = run.metrics.groupby("fold").ua
@@ -164,7 +194,7 @@ def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
             ax.plot(np.full(len(vals), xi), 100 * vals, "o", ms=3.5, color=colours(i % 10), mec="black", mew=0.4)
     chance = chance_levels(runs[0])["chance_ua"]
     ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {100 * chance:.0f}%")
-    ax.set_xticks(range(len(folds)), folds, rotation=30 if len(folds) > 6 else 0)
+    _fold_ticks(ax, folds)
     ax.set_ylabel("test UA %")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
@@ -224,14 +254,14 @@ def paired_figure(base: RunResults, other: RunResults) -> bytes | None:
         return None
     plt = _plt()
     folds = list(dict.fromkeys(merged.fold))
-    fig, ax = plt.subplots(figsize=(max(HALF, 0.5 * len(folds) + 1.5), 3.4))
+    fig, ax = plt.subplots(figsize=(_width(len(folds)), 3.4))
     for offset, metric, colour in ((-0.12, "ua", "tab:blue"), (0.12, "wa", "tab:orange")):
         diff = 100 * (merged[f"{metric}_other"] - merged[f"{metric}_base"])
         x = np.array([folds.index(f) for f in merged.fold]) + offset
         ax.plot(x, diff, "o", ms=4, color=colour, mec="black", mew=0.4, label=f"{metric.upper()} (mean {diff.mean():+.2f})")
         ax.axhline(diff.mean(), color=colour, ls="--", lw=1)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(folds)), folds, rotation=30 if len(folds) > 6 else 0)
+    _fold_ticks(ax, folds)
     ax.set_ylabel(f"{other.path.name} − {base.path.name} (pp)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best")
