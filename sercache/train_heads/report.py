@@ -6,6 +6,7 @@ variant (predictions of all folds pooled, per seed); impro/script breakdowns whe
 per-fold table; per-class recall, the confusion matrix (counts and row-normalised %, also as a
 PNG) and the chance levels of UA and WA (see :mod:`report_tables`). With several runs on
 identical folds and seeds, paired differences with a paired t-test and a Wilcoxon signed-rank test.
+``--html`` adds one self-contained page of these tables and their plots (:mod:`report_html`).
 """
 from __future__ import annotations
 
