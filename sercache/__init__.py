@@ -8,6 +8,7 @@ The four stages are functions here, with the CLI's options as keywords::
     sercache.extract("/data/emodb", corpus="emodb", out="cache/emodb", streams=("mfcc", "egemaps"))
     run, results = sercache.train("cache/emodb", "svm", streams={"audio": "egemaps"}, seeds=1)
     print(sercache.report([run]))
+    sercache.report([run], html="report.html")   # also one self-contained page with the plots
     sercache.load_run(run).metrics          # one row per fold x seed
     sercache.predict(run, ["clips/"], out="predictions.csv")   # new audio, features as the cache made them
     sercache.load_run(run).predict(waveform, 16_000)            # the same for an array
@@ -72,8 +73,10 @@ def predict(run: Any, inputs: list[Any], **options: Any) -> Any:
     return predict_run(run, [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), **options)[0]
 
 
-def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000) -> str:
-    """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``)."""
+def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000, html: Any = None) -> str:
+    """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``).
+
+    ``html``: also write the self-contained HTML page (tables and plots) to this file."""
     from sercache.train_heads.report import make_report
 
-    return make_report(list(runs), fmt, n_boot=n_boot)
+    return make_report(list(runs), fmt, n_boot=n_boot, html=html)

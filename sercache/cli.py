@@ -522,19 +522,26 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
 
 @cli.command(context_settings=CONTEXT, epilog=examples(
     "sercache report runs/gate", "sercache report runs/gate runs/cmgi      # paired tests on identical folds and seeds",
-    "sercache report runs/* --format csv > results.csv"))
+    "sercache report runs/* --format csv > results.csv",
+    "sercache report runs/gate runs/cmgi --html report.html   # one self-contained page with the plots"))
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", default="md", type=click.Choice(["md", "csv"]),
               help="Markdown tables, or one CSV row per run (every metric, CI and timing).")
 @click.option("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95% CI.")
-def report(runs: tuple[Path, ...], fmt: str, bootstrap: int) -> None:
+@click.option("--html", type=click.Path(path_type=Path), default=None,
+              help="Also write one self-contained HTML page (tables, confusion matrices, training curves, UA per "
+              "fold, layer weights, paired differences) to this file.")
+def report(runs: tuple[Path, ...], fmt: str, bootstrap: int, html: Path | None) -> None:
     """Paper-style table of one or more runs (paired tests when folds and seeds match)."""
     from sercache.train_heads.report import make_report
+    from sercache.train_heads.trainer import TrainingError
 
     try:
-        click.echo(make_report(list(runs), fmt, n_boot=bootstrap))
-    except (FileNotFoundError, ValueError) as exc:  # a damaged or crafted run directory: name it, no traceback
+        click.echo(make_report(list(runs), fmt, n_boot=bootstrap, html=html))
+    except (FileNotFoundError, ValueError, TrainingError) as exc:  # a damaged or crafted run directory: name it
         _fail(exc)
+    if html is not None:
+        click.echo(f"wrote {html}", err=True)  # stderr: stdout stays the table (e.g. piped into a CSV file)
 
 
 @cli.command(context_settings=CONTEXT, epilog=examples("sercache demo", "sercache demo --out /tmp/demo --jobs 1"))

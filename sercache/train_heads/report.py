@@ -6,6 +6,7 @@ variant (predictions of all folds pooled, per seed); impro/script breakdowns whe
 per-fold table; per-class recall, the confusion matrix (counts and row-normalised %, also as a
 PNG) and the chance levels of UA and WA (see :mod:`report_tables`). With several runs on
 identical folds and seeds, paired differences with a paired t-test and a Wilcoxon signed-rank test.
+``--html`` adds one self-contained page of these tables and their plots (:mod:`report_html`).
 """
 from __future__ import annotations
 
@@ -187,13 +188,23 @@ def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def subset_section(summary: dict[str, Any]) -> list[str]:
-    """IEMOCAP's improvised/scripted breakdown (empty where the corpus has no dialog types)."""
+SUBSET_CAPTION = ("By dialog type, % (mean over folds x seeds; scripted dialogs reuse sentences across sessions, so "
+                  "text heads can memorise them)")
+MAIN_CAPTION = ("Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
+                "predictions of all folds pooled, per seed")
+
+
+def subset_table(summary: dict[str, Any]) -> pd.DataFrame | None:
+    """IEMOCAP's improvised/scripted breakdown in % (None where the corpus has no dialog types)."""
     if "subsets" not in summary:
-        return []
+        return None
     table = pd.DataFrame(summary["subsets"]).T.rename(columns={"wa": "WA", "ua": "UA"})
-    return ["By dialog type, % (mean over folds x seeds; scripted dialogs reuse sentences across sessions, so text "
-            "heads can memorise them):", "", table.map(lambda v: f"{100 * v:.2f}").to_markdown(**KEEP_TEXT), ""]
+    return table.map(lambda v: f"{100 * v:.2f}")
+
+
+def subset_section(summary: dict[str, Any]) -> list[str]:
+    table = subset_table(summary)
+    return [] if table is None else [f"{SUBSET_CAPTION}:", "", table.to_markdown(**KEEP_TEXT), ""]
 
 
 def per_fold_table(run: RunResults) -> pd.DataFrame:
@@ -253,8 +264,16 @@ def confusion_png(run: RunResults, path: Path) -> Path:
     return path
 
 
-def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) -> str:
-    """Build the report text; also write report.md/.csv and confusion.png into each run directory."""
+def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000, html: str | Path | None = None) -> str:
+    """Build the report text; also write report.md/.csv and confusion.png into each run directory.
+
+    With ``html``, also write the self-contained HTML report (tables and plots) to that file
+    (see :mod:`report_html`); the path is checked before any work.
+    """
+    if html is not None:
+        from sercache.train_heads.report_html import check_html_path, write_html
+
+        html = check_html_path(html)
     runs = [load_run(p) for p in paths]
     summaries = [summarize(r, n_boot) for r in runs]
     for run, s in zip(runs, summaries):
@@ -267,15 +286,19 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000) ->
         single += [f"Confusion matrix: {png.name}", ""]
         (run.path / "report.md").write_text("\n".join(single))
         csv_table([run], [s]).to_csv(run.path / "report.csv", index=False)
-    if fmt == "csv":
-        return csv_table(runs, summaries).to_csv(index=False)
-    if fmt != "md":
+    if fmt not in ("md", "csv"):
         raise ValueError(f"--format {fmt!r}: use md or csv")
+    text = csv_table(runs, summaries).to_csv(index=False) if fmt == "csv" else markdown_report(runs, summaries)
+    if html is not None:
+        write_html(runs, summaries, html)
+    return text
+
+
+def markdown_report(runs: list[RunResults], summaries: list[dict[str, Any]]) -> str:
     lines = []
     for run, s in zip(runs, summaries):
         lines += [*[f"- {h}" for h in header(run)], *[f"- **{w}**" for w in run_warnings(run, s)], ""]
-    lines += ["Metrics in %, mean ± std over folds x seeds [bootstrap 95% CI over test utterances]; pooled = "
-              "predictions of all folds pooled, per seed:", "", runs_table(runs, summaries).to_markdown(index=False, **KEEP_TEXT), ""]
+    lines += [f"{MAIN_CAPTION}:", "", runs_table(runs, summaries).to_markdown(index=False, **KEEP_TEXT), ""]
     for run, s in zip(runs, summaries):
         lines += [f"{run.path.name}: per fold (mean over seeds)", "", per_fold_table(run).to_markdown(**KEEP_TEXT), "",
                   *per_class_sections(run, run.path.name), *subset_section(s)]

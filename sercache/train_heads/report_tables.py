@@ -86,8 +86,8 @@ def per_class_columns(run: RunResults) -> dict[str, Any]:
     return row
 
 
-def per_class_sections(run: RunResults, title: str) -> list[str]:
-    """Markdown lines: the per-class recall table and the confusion matrix (counts and row-normalised %)."""
+def per_class_table(run: RunResults) -> tuple[pd.DataFrame, str]:
+    """The per-class recall table as printed (recall mean ± std in %, pooled recall, support) and its note."""
     s = per_class_recall_summary(run)
     n_results = run.predictions.groupby(["fold", "seed"]).ngroups
     table = pd.DataFrame({"class": s["class"],
@@ -100,6 +100,12 @@ def per_class_sections(run: RunResults, title: str) -> list[str]:
     note = "a fold whose test set lacks a class has no recall for it and is skipped for that class (not counted as 0)"
     note += ("; here: " + ", ".join(f"{c} missing from {m} of {n_results} fold x seed results"
                                     for c, m in skipped.items()) + "." if skipped else "; no class was missing here.")
+    return table, note
+
+
+def per_class_sections(run: RunResults, title: str) -> list[str]:
+    """Markdown lines: the per-class recall table and the confusion matrix (counts and row-normalised %)."""
+    table, note = per_class_table(run)
     seeds = run.predictions.seed.nunique()
     cm = pooled_confusion(run)
     norm = cm.div(cm.sum(axis=1).clip(lower=1), axis=0).map(_pct)
