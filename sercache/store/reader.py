@@ -407,23 +407,25 @@ class FeatureStore:
         info = self._stream(stream)
         if name not in info.per_utterance_fields:
             raise KeyError(f"stream {stream!r} has no per-utterance field {name!r}; fields: {info.per_utterance_fields}")
-        where = self._locate(stream)
         ids = self.utt_ids(stream) if utt_ids is None else list(utt_ids)
-        cols: dict[int, np.ndarray] = {}
-        rows = []
-        for u in ids:
-            if u not in where:
-                raise self._missing(stream, u)
-            k, i = where[u]
-            if k not in cols:
-                ds = self._file(self._index[stream][k].path)[PER_UTT][name]
-                cols[k] = ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]
-            rows.append(cols[k][i])
-        if not rows:  # keep the field's dtype and trailing shape, so an empty selection still indexes
+        if not ids:  # keep the field's dtype and trailing shape, so an empty selection still indexes
             dtype, tail = next(ix.schema.per_utterance[name] for ix in self._index[stream]
                                if name in ix.schema.per_utterance)
             return np.empty((0, *tail), dtype=dtype)
-        return np.array(rows, dtype=object) if isinstance(rows[0], str) else np.stack(rows)
+        locs = np.array(self._positions(stream, ids), dtype=np.int64)  # (shard file, row) per utterance
+        cols: dict[int, np.ndarray] = {}
+        for k in np.unique(locs[:, 0]):
+            ds = self._file(self._index[stream][int(k)].path)[PER_UTT][name]
+            cols[int(k)] = ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]
+        # one fancy-indexing gather per shard file (a Python loop per utterance cost 0.5 s at 160k utterances)
+        first = next(iter(cols.values()))
+        text = first.dtype == object
+        out = np.empty((len(ids), *first.shape[1:]),
+                       dtype=object if text else np.result_type(*[c.dtype for c in cols.values()]))
+        for k, col in cols.items():
+            mask = locs[:, 0] == k
+            out[mask] = col[locs[mask, 1]]
+        return out
 
     def pooled(self, stream: str, layer: int | None = None, how: str = "mean",
                utt_ids: Iterable[str] | None = None) -> np.ndarray:
