@@ -11,9 +11,9 @@ test until it runs or is listed. What the test substitutes is only what the demo
   (``sercache-demo/models/...``), given to ``sercache extract`` as ``--ssl-model/--asr-model/--text-model``.
 
 Everything else (options, hyperparameters, paths, loops) is README's text, run by bash. Every ``sercache
-train`` must learn: mean test UA over folds x seeds at least ``1/k + 0.10`` (see ``ABOVE_CHANCE``), except
-the commands in ``PUBLISHED_SETTINGS`` that README itself says do not train on a corpus this small: for
-those, ``train`` must say so.
+train`` must learn: mean test UA over folds x seeds at least ``1/k + 0.10`` (see ``ABOVE_CHANCE``). Only the
+commands in ``PUBLISHED_SETTINGS``, which README itself says do not train on a corpus this small, may fall short,
+and then ``train`` must say so.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ NOT_RUN = {
 }
 
 #: README train commands at the heads' published (IEMOCAP) settings, which README says do not train on a corpus
-#: of a few hundred utterances: on the demo's corpus they are run, and `train` must warn.
+#: of a few hundred utterances: on the demo's corpus they are run, and `train` must warn. Measured there (mean UA,
+#: 5 folds x 3 seeds): gate 28.3%, cmgi 25.3%, gate --text gold 28.4%; README's small-corpus line (lr 1e-3) 56.8%.
 _PAPER = ("the single-layer paper's Adam lr 1e-5, batch 2, 15 epochs: about 25,000 steps on an IEMOCAP LOSO fold, 900 "
           "on the demo's; README's 'On a small corpus' says it stays at chance there and shows the command that learns")
 PUBLISHED_SETTINGS = {
@@ -125,8 +127,10 @@ def run_in_order(commands: list[str], workdir: Path) -> list[tuple[str, subproce
     for command in commands:
         if command_key(command) in NOT_RUN:
             continue
+        start = time.perf_counter()
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", stand_in(command)], cwd=workdir, env=env,
                               capture_output=True, text=True)
+        print(f"{time.perf_counter() - start:6.1f} s  {command_key(command)}")  # shown with pytest -s: what it costs
         assert proc.returncode == 0, f"README command failed (exit {proc.returncode}):\n{stand_in(command)}\n" \
                                      f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         done.append((command, proc))
@@ -178,8 +182,8 @@ def test_readme_commands_run_in_order_on_the_demo(tmp_path):
         chance = 1 / len(run.config["labels"]["classes"])
         ua = run.metrics.ua.mean()
         printed = proc.stdout + proc.stderr
-        if command_key(command) in PUBLISHED_SETTINGS:  # README says these do not train here, and train must say so
-            assert "within noise of chance" in printed or "undertrained?" in printed, (command, ua)
-        else:
-            assert ua >= chance + ABOVE_CHANCE, f"{command}: mean UA {ua:.3f} over {len(run.metrics)} fold x seed " \
-                                                f"runs, chance {chance:.3f}\n{printed[-2000:]}"
+        if ua >= chance + ABOVE_CHANCE:
+            continue
+        assert command_key(command) in PUBLISHED_SETTINGS, f"{command}: mean UA {ua:.3f} over {len(run.metrics)} " \
+                                                           f"fold x seed runs, chance {chance:.3f}\n{printed[-2000:]}"
+        assert "within noise of chance" in printed or "undertrained?" in printed, (command, ua)  # train says so
