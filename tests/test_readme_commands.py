@@ -168,6 +168,14 @@ def test_the_readme_parser_joins_continuations_splits_chains_and_keeps_loops():
         "sercache-demo/IEMOCAP_full_release --streams mfcc --asr-model mine")
 
 
+def test_a_failing_readme_command_fails_the_run_and_listed_ones_are_not_run(tmp_path, capsys):
+    with pytest.raises(AssertionError, match="README command failed .*\n.*sercache cache info no-such-cache"):
+        run_in_order(["python3 -m venv .venv", "sercache cache info no-such-cache", "sercache heads"], tmp_path)
+    ran = capsys.readouterr().out.splitlines()
+    assert len(ran) == 1 and ran[0].endswith("s  sercache cache info no-such-cache"), ran
+    assert not (tmp_path / ".venv").exists()
+
+
 @pytest.mark.slow
 def test_readme_commands_run_in_order_on_the_demo(tmp_path):
     """The newcomer's path: README's commands in order, each exits 0, and every `train` learns (or says why not)."""
