@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sercache.keyvalue import parse_pairs
 from sercache.store.layout import check_name
 
 DEFAULT_SSL_MODEL = "facebook/hubert-large-ls960-ft"
@@ -109,13 +110,7 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 
 def parse_stream_names(specs: list[str]) -> dict[str, str]:
     """``["ssl=wavlm_large"]`` -> ``{"ssl": "wavlm_large"}``."""
-    out = {}
-    for spec in specs:
-        if "=" not in spec:
-            raise ExtractError(f"--stream-name {spec!r}: use KIND=NAME, e.g. --stream-name ssl=wavlm_large")
-        kind, name = (s.strip() for s in spec.split("=", 1))
-        out[kind] = name
-    return out
+    return parse_pairs(specs, "--stream-name", "KIND=NAME", "ssl=wavlm_large", ExtractError)
 
 
 def parse_sessions(specs: list[str] | None) -> list[str] | None:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from sercache._typing import Pathlike
 from sercache.features.base import AudioItem, Extractor, TextItem
 from sercache.features.rebuild import extractor_for
+from sercache.keyvalue import parse_pairs
 from sercache.splits import get_preset, load_folds
 from sercache.store import open_cache
 from sercache.store.atomic import write_text_atomic
@@ -229,13 +230,7 @@ class Predictor:
 
 def parse_models(specs: list[str]) -> dict[str, str]:
     """``["ssl=/models/hubert"]`` -> ``{"ssl": "/models/hubert"}``."""
-    out = {}
-    for spec in specs:
-        if "=" not in spec:
-            raise PredictError(f"--model {spec!r}: use STREAM=FOLDER, e.g. --model ssl=/models/hubert-large")
-        stream, folder = (s.strip() for s in spec.split("=", 1))
-        out[stream] = folder
-    return out
+    return parse_pairs(specs, "--model", "STREAM=FOLDER", "ssl=/models/hubert-large", PredictError)
 
 
 def predict_run(run: Pathlike, inputs: list[Pathlike], *, out: Pathlike | None = None, fold: str | int | None = None,
