@@ -16,30 +16,30 @@ from pathlib import Path
 from sercache.engines import SQUEUE_STATES, squeue_states
 from sercache.extract.cluster import Submission, read_submissions, resubmit_command, shard_marker
 from sercache.store.layout import LOCK_FILE
+from sercache.store.lock import describe_holder
 
 
-def lock_holders(cache: Path, index: int, count: int) -> list[str]:
-    """Who holds the shard locks of task ``index/count`` (from the lock files; '' once released)."""
+def lock_holders(cache: Path, index: int, count: int) -> list[dict]:
+    """Who holds the shard locks of task ``index/count``: the lock files' ``{pid, host, since}`` (empty once released)."""
     out = []
     for lock in sorted(Path(cache).glob(f"*-shard{index}of{count}/{LOCK_FILE}")):
         try:
             info = json.loads(lock.read_text() or "{}")
         except (OSError, ValueError):
             continue
-        if info:
-            out.append(f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}")
+        if {"pid", "host", "since"} <= set(info):
+            out.append(info)
     return out
 
 
-def _alive_here(holders: list[str]) -> bool:
-    host = socket.gethostname()
-    for h in holders:
-        words = h.split()
-        if len(words) >= 4 and words[3] == host:
+def _alive_here(holders: list[dict]) -> bool:
+    """A holder on this host whose process still exists (a SIGKILLed writer leaves its entry behind)."""
+    for info in holders:
+        if info.get("host") == socket.gethostname():
             try:
-                os.kill(int(words[1]), 0)
+                os.kill(int(info.get("pid")), 0)
                 return True
-            except (OSError, ValueError):
+            except (OSError, TypeError, ValueError):
                 continue
     return False
 
@@ -124,7 +124,7 @@ def cache_status(cache: Path) -> CacheStatus:
                            f"{m.get('seconds', 0):.0f} s"
             elif state == "running":
                 holders = lock_holders(cache, i, count)
-                s.detail = f"lock held by {holders[0]}" if holders else "starting (no shard locked yet)"
+                s.detail = f"lock held by {describe_holder(holders[0])}" if holders else "starting (no shard locked yet)"
             elif state == "failed":
                 marker = shard_marker(sub.folder, i)
                 s.detail = (json.loads(marker.read_text()).get("error", "") if marker.exists()

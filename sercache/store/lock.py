@@ -64,10 +64,14 @@ class ShardLock(ExclusiveLock):
                          "different shards can be extracted in parallel.")
 
 
+def describe_holder(info: dict) -> str:
+    """``pid 123 on host since 2026-12-01 17:30:04``: a lock file's holder record, as messages show it."""
+    return f"pid {info['pid']} on {info['host']} since {info['since']}"
+
+
 def _read_holder(fd: int) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+        return describe_holder(json.loads(os.pread(fd, 4096, 0).decode() or "{}"))
     except (ValueError, KeyError, OSError):
         return "holder unknown"
 
