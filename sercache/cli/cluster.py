@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sercache.cli_help import examples
+from sercache.cli.help import examples
 
 CLUSTER_OPTION_NAMES = ["executor", "shards", "only_shards", "devices", "wait", "slurm_partition",
                         "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_time",
@@ -151,7 +151,8 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     Each configuration is a normal run directory under OUT; all their folds x seeds go through one
     engine. Rerun the same command to resume an interrupted sweep.
     """
-    from sercache.cli import _fail, replayable_command
+    from sercache.cli.common import fail as _fail
+    from sercache.cli.common import replayable_command
     from sercache.engines import EngineError
     from sercache.splits import ProtocolError
     from sercache.store.errors import CacheError

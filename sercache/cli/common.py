@@ -1,0 +1,71 @@
+"""What every command shares: the ``sercache`` group, the error exit and the replayable command."""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "urllib3", "filelock", "h5py", "matplotlib", "numba"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not verbose:  # transformers' "Loading weights" bars would interleave with sercache's own
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def fail(exc: Exception, status: int = 2) -> None:
+    """Print the error and exit: 2 for a refused request (the default), 1 for bad data."""
+    # KeyError's str() quotes its message; print the message itself
+    message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
+
+
+def replayable_command(ctx: click.Context, skip: tuple[str, ...] = ("no_progress", "progress_every")) -> str:
+    """The command as resolved, every setting spelled out (model ids included, defaults too).
+
+    This is what a cache or run records, and what `cache verify` tells users to rerun: it must
+    redo the same work whatever the defaults are then, and however the command was typed
+    (``sercache -v extract ...``, or through the Python API).
+    """
+    words = ["sercache", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        two_way = getattr(param, "is_flag", False) and bool(getattr(param, "secondary_opts", None))
+        if param.name in skip or value is None or (value is False and not two_way) or value == ():
+            continue
+        if isinstance(param, click.Argument):
+            words += [_word(v) for v in (value if isinstance(value, tuple) else (value,))]
+            continue
+        flag = max(param.opts, key=len)
+        if two_way:  # --x/--no-x
+            words.append(max(param.opts, key=len) if value else max(param.secondary_opts, key=len))
+        elif getattr(param, "is_flag", False):
+            words.append(flag)
+        else:
+            for v in value if isinstance(value, tuple) else (value,):
+                words += [flag, _word(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _word(value: object) -> str:
+    return str(value.resolve()) if isinstance(value, Path) else str(value)  # paths: valid from any directory
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="sercache")
+@click.option("-v", "--verbose", count=True, help="-v for progress logs, -vv for debug logs.")
+def cli(verbose: int) -> None:
+    """sercache: extract frozen encoder features once, then train SER fusion heads from the cache."""
+    setup_logging(verbose)

@@ -1,0 +1,116 @@
+"""``sercache extract``: run frozen encoders over a corpus into a cache."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sercache.cli.cluster import CLUSTER_OPTION_NAMES, cluster_options, cluster_request, run_on_cluster
+from sercache.cli.common import CONTEXT, fail, replayable_command
+from sercache.cli.help import Sectioned, examples
+
+
+@click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
+    ("Corpus", ["corpus", "out", "sessions", "shard"]),
+    ("Streams and models", ["streams", "ssl_model", "asr_model", "text_model", "layers", "text_layers",
+                            "stream_names", "n_mfcc", "dtype"]),
+    ("Compute", ["device", "precision", "batch_seconds", "chunk_seconds", "chunk_overlap"]),
+    ("Resuming and problems", ["overwrite", "strict", "flush_seconds", "no_progress"]),
+    ("Cluster", CLUSTER_OPTION_NAMES)],
+    epilog=examples(
+        "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --session 1",
+        "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare",
+        "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --streams ssl \\",
+        "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large",
+        "sercache extract /data/MSP-Podcast --corpus csv --out cache/msp --executor slurm --shards 64 \\",
+        "    --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
+@click.argument("root", type=click.Path(exists=True, path_type=Path))
+@click.option("--corpus", required=True, type=click.Choice(["iemocap", "ravdess", "emodb", "cremad", "csv"]),
+              help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache directory (created if needed).")
+@click.option("--session", "sessions", multiple=True, help="Only these sessions (repeat, or 1,3). Default: all.")
+@click.option("--streams", default="ssl,asr,text_asr,text_gold,mfcc",
+              help="Comma list from: ssl, asr, text_asr, text_gold, mfcc, logmel, spectrogram, egemaps, compare "
+              "(egemaps and compare need the opensmile package).")
+@click.option("--ssl-model", default="facebook/hubert-large-ls960-ft", help="HF id or local folder of the speech encoder.")
+@click.option("--asr-model", default="facebook/wav2vec2-large-960h", help="HF id or local folder of a CTC ASR model.")
+@click.option("--text-model", default="bert-base-uncased", help="HF id or local folder of a BERT-style text encoder.")
+@click.option("--layers", default=None, help="SSL layers to store frame by frame: 24 | 6,12,24 | all. Default: last. "
+              "Mean/std pooled statistics are stored for every layer regardless.")
+@click.option("--text-layers", default=None, help="Text-encoder layers to store. Default: last.")
+@click.option("--device", default="auto", help="cpu, cuda, cuda:N or auto.")
+@click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+              help="Compute precision (auto: fp16 on GPU, fp32 on CPU).")
+@click.option("--dtype", default="float16", type=click.Choice(["float16", "float32"]), help="Storage dtype of model features.")
+@click.option("--batch-seconds", type=float, default=None,
+              help="Padded audio seconds per batch. Default per device: 0 (one utterance) on CPU, 200 on GPU.")
+@click.option("--chunk-seconds", type=float, default=30.0, help="Utterances longer than this are encoded in chunks.")
+@click.option("--chunk-overlap", type=float, default=5.0, help="Seconds of overlap between chunks.")
+@click.option("--mfcc-coefficients", "n_mfcc", type=int, default=26, help="MFCC coefficients (GLAM uses 26).")
+@click.option("--shard", default=None, help="i/N: extract only a deterministic 1/N slice (for job arrays).")
+@click.option("--stream-name", "stream_names", multiple=True, help="KIND=NAME, e.g. ssl=wavlm_large (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Re-extract streams whose stored settings differ (or rebuild them).")
+@click.option("--strict", is_flag=True, help="Stop at the first failing utterance, and exit non-zero on any error.")
+@click.option("--flush-seconds", type=float, default=30.0,
+              help="Checkpoint finished batches to disk at least this often (an interruption loses at most this).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@cluster_options
+def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], streams: str, ssl_model: str,
+            asr_model: str, text_model: str, layers: str | None, text_layers: str | None, device: str,
+            precision: str, dtype: str, batch_seconds: float | None, chunk_seconds: float, chunk_overlap: float,
+            n_mfcc: int, shard: str | None, stream_names: tuple[str, ...], overwrite: bool, strict: bool,
+            flush_seconds: float, no_progress: bool, **cluster: Any) -> None:
+    """Run frozen encoders over a corpus once and store their outputs in the cache OUT.
+
+    Rerunning the same command after an interruption resumes where it stopped; rerunning it
+    after success does nothing. Problems (unreadable audio, bad label lines...) are recorded
+    in the cache and shown by `sercache cache info`. Exit status: 0 when anything was stored;
+    1 when nothing could be extracted, or --strict met a failing utterance; 2 for a bad request
+    (unknown option value, missing model, cache settings that differ without --overwrite).
+    """
+    from sercache.extract.options import (
+        ExtractError,
+        ExtractOptions,
+        StrictStop,
+        parse_sessions,
+        parse_shard,
+        parse_stream_names,
+    )
+    from sercache.extract.runner import run_extract
+    from sercache.features.models import ModelError
+    from sercache.store.errors import CacheError
+
+    try:
+        opts = ExtractOptions(
+            root=root, corpus=corpus, out=out, sessions=parse_sessions(list(sessions)),
+            streams=tuple(s.strip() for s in streams.split(",") if s.strip()),
+            stream_names=parse_stream_names(list(stream_names)), ssl_model=ssl_model, asr_model=asr_model,
+            text_model=text_model, layers=layers, text_layers=text_layers, device=device, precision=precision,
+            dtype=dtype, batch_seconds=batch_seconds, chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap,
+            n_mfcc=n_mfcc, shard=parse_shard(shard), overwrite=overwrite, strict=strict, progress=not no_progress,
+            flush_seconds=flush_seconds,
+            command=replayable_command(click.get_current_context()))
+        scale_out = cluster_request(cluster)
+        if scale_out is not None:
+            return run_on_cluster(opts, scale_out, progress=not no_progress)
+        report = run_extract(opts)
+    except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
+        fail(exc, status=1)
+    except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    table = report.table()
+    if len(table):
+        table["seconds"] = table.seconds.map(lambda s: f"{s:.1f}")
+        table["audio_seconds"] = table.audio_seconds.map(lambda s: f"{s:.1f}")
+        click.echo(table.to_string(index=False))
+    click.echo(f"cache: {out}  ({report.stored} utterance-streams stored, {report.failed} failed, "
+               f"{report.manifest_problems} manifest problems; see `sercache cache info {out}`)")
+    if report.stored == 0:
+        click.echo("error: nothing could be extracted", err=True)
+        sys.exit(1)
+    if strict and (report.failed or report.manifest_errors):
+        click.echo(f"--strict: {report.failed} utterance-stream(s) failed and {report.manifest_errors} manifest "
+                   "error(s); see `sercache cache info`", err=True)
+        sys.exit(1)

@@ -1,0 +1,150 @@
+"""``sercache train``: train a head on every fold x seed of a cache."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sercache.cli.catalog import head_names
+from sercache.cli.common import CONTEXT, fail, replayable_command
+from sercache.cli.help import Sectioned, examples
+
+if TYPE_CHECKING:
+    from sercache.train_heads.config_file import TrainFile
+
+
+@click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
+    ("Model", ["head", "settings"]),
+    ("Data", ["label_preset", "subset", "text", "audio_stream", "text_stream", "mfcc_stream", "text_aug_stream",
+              "layer", "text_layer"]),
+    ("Folds and validation", ["fold", "protocol", "fold_file", "valid", "valid_speakers", "valid_fraction",
+                              "holdout_session", "ratios", "split_seed"]),
+    ("Optimisation (defaults: the head's, see `sercache heads`)", [
+        "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit", "seeds"]),
+    ("Running and output", ["config_file", "out", "jobs", "device", "tensorboard", "progress_every", "no_progress"])],
+    epilog=examples(
+        "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate",
+        "sercache train cache/emodb --head svm --audio-stream egemaps --out runs/svm        # lospk: EmoDB's default",
+        "sercache train cache/ravdess --head logreg --audio-stream egemaps,mfcc --folds EmoBox/data/ravdess",
+        "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn --tensorboard",
+        "sercache train --config runs/gate/config.json --out runs/gate-again    # reproduce a run",
+        "sercache train --config gate.yaml --lr 1e-4                   # a YAML file; options override it"))
+@click.argument("cache_dir", metavar="CACHE", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--head", type=click.Choice(head_names()), help="Head to train (see `sercache heads`); required, "
+              "here or in --config.")
+@click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
+@click.option("--protocol", default=None, type=click.Choice(["loso", "lospk", "session-holdout", "random",
+                                                             "predefined"]),
+              help="Fold protocol. Default: the corpus's speaker-independent one (loso over IEMOCAP's sessions; "
+              "lospk for EmoDB, RAVDESS, CREMA-D; for CSV manifests loso when every utterance has a session, "
+              "else lospk).")
+@click.option("--folds", "fold_file", default=None, type=click.Path(exists=True, path_type=Path),
+              help="Folds from a file instead of --protocol: a CSV of utt_id,fold (each fold value tested once) or "
+              "utt_id,split (train/valid/test: one fold), or an EmoBox folder ROOT/fold_k/<corpus>_{train,test}"
+              "_fold_k.jsonl. Validation default: --valid speakers when every utterance has a speaker.")
+@click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
+@click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
+              help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
+@click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
+@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl). Pooled heads (linear, mlp, "
+              "svm, logreg) take several, comma-separated: --audio-stream mfcc,logmel,egemaps.")
+@click.option("--text-stream", default=None, help="Stream for the text role (overrides --text).")
+@click.option("--mfcc-stream", default=None, help="Stream for the mfcc role (default mfcc).")
+@click.option("--text-aug-stream", default=None, help="Augmented-text stream for mmer --set augmented_text=true.")
+@click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
+@click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
+@click.option("--valid", default=None, type=click.Choice(["group", "fraction", "speakers"]),
+              help="Validation: a held-out training session (group), a fraction of training utterances, or "
+              "whole training speakers (speakers; see --valid-speakers).")
+@click.option("--valid-speakers", type=click.IntRange(min=1), default=None,
+              help="Training speakers held out for validation (implies --valid speakers). Default: ~20%.")
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              help="Share of training utterances for --valid fraction.")
+@click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
+@click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
+@click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Folds x seeds trained in parallel (joblib).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs. Default: the head's (`sercache heads`), as for every optimisation option.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Utterances per step (segments for glam, apcnn, mhcnn).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Epochs without a better validation UA before stopping.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay.")
+@click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer.")
+@click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
+@click.option("--normalize/--no-normalize", default=None,
+              help="z-score features with training-fold statistics. Default per head (on; off for glam, whose "
+              "reference feeds raw MFCCs).")
+@click.option("--refit/--no-refit", default=None,
+              help="After selecting on validation, retrain on training + validation with the selected epochs (or "
+              "C/gamma) before testing. Default per head.")
+@click.option("--progress-every", type=click.FloatRange(min=0), default=10.0,
+              help="Seconds between progress lines inside a fold (epochs, batches, validation UA); 0: every one.")
+@click.option("--no-progress", is_flag=True, help="No progress lines inside folds (fold results are still printed).")
+@click.option("--device", default="auto", help="cpu, cuda or auto.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/HEAD-PROTOCOL-...).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also write each fold and seed's curves (train loss, validation UA/WA, lr) as TensorBoard event "
+              "files in RUN/<fold>/seed<k>/tensorboard: `tensorboard --logdir RUN`. Needs pip install "
+              "'sercache[tensorboard]'.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Take the options from this YAML or JSON file (keys: the option names, e.g. lr: 3e-4, "
+              "set: {dropout: 0.2}; train: {schedule: step} for settings without an option), or from a run's "
+              "config.json to reproduce that run. Options given on the command line override the file.")
+def train(**options: Any) -> None:
+    """Train a head on every selected fold x seed from CACHE; rerun the same command to resume.
+
+    Model selection uses the validation set only (carved from the training sessions or
+    speakers); the test fold is evaluated once, with the selected checkpoint. --config takes the
+    options from a YAML/JSON file; a run's own config.json replays that run.
+    """
+    from sercache.splits import ProtocolError
+    from sercache.store.errors import CacheError
+    from sercache.train_heads.config_file import load_train_file, request_from_options
+    from sercache.train_heads.data import DataError
+    from sercache.train_heads.run import RunError, run_training
+
+    ctx = click.get_current_context()
+    try:
+        file, skip = None, ("no_progress", "progress_every", "config_file")
+        if options["config_file"] is not None:
+            file = _merge_config_file(ctx, options, load_train_file(options["config_file"]))
+            if options["head"] and file.file_only(options["head"]):  # the command line alone cannot redo the run
+                skip = ("no_progress", "progress_every")
+        req = request_from_options(options, file, command=replayable_command(ctx, skip))
+        run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
+    except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
+        fail(exc)
+    failed = [r for r in results if not r["ok"]]
+    click.echo(f"run: {run}  ({len(results) - len(failed)} fold/seed trained, {len(failed)} failed); "
+               f"`sercache report {run}` for the table")
+    if failed:
+        for r in failed:
+            click.echo(f"failed: {r['fold']} seed {r['seed']}: {r['error']}", err=True)
+        sys.exit(1)
+
+
+def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainFile) -> TrainFile:
+    """Options not given on the command line take the --config file's values, checked as if typed."""
+    from click.core import ParameterSource
+
+    from sercache.train_heads.config_file import OPTION_KEYS, ConfigFileError
+
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    file = file.overridden_by(given)
+    params = {p.name: p for p in ctx.command.params}
+    for name, value in file.options.items():
+        try:
+            options[name] = params[name].type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            key = next(k for k, n in OPTION_KEYS.items() if n == name)
+            raise ConfigFileError(f"{file.path}: {key}: {exc.message}") from None
+    ctx.params.update(options)  # the recorded command spells out the file's values too
+    return file
