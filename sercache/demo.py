@@ -27,6 +27,9 @@ from sercache.synthetic.corpus import IEMOCAP4_CODE_COUNTS, proportional_counts
 #: batch 2, are tuned for real 1024-d features and would need many more epochs here).
 DEMO_TRAIN = {"lr": 3e-3, "batch_size": 8, "epochs": 25, "patience": 8}
 DEMO_HEADS = ("gate", "cmgi")
+#: Hidden size of the stand-in speech and text encoders: wide enough that the heads' published settings
+#: (lr 1e-5, made for 1024-d HuBERT frames) leave chance on this corpus too, as README's commands need.
+DEMO_WIDTH = 256
 #: 200 utterances in IEMOCAP's proportions of the 4-class codes (neu 62, hap 21, exc 38, sad 39,
 #: ang 40: neutral 31.0%, happy 29.5%, angry 20.0%, sad 19.5%; real: 30.9, 29.6, 19.9, 19.6).
 DEMO_UTTERANCES = 200
@@ -62,7 +65,7 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
         write_iemocap_tree(corpus, iemocap_like(**DEMO_CORPUS))
     say(f"[1/4] corpus: {corpus} (IEMOCAP release layout, 5 sessions x 2 speakers, {DEMO_UTTERANCES} utterances "
         "in IEMOCAP's class proportions)")
-    models = make_tiny_models(out / "models")
+    models = make_tiny_models(out / "models", width=DEMO_WIDTH)
     say(f"[2/4] random stand-in models: {', '.join(str(p) for p in models.values())}")
     run_extract(ExtractOptions(root=corpus, corpus="iemocap", out=cache, ssl_model=str(models["ssl"]),
                                asr_model=str(models["asr"]), text_model=str(models["text"]), device="cpu",

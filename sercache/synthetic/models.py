@@ -105,16 +105,23 @@ def make_bert(path: Pathlike, *, hidden: int = 32, layers: int = 2, seed: int = 
     return path
 
 
-def make_tiny_models(root: Pathlike) -> dict[str, Path]:
-    """The three stand-ins the demo and tests use: ``{"ssl": ..., "asr": ..., "text": ...}``."""
+def make_tiny_models(root: Pathlike, *, width: int = 32) -> dict[str, Path]:
+    """The three stand-ins the demo and tests use: ``{"ssl": ..., "asr": ..., "text": ...}``.
+
+    ``width`` is the hidden size of the speech and text encoders (2 layers each; the CTC model
+    only writes transcripts and stays 32-d). Feature width matters to the heads' published
+    settings: Adam moves each weight by about lr per step whatever the input size, so a head's
+    outputs move in proportion to its input width, and lr 1e-5 that trains on 1024-d HuBERT
+    frames barely moves a head on 32-d ones (the demo uses 256).
+    """
     root = Path(root)
     out = {"ssl": root / "tiny-hubert", "asr": root / "tiny-wav2vec2-ctc", "text": root / "tiny-bert"}
     if not (out["ssl"] / "config.json").exists():
-        make_hubert(out["ssl"])
+        make_hubert(out["ssl"], hidden=width)
     if not (out["asr"] / "config.json").exists():
         make_ctc(out["asr"])
     if not (out["text"] / "config.json").exists():
-        make_bert(out["text"])
+        make_bert(out["text"], hidden=width)
     for path in out.values():  # read by the notebook (and by anyone who finds the folder later)
         (path / "RANDOM_WEIGHTS.txt").write_text("Random weights made by sercache for its demo and tests: not a "
                                                  "trained model. Features from it show the pipeline, not emotion.\n")
