@@ -50,7 +50,8 @@ extract = extract_features
 def train(cache: Any, head: str, **options: Any) -> tuple[Any, list[dict[str, Any]]]:
     """``sercache train``: keywords are :class:`sercache.train_heads.run.TrainRequest` fields (``out``,
     ``protocol``, ``folds``, ``labels``, ``streams``, ``seeds``, ``jobs``, ``hyperparameters``, ``train`` for
-    optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``."""
+    optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``;
+    :func:`sercache.train_heads.outcome.training_outcome` of them is the command's summary and exit status."""
     from sercache.train_heads.run import TrainRequest, run_training
 
     options.setdefault("command", f"sercache.train({cache!r}, {head!r}, **{options!r})")

@@ -75,3 +75,19 @@ def test_report_tables_and_csv_carry_every_listed_metric(run):
 def test_display_names_are_unique_and_every_metric_has_one():
     assert len({m.key for m in METRICS}) == len({m.label for m in METRICS}) == len(METRICS)
     assert all(m.label and (m.of is None) != (m.regression_index is None) for m in METRICS)
+
+
+def test_a_run_recorded_before_a_metric_existed_still_reports(run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    newest = CLASSIFICATION[-1].key
+    for path in old.glob("loso-*/seed*/metrics.json"):
+        record = json.loads(path.read_text())
+        del record[newest]
+        path.write_text(json.dumps(record))
+    result = CliRunner().invoke(cli, ["report", str(run), str(old), "--bootstrap", "20"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    paired = result.output.split("Paired differences", 1)[1]
+    assert "| UA " in paired and f"| {CLASSIFICATION[-1].label} " not in paired

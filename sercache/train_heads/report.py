@@ -231,6 +231,8 @@ def paired_table(base: RunResults, other: RunResults) -> pd.DataFrame | str:
         return f"{other.path.name} vs {base.path.name}: fewer than 2 matching fold/seed results; no paired test"
     rows = []
     for m in METRIC_NAMES:
+        if f"{m}_other" not in merged or f"{m}_base" not in merged:  # a run trained before that metric existed
+            continue
         r = _metrics.paired_comparison(merged[f"{m}_other"], merged[f"{m}_base"])
         rows.append({"metric": NICE[m], "n pairs": r["n"], "mean diff (pp)": f"{100 * r['mean_diff']:+.2f}",
                      "std (pp)": f"{100 * r['std_diff']:.2f}", "paired t p": f"{r['t_p']:.3g}",
