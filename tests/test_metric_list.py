@@ -91,3 +91,20 @@ def test_a_run_recorded_before_a_metric_existed_still_reports(run, tmp_path):
     assert result.exit_code == 0, result.output
     paired = result.output.split("Paired differences", 1)[1]
     assert "| UA " in paired and f"| {CLASSIFICATION[-1].label} " not in paired
+
+
+def test_cohens_kappa_reaches_the_report_the_csv_and_the_eval_summary(run):
+    from sklearn.metrics import cohen_kappa_score
+
+    ev = CliRunner().invoke(cli, ["eval", str(run)], catch_exceptions=False).output
+    assert "kappa" in next(line for line in ev.splitlines() if line.startswith("mean: "))
+    table = pd.read_csv(run / "eval.csv")
+    for r in table.itertuples():
+        pred = pd.read_csv(run / r.fold / f"seed{r.seed}" / "predictions.csv")
+        assert r.kappa == pytest.approx(cohen_kappa_score(pred.label, pred.pred))
+    csv = pd.read_csv(io.StringIO(CliRunner().invoke(cli, ["report", str(run), "--bootstrap", "20", "--format", "csv"],
+                                                   catch_exceptions=False).output))
+    assert csv.kappa_mean.iloc[0] == pytest.approx(table.kappa.mean())
+    assert csv.kappa_ci_low.iloc[0] <= csv.kappa_ci_high.iloc[0]
+    md = CliRunner().invoke(cli, ["report", str(run), "--bootstrap", "20"], catch_exceptions=False).output
+    assert "| kappa" in md.split("Paired", 1)[0]

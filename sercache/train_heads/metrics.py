@@ -76,6 +76,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("ua", "UA", _nan_if_empty(lambda c: c.recall[c.present].mean()), summary=True),
     Metric("macro_f1", "macro-F1", _nan_if_empty(lambda c: c.f1[c.present].mean()), summary=True),
     Metric("weighted_f1", "weighted-F1", _nan_if_empty(lambda c: (c.f1 * c.support).sum() / c.support.sum())),
+    # Cohen's kappa as scikit-learn's cohen_kappa_score: (p_o - p_e) / (1 - p_e), both terms times N^2; NaN at p_e = 1
+    Metric("kappa", "kappa", _nan_if_empty(lambda c: (c.total * c.tp.sum() - c.support @ c.predicted) / d
+                                           if (d := c.total ** 2 - c.support @ c.predicted) else float("nan")), summary=True),
     Metric("ccc_valence", "CCC-V", regression_index=0),
     Metric("ccc_arousal", "CCC-A", regression_index=1),
 )
