@@ -31,9 +31,9 @@ from sercache.train_heads.trainer import TrainConfig
 #: File key -> the train command's parameter name. Every train option but --config itself.
 OPTION_KEYS: dict[str, str] = {
     "cache": "cache_dir", "head": "head", "set": "settings", "labels": "label_preset", "subset": "subset",
-    "text": "text", **{r.param: r.param for r in stream_roles().values()}, "layer": "layer", "text_layer": "text_layer",
-    "fold": "fold",
-    "protocol": "protocol", "folds": "fold_file", "valid": "valid", "valid_speakers": "valid_speakers",
+    "text": "text", **{r.param: r.param for r in stream_roles().values()},  # --audio-stream...: one per stream role
+    "layer": "layer", "text_layer": "text_layer", "fold": "fold", "protocol": "protocol", "folds": "fold_file",
+    "valid": "valid", "valid_speakers": "valid_speakers",
     "valid_fraction": "valid_fraction", "session": "holdout_session", "ratios": "ratios", "split_seed": "split_seed",
     "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
     "weight_decay": "weight_decay", "optimizer": "optimizer", "normalize": "normalize", "refit": "refit",

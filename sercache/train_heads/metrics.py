@@ -89,11 +89,6 @@ METRIC_NAMES = tuple(m.key for m in CLASSIFICATION)
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
 
-def metric_label(key: str) -> str:
-    """The display name of a metric key (the key itself for one not in :data:`METRICS`)."""
-    return next((m.label for m in METRICS if m.key == key), key)
-
-
 def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
     """Every classification metric of :data:`METRICS` from a confusion matrix.
 
