@@ -10,6 +10,7 @@ The four stages are functions here, with the CLI's options as keywords::
     print(sercache.report([run]))
     sercache.report([run], html="report.html")   # also one self-contained page with the plots
     sercache.load_run(run).metrics          # one row per fold x seed
+    sercache.evaluate(run)                  # checkpoints re-evaluated (as `sercache eval`), RUN/eval.csv written
     sercache.predict(run, ["clips/"], out="predictions.csv")   # new audio, features as the cache made them
     sercache.load_run(run).predict(waveform, 16_000)            # the same for an array
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "extract", "extract_features", "load_run", "open_cache", "predict", "report", "train"]
+__all__ = ["__version__", "evaluate", "extract", "extract_features", "load_run", "open_cache", "predict", "report",
+           "train"]
 
 
 def open_cache(path):  # noqa: ANN001, ANN201 - thin re-export, documented in store.reader
@@ -48,7 +50,8 @@ extract = extract_features
 def train(cache: Any, head: str, **options: Any) -> tuple[Any, list[dict[str, Any]]]:
     """``sercache train``: keywords are :class:`sercache.train_heads.run.TrainRequest` fields (``out``,
     ``protocol``, ``folds``, ``labels``, ``streams``, ``seeds``, ``jobs``, ``hyperparameters``, ``train`` for
-    optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``."""
+    optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``;
+    :func:`sercache.train_heads.outcome.training_outcome` of them is the command's summary and exit status."""
     from sercache.train_heads.run import TrainRequest, run_training
 
     options.setdefault("command", f"sercache.train({cache!r}, {head!r}, **{options!r})")
@@ -62,6 +65,18 @@ def load_run(path: Any) -> Any:
     from sercache.train_heads.report import load_run as _load_run
 
     return _load_run(path)
+
+
+def evaluate(run: Any, **options: Any) -> Any:
+    """``sercache eval``: re-evaluate a run's checkpoints on their test folds (``cache=`` another corpus's cache, on
+    the classes both presets share), one row per fold x seed as a DataFrame; also written to ``RUN/eval.csv`` (or
+    ``RUN/eval-<cache>.csv``) unless ``write=False``. Keywords: see :func:`sercache.train_heads.evaluate.evaluate_run`
+    (``fold``, ``cache``, ``labels``, ``device``); :func:`~sercache.train_heads.evaluate.evaluation_text` prints it
+    as the command does."""
+    from sercache.train_heads.evaluate import evaluate_run
+
+    options.setdefault("write", True)
+    return evaluate_run(run, **options)
 
 
 def predict(run: Any, inputs: list[Any], **options: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, recall_score
 
 from sercache.train_heads.metrics import bootstrap_ci, ccc, classification_metrics, confusion, paired_comparison, per_class_recall
 
@@ -23,6 +23,12 @@ def test_classification_metrics_match_sklearn(seed):
     assert m["ua"] == pytest.approx(balanced_accuracy_score(y, pred))
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=present))
     assert m["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+
+
+def test_kappa_is_nan_where_chance_agreement_is_certain():
+    y = np.zeros(10, int)
+    assert np.isnan(classification_metrics(y, y, 3)["kappa"])  # sklearn: 0/0 as well
 
 
 def test_wa_and_ua_are_not_inverted():

@@ -17,6 +17,7 @@ from PIL import Image
 
 from sercache.cli import cli
 from sercache.train_heads import report_plots
+from sercache.train_heads.metrics import CLASSIFICATION
 from sercache.train_heads.report import load_run, make_report
 from sercache.train_heads.report_tables import chance_line
 from tests.browser import ink_fraction, render, require_or_skip
@@ -125,8 +126,8 @@ def test_header_and_tables_match_the_markdown_report(runs, page):
         assert f"audio: ssl layer(s) {','.join(map(str, run.config['encoders']['audio']['layers']))}" in text
     assert "audio: ssl layer(s) 0,1,2" in text  # wsum weighs every stored layer
 
-    main = doc.frame(doc.find(["run", "head", "folds x seeds", "WA", "UA", "macro-F1", "weighted-F1", "pooled WA",
-                               "pooled UA"]))
+    main = doc.frame(doc.find(["run", "head", "folds x seeds", *[m.label for m in CLASSIFICATION], "pooled WA",
+                               "pooled UA"]))  # every metric of the one list (metrics.METRICS), in its order
     expected = _md_table(md, "Metrics in %")
     pd.testing.assert_frame_equal(main, expected)
     assert all(re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]", v) for v in main.UA)  # CIs shown
@@ -148,7 +149,7 @@ def test_header_and_tables_match_the_markdown_report(runs, page):
     for i, other in zip(found, ("mlp", "wsum")):
         paired = doc.frame(i)
         pd.testing.assert_frame_equal(paired, _md_table(md, f"Paired differences, {other} - linear"))
-        assert list(paired["n pairs"]) == ["4"] * 4  # 2 folds x 2 seeds
+        assert list(paired["n pairs"]) == ["4"] * len(CLASSIFICATION)  # 2 folds x 2 seeds, one row per metric
 
 
 def test_layer_weights_and_curves_come_from_the_records(runs, page):

@@ -5,11 +5,9 @@ import click
 
 from sercache.cli.common import CONTEXT, fail
 from sercache.cli.help import examples
+from sercache.train_heads.head_catalog import head_names
 
-
-def head_names() -> list[str]:
-    # kept import-light: the registry's names are listed in the help without importing torch
-    return ["apcnn", "cmgi", "gate", "glam", "linear", "logreg", "mhcnn", "mlp", "mmer", "svm", "tmn", "wsum"]
+__all__ = ["head_names", "heads", "labels"]  # head_names: read from the head modules' source, without torch
 
 
 @click.command(context_settings=CONTEXT, epilog=examples("sercache heads", "sercache heads glam"))
@@ -23,19 +21,7 @@ def heads(name: str | None) -> None:
     except KeyError as exc:
         fail(exc)
     for cls in chosen:
-        click.echo(f"{cls.name}: {cls.summary}")
-        click.echo(f"  reads: {', '.join(cls.roles)}"
-                   + (f" (all stored layers of: {', '.join(cls.multi_layer_roles)})" if cls.multi_layer_roles else "")
-                   + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else ""))
-        click.echo("  hyperparameters (--set KEY=VALUE): "
-                   + ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()))
-        if cls.closed_form:
-            click.echo("  training: fitted by scikit-learn on standardised utterance statistics; every combination of "
-                       f"{', '.join(cls.grid_keys)} given as lists is scored on validation UA and the best one kept"
-                       + ("; refit on training + validation by default" if cls.resolved_train_defaults().get("refit")
-                          else ""))
-        else:
-            click.echo("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items()))
+        click.echo(cls.describe())
 
 
 @click.command(context_settings=CONTEXT, epilog=examples("sercache labels", "sercache labels iemocap4"))

@@ -23,33 +23,15 @@ def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, labe
     """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
     from sercache.store.errors import CacheError
     from sercache.train_heads.data import DataError
-    from sercache.train_heads.evaluate import evaluate_run
+    from sercache.train_heads.evaluate import evaluate_run, evaluation_text
     from sercache.train_heads.run import RunError
     from sercache.train_heads.trainer import TrainingError
 
     try:
-        table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device)
+        table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device, write=True)
     except (FileNotFoundError, DataError, CacheError, RunError, TrainingError, KeyError, ValueError) as exc:
         fail(exc)
-    click.echo(f"evaluated on {table.attrs['cache']} (classes: {', '.join(table.attrs['classes'])})")
-    if table.attrs.get("dropped"):
-        click.echo(f"{table.attrs['dropped']} utterances of that cache have classes outside the shared set "
-                   "(or no label) and were left out")
-    shown = table.copy()
-    for m in ("wa", "ua", "macro_f1", "weighted_f1"):
-        shown[m] = shown[m].map(lambda v: f"{100 * v:.2f}")
-    click.echo(shown.to_string(index=False))
-    click.echo(f"mean: WA {100 * table.wa.mean():.2f}  UA {100 * table.ua.mean():.2f}  "
-               f"macro-F1 {100 * table.macro_f1.mean():.2f}")
-    if "max_logit_diff_vs_record" in table:  # the run's own test folds: do the checkpoints give the records?
-        worst = float(table.max_logit_diff_vs_record.max())
-        verdict = ("the checkpoints reproduce the recorded test predictions" if worst <= 1e-3 else
-                   "WARNING: the checkpoints do NOT reproduce the recorded test predictions (another cache state, "
-                   "device or library version?)")
-        click.echo(f"{verdict} (largest logit difference {worst:.2g})")
-    name = "eval.csv" if other_cache is None else f"eval-{Path(other_cache).name}.csv"
-    table.to_csv(run_dir / name, index=False)
-    click.echo(f"wrote {run_dir / name}")
+    click.echo(evaluation_text(table))
 
 
 @click.command(context_settings=CONTEXT, epilog=examples(

@@ -10,15 +10,24 @@ import click
 from sercache.cli.catalog import head_names
 from sercache.cli.common import CONTEXT, fail, replayable_command
 from sercache.cli.help import Sectioned, examples
+from sercache.train_heads.head_catalog import stream_roles
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sercache.train_heads.config_file import TrainFile
+
+
+def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One --ROLE-stream option per stream role the head modules declare (their STREAM_ROLES), in that order."""
+    for role in reversed(stream_roles().values()):
+        command = click.option(role.option, role.param, default=None, help=role.help)(command)
+    return command
 
 
 @click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
     ("Model", ["head", "settings"]),
-    ("Data", ["label_preset", "subset", "text", "audio_stream", "text_stream", "mfcc_stream", "text_aug_stream",
-              "layer", "text_layer"]),
+    ("Data", ["label_preset", "subset", "text", *[r.param for r in stream_roles().values()], "layer", "text_layer"]),
     ("Folds and validation", ["fold", "protocol", "fold_file", "valid", "valid_speakers", "valid_fraction",
                               "holdout_session", "ratios", "split_seed"]),
     ("Optimisation (defaults: the head's, see `sercache heads`)", [
@@ -49,11 +58,7 @@ if TYPE_CHECKING:
 @click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
               help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
 @click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
-@click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl). Pooled heads (linear, mlp, "
-              "svm, logreg) take several, comma-separated: --audio-stream mfcc,logmel,egemaps.")
-@click.option("--text-stream", default=None, help="Stream for the text role (overrides --text).")
-@click.option("--mfcc-stream", default=None, help="Stream for the mfcc role (default mfcc).")
-@click.option("--text-aug-stream", default=None, help="Augmented-text stream for mmer --set augmented_text=true.")
+@stream_role_options
 @click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
 @click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
 @click.option("--valid", default=None, type=click.Choice(["group", "fraction", "speakers"]),
@@ -108,6 +113,7 @@ def train(**options: Any) -> None:
     from sercache.store.errors import CacheError
     from sercache.train_heads.config_file import load_train_file, request_from_options
     from sercache.train_heads.data import DataError
+    from sercache.train_heads.outcome import training_outcome
     from sercache.train_heads.run import RunError, run_training
 
     ctx = click.get_current_context()
@@ -121,13 +127,12 @@ def train(**options: Any) -> None:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
         fail(exc)
-    failed = [r for r in results if not r["ok"]]
-    click.echo(f"run: {run}  ({len(results) - len(failed)} fold/seed trained, {len(failed)} failed); "
-               f"`sercache report {run}` for the table")
-    if failed:
-        for r in failed:
-            click.echo(f"failed: {r['fold']} seed {r['seed']}: {r['error']}", err=True)
-        sys.exit(1)
+    outcome = training_outcome(run, results)
+    click.echo(outcome.summary)
+    for line in outcome.failures:
+        click.echo(line, err=True)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainFile) -> TrainFile:

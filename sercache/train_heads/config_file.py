@@ -24,15 +24,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sercache.train_heads.head_catalog import stream_roles
 from sercache.train_heads.run import RunError, TrainRequest
 from sercache.train_heads.trainer import TrainConfig
 
 #: File key -> the train command's parameter name. Every train option but --config itself.
 OPTION_KEYS: dict[str, str] = {
     "cache": "cache_dir", "head": "head", "set": "settings", "labels": "label_preset", "subset": "subset",
-    "text": "text", "audio_stream": "audio_stream", "text_stream": "text_stream", "mfcc_stream": "mfcc_stream",
-    "text_aug_stream": "text_aug_stream", "layer": "layer", "text_layer": "text_layer", "fold": "fold",
-    "protocol": "protocol", "folds": "fold_file", "valid": "valid", "valid_speakers": "valid_speakers",
+    "text": "text", **{r.param: r.param for r in stream_roles().values()},  # --audio-stream...: one per stream role
+    "layer": "layer", "text_layer": "text_layer", "fold": "fold", "protocol": "protocol", "folds": "fold_file",
+    "valid": "valid", "valid_speakers": "valid_speakers",
     "valid_fraction": "valid_fraction", "session": "holdout_session", "ratios": "ratios", "split_seed": "split_seed",
     "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
     "weight_decay": "weight_decay", "optimizer": "optimizer", "normalize": "normalize", "refit": "refit",
@@ -47,7 +48,7 @@ RECORD_KEYS = frozenset({
     "n_utterances", "dropped_utterances", "seeds", "fold_selection", "jobs", "threads_per_task", "device",
     "tensorboard", "sercache_version", "command", "created"})
 #: Stream option of each role, and the layer option of the roles that have one.
-ROLE_STREAM = {"audio": "audio_stream", "text": "text_stream", "mfcc": "mfcc_stream", "text_aug": "text_aug_stream"}
+ROLE_STREAM = {r.name: r.param for r in stream_roles().values()}
 ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
 #: An option given on the command line also drops these values of the file, which would contradict it.
 DROPS = {"protocol": ("fold_file",), "fold_file": ("protocol",), "valid": ("valid_speakers",),

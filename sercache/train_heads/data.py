@@ -16,10 +16,11 @@ import torch
 from sercache.splits.labels import LabelPreset, apply_preset, soft_labels
 from sercache.store.errors import CacheCorruptError
 from sercache.store.reader import FeatureStore, StreamInfo
+from sercache.train_heads.head_catalog import role_default_streams
 from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, StreamBatch
 
-#: Which cache stream a role reads when the user does not say.
-ROLE_DEFAULT_STREAMS = {"audio": "ssl", "text": "text_asr", "mfcc": "mfcc", "text_aug": "text_aug"}
+#: Which cache stream a role reads when the user does not say (declared by the head modules: STREAM_ROLES).
+ROLE_DEFAULT_STREAMS = role_default_streams()
 
 
 class DataError(ValueError):

@@ -19,10 +19,13 @@ from sercache.store import open_cache
 from sercache.train_heads.data import DataError, labelled_utterances, recorded_roles
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.heads.base import Head
-from sercache.train_heads.metrics import classification_metrics
+from sercache.train_heads.metrics import METRIC_NAMES, METRICS, classification_metrics
 from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.report import load_run
 from sercache.train_heads.trainer import DONE, build_head, evaluate, load_checkpoint
+
+#: The largest logit difference to the recorded predictions that still counts as reproducing them.
+REPRODUCED_TOLERANCE = 1e-3
 
 
 def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
@@ -42,8 +45,13 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
 
 
 def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | Path | None = None,
-                 labels: str | None = None, device: str = "cpu") -> pd.DataFrame:
-    """One row per evaluated checkpoint: metrics, and (own cache) the largest logit difference to the record."""
+                 labels: str | None = None, device: str = "cpu", write: bool = False) -> pd.DataFrame:
+    """One row per evaluated checkpoint: metrics, and (own cache) the largest logit difference to the record.
+
+    ``attrs`` of the table: ``cache``, ``classes`` (the shared ones with another cache), ``dropped``
+    (its utterances outside them). With ``write``, the table is also written to the run directory
+    (:func:`eval_csv_path`), and ``attrs["written"]`` is that path.
+    """
     run = load_run(run_dir)
     config = run.config
     folds = load_folds(Path(run_dir) / "folds.json")
@@ -92,4 +100,44 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     out.attrs["classes"] = shared
     out.attrs["cache"] = str(cache or config["cache"])
     out.attrs["dropped"] = dropped  # utterances of the other corpus outside the shared classes
+    if write:
+        path = eval_csv_path(run_dir, cache)
+        out.to_csv(path, index=False)
+        out.attrs["written"] = path
     return out
+
+
+def eval_csv_path(run_dir: str | Path, other_cache: str | Path | None = None) -> Path:
+    """Where eval writes its table: ``RUN/eval.csv``, or ``RUN/eval-<cache folder>.csv`` for another cache."""
+    return Path(run_dir) / ("eval.csv" if other_cache is None else f"eval-{Path(other_cache).name}.csv")
+
+
+def reproduction_verdict(table: pd.DataFrame, tolerance: float = REPRODUCED_TOLERANCE) -> str | None:
+    """Whether the checkpoints give the recorded test predictions (None when evaluated on another cache)."""
+    if "max_logit_diff_vs_record" not in table:
+        return None
+    worst = float(table.max_logit_diff_vs_record.max())
+    verdict = ("the checkpoints reproduce the recorded test predictions" if worst <= tolerance else
+               "WARNING: the checkpoints do NOT reproduce the recorded test predictions (another cache state, "
+               "device or library version?)")
+    return f"{verdict} (largest logit difference {worst:.2g})"
+
+
+def evaluation_text(table: pd.DataFrame) -> str:
+    """What ``sercache eval`` prints of a table of :func:`evaluate_run`: the rows in %, their mean, the verdict."""
+    lines = [f"evaluated on {table.attrs['cache']} (classes: {', '.join(table.attrs['classes'])})"]
+    if table.attrs.get("dropped"):
+        lines.append(f"{table.attrs['dropped']} utterances of that cache have classes outside the shared set "
+                     "(or no label) and were left out")
+    shown = table.copy()
+    for m in METRIC_NAMES:
+        shown[m] = shown[m].map(lambda v: f"{100 * v:.2f}")
+    lines.append(shown.to_string(index=False))
+    lines.append("mean: " + "  ".join(f"{m.label} {100 * table[m.key].mean():.2f}"
+                                      for m in METRICS if m.summary and m.key in table))
+    verdict = reproduction_verdict(table)
+    if verdict:
+        lines.append(verdict)
+    if table.attrs.get("written"):
+        lines.append(f"wrote {table.attrs['written']}")
+    return "\n".join(lines)

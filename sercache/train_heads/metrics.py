@@ -5,10 +5,16 @@
 * macro-F1 = unweighted mean of per-class F1; weighted-F1 = support-weighted mean.
 * CCC = 2 cov(x, y) / (var x + var y + (mean x - mean y)^2), population moments.
 
+:data:`METRICS` is the one list of them, with their display names: the trainer, ``eval``, the
+report's tables, CSV and bootstrap read it, so a new metric is one entry there.
+
 Computed from a confusion matrix with numpy (fast enough for bootstrap resampling); the tests
 check every one against scikit-learn's reference implementation.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -20,28 +26,78 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
         n_classes, n_classes)
 
 
+@dataclass(frozen=True)
+class Confusion:
+    """The per-class counts every classification metric is a formula of (computed once per confusion matrix)."""
+
+    cm: np.ndarray          # float64, row = true class
+    support: np.ndarray     # true utterances per class
+    predicted: np.ndarray   # predictions per class
+    tp: np.ndarray
+    total: float
+    present: np.ndarray     # classes present in the ground truth
+    recall: np.ndarray
+    f1: np.ndarray
+
+    @classmethod
+    def of(cls, cm: np.ndarray) -> Confusion:
+        cm = np.asarray(cm, dtype=np.float64)
+        support, predicted, tp = cm.sum(1), cm.sum(0), np.diag(cm)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                       where=(precision + recall) > 0)
+        return cls(cm, support, predicted, tp, float(cm.sum()), support > 0, recall, f1)
+
+
+def _nan_if_empty(fn: Callable[[Confusion], float]) -> Callable[[Confusion], float]:
+    return lambda c: float(fn(c)) if c.total and c.present.any() else float("nan")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported figure: its key (metrics.json, eval CSV, report CSV columns ``KEY_mean``...) and display name.
+
+    Classification metrics are a formula of the test confusion matrix (``of``), so one list serves the
+    trainer, ``eval``, the report's bootstrap and its pooled figures. Regression metrics (``of`` None)
+    are the CCC of one valence/arousal output (``regression_index``), for heads that regress them.
+    """
+
+    key: str
+    label: str
+    of: Callable[[Confusion], float] | None = None
+    regression_index: int | None = None
+    summary: bool = False  # on the one-line summaries (eval's mean line)
+
+
+#: Every metric sercache reports, in table order. A new metric is one entry here.
+METRICS: tuple[Metric, ...] = (
+    Metric("wa", "WA", _nan_if_empty(lambda c: c.tp.sum() / c.total), summary=True),
+    Metric("ua", "UA", _nan_if_empty(lambda c: c.recall[c.present].mean()), summary=True),
+    Metric("macro_f1", "macro-F1", _nan_if_empty(lambda c: c.f1[c.present].mean()), summary=True),
+    Metric("weighted_f1", "weighted-F1", _nan_if_empty(lambda c: (c.f1 * c.support).sum() / c.support.sum())),
+    # Cohen's kappa as scikit-learn's cohen_kappa_score: (p_o - p_e) / (1 - p_e), both terms times N^2; NaN at p_e = 1
+    Metric("kappa", "kappa", _nan_if_empty(lambda c: (c.total * c.tp.sum() - c.support @ c.predicted) / d
+                                           if (d := c.total ** 2 - c.support @ c.predicted) else float("nan")), summary=True),
+    Metric("ccc_valence", "CCC-V", regression_index=0),
+    Metric("ccc_arousal", "CCC-A", regression_index=1),
+)
+CLASSIFICATION = tuple(m for m in METRICS if m.of is not None)
+REGRESSION = tuple(m for m in METRICS if m.regression_index is not None)
+#: The classification metrics' keys (every one computed for every run), and every metric's.
+METRIC_NAMES = tuple(m.key for m in CLASSIFICATION)
+METRIC_KEYS = tuple(m.key for m in METRICS)
+
+
 def metrics_from_confusion(cm: np.ndarray) -> dict[str, float]:
-    """WA, UA, macro-F1 and weighted-F1 from a confusion matrix.
+    """Every classification metric of :data:`METRICS` from a confusion matrix.
 
     UA and macro-F1 average over the classes present in the ground truth (as scikit-learn's
     ``balanced_accuracy_score`` does for recall; for F1, classes absent from both truth and
     predictions are skipped, as ``f1_score(labels=present)`` does).
     """
-    cm = np.asarray(cm, dtype=np.float64)
-    support = cm.sum(1)
-    predicted = cm.sum(0)
-    tp = np.diag(cm)
-    total = cm.sum()
-    present = support > 0
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    return {
-        "wa": float(tp.sum() / total) if total else float("nan"),
-        "ua": float(recall[present].mean()) if present.any() else float("nan"),
-        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
-        "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else float("nan"),
-    }
+    c = Confusion.of(cm)
+    return {m.key: m.of(c) for m in CLASSIFICATION}
 
 
 def per_class_recall(cm: np.ndarray) -> np.ndarray:
@@ -71,8 +127,6 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float:
     denom = x.var() + y.var() + (mx - my) ** 2
     return float(2 * cov / denom) if denom > 0 else float("nan")
 
-
-METRIC_NAMES = ("wa", "ua", "macro_f1", "weighted_f1")
 
 
 def bootstrap_ci(runs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, *, n_boot: int = 1000, seed: int = 0,

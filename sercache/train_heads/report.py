@@ -20,16 +20,16 @@ import pandas as pd
 
 from sercache.splits import load_folds
 from sercache.store.atomic import read_json
+from sercache.train_heads import metrics as _metrics
 from sercache.train_heads.heads import get_head
-from sercache.train_heads.metrics import METRIC_NAMES, bootstrap_ci, classification_metrics, confusion, paired_comparison
+from sercache.train_heads.metrics import METRIC_KEYS, METRIC_NAMES, bootstrap_ci, classification_metrics, confusion
 from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections, run_warnings
 from sercache.train_heads.trainer import DONE
 
 #: tabulate would re-parse the formatted figures as numbers and print 61.00 as 61: keep them as written.
 KEEP_TEXT = {"disable_numparse": True}
 
-NICE = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "ccc_valence": "CCC-V",
-        "ccc_arousal": "CCC-A"}
+NICE = {m.key: m.label for m in _metrics.METRICS}  # display names, from the one list of metrics
 
 
 @dataclass
@@ -96,7 +96,7 @@ def summarize(run: RunResults, n_boot: int = 1000) -> dict[str, Any]:
     ci = bootstrap_ci([(groups[key].label.to_numpy(), groups[key].pred.to_numpy()) for key in keys], k,
                       n_boot=n_boot, paired_groups=[fold_ids[f] for f, _ in keys])
     out: dict[str, Any] = {"n_runs": len(keys), "folds": len(fold_ids), "seeds": sorted({s for _, s in keys})}
-    for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+    for m in METRIC_KEYS:
         if m in run.metrics and run.metrics[m].notna().any():
             vals = run.metrics[m].to_numpy(float)
             out[m] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0,
@@ -161,7 +161,7 @@ def runs_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Da
     rows = []
     for run, s in zip(runs, summaries):
         row = {"run": run.path.name, "head": run.config["head"], "folds x seeds": f"{s['folds']} x {len(s['seeds'])}"}
-        for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+        for m in METRIC_KEYS:
             if m in s:
                 row[NICE[m]] = _fmt(s[m])
         row["pooled WA"] = f"{100 * s['pooled']['wa']:.2f}"
@@ -176,7 +176,7 @@ def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Dat
         row = {"run": str(run.path), "head": run.config["head"], "protocol": run.config["protocol"],
                "labels": run.config["labels"]["preset"], "text_source": run.config["text_source"],
                "speaker_independent": run.config["speaker_independent"], "folds": s["folds"], "seeds": len(s["seeds"])}
-        for m in [*METRIC_NAMES, "ccc_valence", "ccc_arousal"]:
+        for m in METRIC_KEYS:
             if m in s:
                 row.update({f"{m}_mean": s[m]["mean"], f"{m}_std": s[m]["std"]})
                 if s[m]["ci"]:
@@ -231,7 +231,9 @@ def paired_table(base: RunResults, other: RunResults) -> pd.DataFrame | str:
         return f"{other.path.name} vs {base.path.name}: fewer than 2 matching fold/seed results; no paired test"
     rows = []
     for m in METRIC_NAMES:
-        r = paired_comparison(merged[f"{m}_other"], merged[f"{m}_base"])
+        if f"{m}_other" not in merged or f"{m}_base" not in merged:  # a run trained before that metric existed
+            continue
+        r = _metrics.paired_comparison(merged[f"{m}_other"], merged[f"{m}_base"])
         rows.append({"metric": NICE[m], "n pairs": r["n"], "mean diff (pp)": f"{100 * r['mean_diff']:+.2f}",
                      "std (pp)": f"{100 * r['std_diff']:.2f}", "paired t p": f"{r['t_p']:.3g}",
                      "Wilcoxon p": f"{r['wilcoxon_p']:.3g}"})

@@ -31,7 +31,7 @@ from sercache.train_heads.data import InMemoryData, bucket_batches
 from sercache.train_heads.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.train_heads.heads import HEADS
 from sercache.train_heads.heads.base import Head, HeadOutput
-from sercache.train_heads.metrics import ccc, classification_metrics
+from sercache.train_heads.metrics import REGRESSION, ccc, classification_metrics
 from sercache.train_heads.segments import SegmentTable
 from sercache.train_heads.tblog import CurveLog
 
@@ -252,8 +252,8 @@ def test_metrics(data: InMemoryData, idx: np.ndarray, result: dict[str, Any]) ->
     metrics: dict[str, Any] = classification_metrics(y, pred, data.n_classes)
     if result["regression"] is not None and data.va is not None:
         va = data.va[idx].cpu().numpy()
-        metrics["ccc_valence"] = ccc(result["regression"][:, 0], va[:, 0])
-        metrics["ccc_arousal"] = ccc(result["regression"][:, 1], va[:, 1])
+        for m in REGRESSION:
+            metrics[m.key] = ccc(result["regression"][:, m.regression_index], va[:, m.regression_index])
     return metrics
 
 

@@ -21,10 +21,12 @@ def get_head(name: str) -> type[Head]:
 
 
 def _load_all() -> None:
-    """Import every head module (each registers itself)."""
+    """Import every head module (each registers itself): the files of heads/ that define one."""
     import importlib
 
-    for module in ("probes", "classical", "gate", "glam", "tmn", "mmer"):
+    from sercache.train_heads.head_catalog import head_modules
+
+    for module in head_modules():
         try:
             importlib.import_module(f"sercache.train_heads.heads.{module}")
         except ModuleNotFoundError as exc:

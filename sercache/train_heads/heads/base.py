@@ -73,6 +73,17 @@ class HeadOutput:
     aux_loss: Tensor | None = None    # already weighted; added to the main loss when training
 
 
+#: The stream roles of the heads in this package: the stream each reads by default and the help of its train
+#: option (--audio-stream...). A head module with a new role declares it the same way (see mmer.py's text_aug);
+#: the literal is read without importing torch (sercache.train_heads.head_catalog).
+STREAM_ROLES = {
+    "audio": {"default": "ssl", "help": "Stream for the audio role (default ssl). Pooled heads (linear, mlp, svm, "
+              "logreg) take several, comma-separated: --audio-stream mfcc,logmel,egemaps."},
+    "text": {"default": "text_asr", "help": "Stream for the text role (overrides --text)."},
+    "mfcc": {"default": "mfcc", "help": "Stream for the mfcc role (default mfcc)."},
+}
+
+
 #: Training defaults every head may override (keys of :class:`sercache.train_heads.trainer.TrainConfig`).
 BASE_TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "batch_size": 16, "epochs": 30, "patience": 8,
@@ -121,6 +132,20 @@ class Head(nn.Module):
     @classmethod
     def resolved_train_defaults(cls) -> dict[str, Any]:
         return {**BASE_TRAIN_DEFAULTS, **cls.train_defaults}
+
+    @classmethod
+    def describe(cls) -> str:
+        """What ``sercache heads NAME`` prints: the streams it reads, its hyperparameters, how it trains."""
+        reads = (f"  reads: {', '.join(cls.roles)}"
+                 + (f" (all stored layers of: {', '.join(cls.multi_layer_roles)})" if cls.multi_layer_roles else "")
+                 + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else ""))
+        return "\n".join([f"{cls.name}: {cls.summary}", reads, "  hyperparameters (--set KEY=VALUE): "
+                          + ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()),
+                          f"  {cls.training_description()}"])
+
+    @classmethod
+    def training_description(cls) -> str:
+        return "training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.resolved_train_defaults().items())
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

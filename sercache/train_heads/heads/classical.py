@@ -43,6 +43,12 @@ class ClassicalHead(Head):
                                                 "patience": 1, "grad_clip": 0.0, "refit": True}
     grid_keys: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def training_description(cls) -> str:
+        return ("training: fitted by scikit-learn on standardised utterance statistics; every combination of "
+                f"{', '.join(cls.grid_keys)} given as lists is scored on validation UA and the best one kept"
+                + ("; refit on training + validation by default" if cls.resolved_train_defaults().get("refit") else ""))
+
     def __init__(self, dims: dict[str, int], n_classes: int, *, with_text: bool, pooling: str) -> None:
         super().__init__()
         self.n_classes = n_classes

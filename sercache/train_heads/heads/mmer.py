@@ -50,6 +50,9 @@ from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, Head, HeadOutput,
 #: BERT's LayerNorm epsilon, as in the original's ``BertLayerNorm``.
 BERT_LAYER_NORM_EPS = 1e-12
 
+#: The augmented-transcript role that ``augmented_text=true`` adds (train option --text-aug-stream).
+STREAM_ROLES = {"text_aug": {"default": "text_aug", "help": "Augmented-text stream for mmer --set augmented_text=true."}}
+
 
 class BertBlock(nn.Module):
     """One post-LayerNorm BERT layer whose keys and values may come from another sequence.
