@@ -10,12 +10,26 @@ import click
 from sercache.cli.cluster import CLUSTER_OPTION_NAMES, cluster_options, cluster_request, run_on_cluster
 from sercache.cli.common import CONTEXT, fail, replayable_command
 from sercache.cli.help import Sectioned, examples
+from sercache.features.streams import all_options, default_streams, stream_kinds
+
+#: Stream options with a flag (``--ssl-model``, ``--layers``...), declared by the stream registry.
+STREAM_FLAGS = [o for o in all_options().values() if o.flag]
+
+
+def stream_options(command: Any) -> Any:
+    """The registry's per-stream options, as click options of ``extract``."""
+    for o in reversed(STREAM_FLAGS):
+        command = click.option(o.flag, o.dest, default=o.default, type=o.type, help=o.help)(command)
+    return command
+
+
+def streams_help() -> str:
+    return "Comma list from: " + "; ".join(f"{k.name} ({k.help})" for k in stream_kinds().values()) + "."
 
 
 @click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
     ("Corpus", ["corpus", "out", "sessions", "shard"]),
-    ("Streams and models", ["streams", "ssl_model", "asr_model", "text_model", "layers", "text_layers",
-                            "stream_names", "n_mfcc", "dtype"]),
+    ("Streams and models", ["streams", *(o.dest for o in STREAM_FLAGS), "stream_names", "dtype"]),
     ("Compute", ["device", "precision", "batch_seconds", "chunk_seconds", "chunk_overlap"]),
     ("Resuming and problems", ["overwrite", "strict", "flush_seconds", "no_progress"]),
     ("Cluster", CLUSTER_OPTION_NAMES)],
@@ -31,15 +45,8 @@ from sercache.cli.help import Sectioned, examples
               help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache directory (created if needed).")
 @click.option("--session", "sessions", multiple=True, help="Only these sessions (repeat, or 1,3). Default: all.")
-@click.option("--streams", default="ssl,asr,text_asr,text_gold,mfcc",
-              help="Comma list from: ssl, asr, text_asr, text_gold, mfcc, logmel, spectrogram, egemaps, compare "
-              "(egemaps and compare need the opensmile package).")
-@click.option("--ssl-model", default="facebook/hubert-large-ls960-ft", help="HF id or local folder of the speech encoder.")
-@click.option("--asr-model", default="facebook/wav2vec2-large-960h", help="HF id or local folder of a CTC ASR model.")
-@click.option("--text-model", default="bert-base-uncased", help="HF id or local folder of a BERT-style text encoder.")
-@click.option("--layers", default=None, help="SSL layers to store frame by frame: 24 | 6,12,24 | all. Default: last. "
-              "Mean/std pooled statistics are stored for every layer regardless.")
-@click.option("--text-layers", default=None, help="Text-encoder layers to store. Default: last.")
+@click.option("--streams", default=",".join(default_streams()), help=streams_help())
+@stream_options
 @click.option("--device", default="auto", help="cpu, cuda, cuda:N or auto.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               help="Compute precision (auto: fp16 on GPU, fp32 on CPU).")
@@ -48,7 +55,6 @@ from sercache.cli.help import Sectioned, examples
               help="Padded audio seconds per batch. Default per device: 0 (one utterance) on CPU, 200 on GPU.")
 @click.option("--chunk-seconds", type=float, default=30.0, help="Utterances longer than this are encoded in chunks.")
 @click.option("--chunk-overlap", type=float, default=5.0, help="Seconds of overlap between chunks.")
-@click.option("--mfcc-coefficients", "n_mfcc", type=int, default=26, help="MFCC coefficients (GLAM uses 26).")
 @click.option("--shard", default=None, help="i/N: extract only a deterministic 1/N slice (for job arrays).")
 @click.option("--stream-name", "stream_names", multiple=True, help="KIND=NAME, e.g. ssl=wavlm_large (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Re-extract streams whose stored settings differ (or rebuild them).")
@@ -57,11 +63,10 @@ from sercache.cli.help import Sectioned, examples
               help="Checkpoint finished batches to disk at least this often (an interruption loses at most this).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @cluster_options
-def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], streams: str, ssl_model: str,
-            asr_model: str, text_model: str, layers: str | None, text_layers: str | None, device: str,
+def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], streams: str, device: str,
             precision: str, dtype: str, batch_seconds: float | None, chunk_seconds: float, chunk_overlap: float,
-            n_mfcc: int, shard: str | None, stream_names: tuple[str, ...], overwrite: bool, strict: bool,
-            flush_seconds: float, no_progress: bool, **cluster: Any) -> None:
+            shard: str | None, stream_names: tuple[str, ...], overwrite: bool, strict: bool,
+            flush_seconds: float, no_progress: bool, **more: Any) -> None:
     """Run frozen encoders over a corpus once and store their outputs in the cache OUT.
 
     Rerunning the same command after an interruption resumes where it stopped; rerunning it
@@ -82,14 +87,15 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
     from sercache.features.models import ModelError
     from sercache.store.errors import CacheError
 
+    stream_values = {o.dest: more.pop(o.dest) for o in STREAM_FLAGS}
+    cluster = more
     try:
         opts = ExtractOptions(
             root=root, corpus=corpus, out=out, sessions=parse_sessions(list(sessions)),
             streams=tuple(s.strip() for s in streams.split(",") if s.strip()),
-            stream_names=parse_stream_names(list(stream_names)), ssl_model=ssl_model, asr_model=asr_model,
-            text_model=text_model, layers=layers, text_layers=text_layers, device=device, precision=precision,
+            stream_names=parse_stream_names(list(stream_names)), device=device, precision=precision,
             dtype=dtype, batch_seconds=batch_seconds, chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap,
-            n_mfcc=n_mfcc, shard=parse_shard(shard), overwrite=overwrite, strict=strict, progress=not no_progress,
+            shard=parse_shard(shard), **stream_values, overwrite=overwrite, strict=strict, progress=not no_progress,
             flush_seconds=flush_seconds,
             command=replayable_command(click.get_current_context()))
         scale_out = cluster_request(cluster)

@@ -22,6 +22,7 @@ from typing import Any
 from sercache.engines import EngineError, SlurmSettings, make_executor
 from sercache.engines import drop_pickles as drop_engine_pickles
 from sercache.extract.options import ExtractError, ExtractOptions
+from sercache.features.streams import all_options
 from sercache.store.atomic import write_text_atomic
 
 JOBS_DIR = ".jobs"
@@ -70,7 +71,7 @@ def options_to_json(opts: ExtractOptions) -> dict[str, Any]:
 
 
 def options_from_json(data: dict[str, Any]) -> ExtractOptions:
-    known = {f.name for f in fields(ExtractOptions)}
+    known = {f.name for f in fields(ExtractOptions)} | set(all_options())  # stream options, flat or in "options"
     values = {k: v for k, v in data.items() if k in known}
     values["streams"] = tuple(values.get("streams", ()))
     if values.get("shard") is not None:

@@ -3,36 +3,50 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from sercache.features.streams import (
+    COMMON_FIELDS,
+    ExtractError,
+    StreamConfig,
+    all_options,
+    default_streams,
+    options_of,
+    stream_kinds,
+)
+from sercache.features.streams.asr import DEFAULT_ASR_MODEL
+from sercache.features.streams.spectral import MFCC_MEL_BANDS
+from sercache.features.streams.ssl import DEFAULT_SSL_MODEL
+from sercache.features.streams.text import DEFAULT_TEXT_MODEL
 from sercache.keyvalue import parse_pairs
 from sercache.store.layout import check_name
 
-DEFAULT_SSL_MODEL = "facebook/hubert-large-ls960-ft"
-DEFAULT_ASR_MODEL = "facebook/wav2vec2-large-960h"
-DEFAULT_TEXT_MODEL = "bert-base-uncased"
+__all__ = ["DEFAULT_ASR_MODEL", "DEFAULT_SSL_MODEL", "DEFAULT_STREAMS", "DEFAULT_TEXT_MODEL", "MFCC_MEL_BANDS",
+           "STREAM_KINDS", "ExtractError", "ExtractOptions", "StrictStop"]
 
-#: Stream kinds in the order they run (text_asr reads what asr wrote).
-STREAM_KINDS = ("ssl", "asr", "text_asr", "text_gold", "mfcc", "logmel", "spectrogram", "egemaps", "compare")
-DEFAULT_STREAMS = ("ssl", "asr", "text_asr", "text_gold", "mfcc")
+#: Stream kinds in the order they run (text_asr reads what asr wrote): the stream registry's.
+STREAM_KINDS = tuple(stream_kinds())
+DEFAULT_STREAMS = default_streams()
 MIN_CHUNK_SECONDS = 1.0
-MFCC_MEL_BANDS = 128  # sercache.features.spectral.mfcc's n_mels
-
-
-class ExtractError(ValueError):
-    """A request that cannot be carried out (raised before any work starts)."""
 
 
 class StrictStop(ExtractError):
     """--strict met a failing utterance: the input data is at fault, not the request (CLI exit code 1)."""
 
 
-@dataclass
+@dataclass(init=False)
 class ExtractOptions:
-    """Everything ``sercache extract`` takes; see the CLI help for each option."""
+    """Everything ``sercache extract`` takes; see the CLI help for each option.
+
+    The fields are what every stream shares; each stream kind's own options (``ssl_model``,
+    ``layers``, ``text_model``, ``n_mfcc``...: see sercache.features.streams) are keywords too,
+    kept in ``options`` and readable as attributes. :meth:`stream_configs` turns them into
+    ``{stream name: config}``.
+    """
 
     root: Path
     corpus: str
@@ -40,19 +54,12 @@ class ExtractOptions:
     sessions: list[str] | None = None
     streams: tuple[str, ...] = DEFAULT_STREAMS
     stream_names: dict[str, str] = field(default_factory=dict)   # kind -> custom name
-    ssl_model: str = DEFAULT_SSL_MODEL
-    asr_model: str = DEFAULT_ASR_MODEL
-    text_model: str = DEFAULT_TEXT_MODEL
-    layers: str | None = None          # ssl layers; None = last
-    text_layers: str | None = None     # text-encoder layers; None = last
     device: str = "auto"
     precision: str = "auto"            # compute precision: fp32 | fp16 | bf16 | auto
     dtype: str = "float16"             # storage dtype of model features
     batch_seconds: float | None = None  # None = per device (0 on CPU, 200 s on GPU)
     chunk_seconds: float = 30.0
     chunk_overlap: float = 5.0
-    text_batch_size: int = 32
-    n_mfcc: int = 26
     shard: tuple[int, int] | None = None
     overwrite: bool = False
     strict: bool = False
@@ -60,6 +67,28 @@ class ExtractOptions:
     flush_mb: float = 64.0
     progress: bool = True
     command: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # stream option dest -> value
+
+    def __init__(self, root: Path | str, corpus: str, out: Path | str, **kwargs: Any) -> None:
+        self.root, self.corpus, self.out = root, corpus, out  # type: ignore[assignment]
+        for f in fields(self)[3:]:
+            if f.name in kwargs:
+                setattr(self, f.name, kwargs.pop(f.name))
+            else:
+                setattr(self, f.name, f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
+        declared = all_options()
+        unknown = sorted((set(kwargs) | set(self.options)) - set(declared))
+        if unknown:
+            raise TypeError(f"ExtractOptions got an unexpected keyword argument {unknown[0]!r}; stream options: "
+                            f"{', '.join(declared)}")
+        self.options = {d: kwargs.get(d, self.options.get(d, o.default)) for d, o in declared.items()}
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:  # a stream option, e.g. opts.ssl_model
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __post_init__(self) -> None:
         self.root, self.out = Path(self.root), Path(self.out)
@@ -85,17 +114,23 @@ class ExtractOptions:
              f"at least {MIN_CHUNK_SECONDS:g} s (a chunk must span several encoder frames)"),
             ("--chunk-overlap", self.chunk_overlap, 0 <= self.chunk_overlap < self.chunk_seconds,
              "0 or more, and less than --chunk-seconds"),
-            ("--mfcc-coefficients", self.n_mfcc, 1 <= self.n_mfcc <= MFCC_MEL_BANDS,
-             f"1 to {MFCC_MEL_BANDS} (the mel bands MFCCs are computed from)"),
             ("--flush-seconds", self.flush_seconds, self.flush_seconds >= 0, "0 or more"),
-            ("text batch size", self.text_batch_size, self.text_batch_size >= 1, "at least 1"),
-        ]
+        ] + [(o.flag or o.dest.replace("_", " "), self.options[d], o.check[0](self.options[d]), o.check[1])
+             for d, o in all_options().items() if o.check]
         for option, value, ok, rule in checks:
             if not ok:
                 raise ExtractError(f"{option} {value}: must be {rule}")
 
     def name_of(self, kind: str) -> str:
         return self.stream_names.get(kind, kind)
+
+    def stream_configs(self, precision: str | None = None) -> dict[str, StreamConfig]:
+        """``{stream name: config}`` for the requested streams (``precision``: the resolved one)."""
+        values = {c: getattr(self, c) for c in COMMON_FIELDS} | self.options
+        if precision is not None:
+            values["precision"] = precision
+        kinds = stream_kinds()
+        return {self.name_of(k): kinds[k].config_from(values, options_of(kinds[k])) for k in self.streams}
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:

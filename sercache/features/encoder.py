@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sercache.store.frames import conv_frames, receptive_field
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -45,18 +47,14 @@ class ConvFrontend:
 
     @property
     def receptive_field(self) -> int:
-        rf = 1
-        for k, s in zip(reversed(self.kernels), reversed(self.strides)):
-            rf = (rf - 1) * s + k
-        return rf
+        return receptive_field(self.kernels, self.strides)
 
     def n_frames(self, n_samples: int) -> int:
-        n = int(n_samples)
-        for k, s in zip(self.kernels, self.strides):
-            n = (n - k) // s + 1
-            if n <= 0:
-                return 0
-        return n
+        return conv_frames(n_samples, self.kernels, self.strides)
+
+    def rule(self) -> dict[str, Any]:
+        """The stream's ``frame_rule`` (store/frames.py): what ``cache verify`` checks."""
+        return {"kind": "conv", "kernels": list(self.kernels), "strides": list(self.strides)}
 
 
 def pad_safe(config: Any) -> bool:

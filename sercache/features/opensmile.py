@@ -139,7 +139,7 @@ def _finite(values: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]
 
 
 def _import_opensmile(kind: str) -> Any:
-    from sercache.extract.options import ExtractError
+    from sercache.features.streams.base import ExtractError
 
     try:
         import opensmile

@@ -15,22 +15,19 @@ from sercache.features.base import Extractor
 from sercache.features.models import ModelError
 from sercache.store.provenance import describe_difference
 
-#: Which option of `sercache extract` gave each model-backed kind its model (for the messages).
-ROLES = {"ssl": "--ssl-model", "asr": "--asr-model", "text": "--text-model"}
-
 
 class WeightsChangedError(ModelError):
     """A model's weights differ from those the cache was extracted with."""
 
 
-def _model_source(stream: str, kind: str, recorded: str, override: str | None) -> str:
+def _model_source(stream: str, option: str, recorded: str, override: str | None) -> str:
     """The model to load: the recorded one, or the user's replacement; missing folders refused here."""
     model = override or recorded
     path = Path(model).expanduser()
     looks_local = override is not None or path.is_absolute() or model.startswith((".", "~"))
     if looks_local and not path.is_dir():
         raise ModelError(
-            f"stream {stream!r} was extracted with the {ROLES[kind]} model {recorded!r}; it is missing: looked in "
+            f"stream {stream!r} was extracted with the {option} model {recorded!r}; it is missing: looked in "
             f"{path.resolve()} (moved or deleted?). Give its new folder with --model {stream}=FOLDER (the weights "
             "are checked against the cache's fingerprint).")
     return model
@@ -60,42 +57,29 @@ def extractor_for(stream: str, provenance: dict[str, Any], *, device: str = "cpu
     Raises:
         ModelError: the model is missing, or its weights (or any other recorded setting) differ.
     """
-    from sercache.features.asr import CTCExtractor
-    from sercache.features.opensmile import OPENSMILE_KINDS, OpenSmileExtractor
-    from sercache.features.spectral import SPECTRAL_KINDS, SpectralExtractor
-    from sercache.features.ssl import SSLExtractor
-    from sercache.features.text import TextExtractor
+    from sercache.features.streams import Runtime, kind_of_identity
 
     ident = dict(provenance.get("identity", {}))
-    kind = ident.get("kind")
-    if kind in ROLES:
-        if ident.get("precision") == "fp16" and not str(device).startswith("cuda"):
-            raise ModelError(f"stream {stream!r} was computed in fp16 on a GPU; the CPU cannot reproduce it: "
-                             "predict with --device cuda")
-        source = _model_source(stream, kind, str(ident.get("model", "")), model)
-        audio_kw = dict(device=device, precision=ident.get("precision", "fp32"), batch_seconds=0.0,
-                        chunk_seconds=float(ident.get("chunk_seconds", 30.0)),
-                        overlap_seconds=float(ident.get("overlap_seconds", 5.0)))
-        try:
-            if kind == "ssl":
-                built: Extractor = SSLExtractor(source, list(ident["layers"]), dtype=ident["dtype"], **audio_kw)
-            elif kind == "asr":
-                built = CTCExtractor(source, **audio_kw)
-            else:
-                built = TextExtractor(source, ident["source"], list(ident["layers"]), device=device,
-                                      precision=ident.get("precision", "fp32"), dtype=ident["dtype"])
-        except (OSError, ValueError) as exc:  # ModelError is a ValueError
-            where = "" if Path(source).expanduser().is_dir() else f" ({_hub_hint(source)})"
-            raise ModelError(f"stream {stream!r} needs the {ROLES[kind]} model {source!r}{where}: {exc}") from None
-        _check_identity(stream, ident, built.identity(), model is not None, allow_different_weights)
+    entry = kind_of_identity(ident)
+    if entry is None:
+        raise ModelError(f"stream {stream!r} is of kind {ident.get('kind')!r}, which predict cannot recompute")
+    config = entry.config.from_json(ident)
+    runtime = Runtime(device=device, batch_seconds=0.0)
+    if entry.model_option is None:
+        built: Extractor = entry.build(config, runtime)
+        _check_identity(stream, ident, built.identity(), False, False)
         return built
-    if kind in SPECTRAL_KINDS:
-        built = SpectralExtractor(kind, n_mfcc=int(ident.get("n_mfcc", 26)), n_mels=ident.get("n_mels"))
-    elif kind in OPENSMILE_KINDS:
-        built = OpenSmileExtractor(kind)
-    else:
-        raise ModelError(f"stream {stream!r} is of kind {kind!r}, which predict cannot recompute")
-    _check_identity(stream, ident, built.identity(), False, False)
+    if ident.get("precision") == "fp16" and not str(device).startswith("cuda"):
+        raise ModelError(f"stream {stream!r} was computed in fp16 on a GPU; the CPU cannot reproduce it: "
+                         "predict with --device cuda")
+    source = _model_source(stream, entry.model_option, str(ident.get("model", "")), model)
+    config.model = source  # type: ignore[attr-defined]
+    try:
+        built = entry.build(config, runtime)
+    except (OSError, ValueError) as exc:  # ModelError is a ValueError
+        where = "" if Path(source).expanduser().is_dir() else f" ({_hub_hint(source)})"
+        raise ModelError(f"stream {stream!r} needs the {entry.model_option} model {source!r}{where}: {exc}") from None
+    _check_identity(stream, ident, built.identity(), model is not None, allow_different_weights)
     return built
 
 

@@ -88,8 +88,7 @@ class AudioModelExtractor(Extractor):
                     pad_safe=self.pad_safe)
 
     def stream_attrs(self) -> dict[str, Any]:
-        return dict(super().stream_attrs(), frame_rule={"kind": "conv", "kernels": list(self.frontend.kernels),
-                                                         "strides": list(self.frontend.strides)})
+        return dict(super().stream_attrs(), frame_rule=self.frontend.rule())
 
     def batch_policy(self) -> BatchPolicy:
         return BatchPolicy(budget_seconds=self.batch_seconds, pad_safe=self.pad_safe,

@@ -88,3 +88,16 @@ def _is_plain_name(name: str) -> bool:
 def read_stream_index(path: Path):  # noqa: ANN201 - FileIndex
     with h5py.File(path, "r", locking=False) as f:
         return read_index(f, path)
+
+
+def read_stream_field(path: Path, name: str) -> dict[str, Any]:
+    """``{utt_id: value}`` of one per-utterance field of a finished stream file (e.g. ``text``)."""
+    from sercache.store.streamfile import PER_UTT
+
+    with h5py.File(path, "r", locking=False) as f:
+        index = read_index(f, path)
+        if not index.utt_ids:
+            return {}
+        ds = f[f"{PER_UTT}/{name}"]
+        values = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
+        return dict(zip(index.utt_ids, values.tolist()))

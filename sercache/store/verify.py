@@ -12,7 +12,7 @@ Checks, per shard and stream:
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from sercache._typing import Pathlike
+from sercache.hooks import STREAM_CHECKS
 from sercache.store.errors import CacheCorruptError
+from sercache.store.frames import expected_frames
 from sercache.store.layout import REGISTRY_FILE, list_shards, list_staging, list_stream_files, manifest_path
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.records import checksum
@@ -50,8 +52,15 @@ def _fix(registry: dict[str, Any], shard: str, stream: str) -> str:
     return f"re-extract shard {shard} (sercache extract ... --overwrite)"
 
 
+#: A stream kind's own check, run on every stream file once the generic checks passed:
+#: ``check(file, index, bad)`` with the open h5py file, its read_index() result, and
+#: ``bad(utt_id, problem)``. The feature side registers them in sercache.hooks (the text streams'
+#: token count, say): the store knows frame arithmetic, not what a stream's frames mean.
+StreamCheck = Callable[[h5py.File, Any, Callable[[str, str], None]], None]
+
+
 def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums: bool = True,
-                 values: bool = True) -> list[VerifyProblem]:
+                 values: bool = True, checks: Sequence[StreamCheck] | None = None) -> list[VerifyProblem]:
     """Every problem found, as a list (empty when the cache is sound).
 
     Args:
@@ -59,7 +68,9 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
         checksums: recompute each utterance's CRC-32.
         values: scan the stored values (NaN/inf, checksums); False checks presence, structure and
             frame counts only, reading no frames (what ``train`` does before its checksummed load).
+        checks: stream kinds' own checks (see StreamCheck); default: those registered in sercache.hooks.
     """
+    checks = tuple(STREAM_CHECKS) if checks is None else checks
     cache = Path(path)
     if not cache.is_dir():
         return [VerifyProblem("", "", "", f"{cache} is not a directory")]
@@ -103,12 +114,12 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
             if streams and stream not in streams:
                 continue
             problems += verify_stream_file(file, table, shard, stream, checksums=checksums, values=values,
-                                           fix=_fix(registry, shard, stream))
+                                           fix=_fix(registry, shard, stream), checks=checks)
     return problems
 
 
 def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str, *, checksums: bool = True,
-                       values: bool = True, fix: str = "") -> list[VerifyProblem]:
+                       values: bool = True, fix: str = "", checks: Sequence[StreamCheck] = ()) -> list[VerifyProblem]:
     out: list[VerifyProblem] = []
 
     def bad(utt: str, what: str) -> None:
@@ -153,6 +164,8 @@ def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str,
                     bad("", f"per_utterance/{name} holds {ds.shape[0]} rows for {n} utterances; {fix}")
                     return out
             _check_frame_counts(f, index, table, bad)
+            for check in checks:
+                check(f, index, bad)
             if values:
                 _check_values(f, index, checksums, bad, fix)
         except H5_READ_ERRORS as exc:  # a truncated or damaged file can open and still fail on read
@@ -162,23 +175,7 @@ def verify_stream_file(file: Path, table: pd.DataFrame, shard: str, stream: str,
 
 
 def _expected_frames(rule: dict[str, Any], n_samples: int) -> int:
-    if rule.get("kind") == "conv":
-        n = n_samples
-        rf = 1
-        for k, s in zip(reversed(rule["kernels"]), reversed(rule["strides"])):
-            rf = (rf - 1) * s + k
-        n = max(n, rf)  # audio shorter than one frame is zero-padded to one
-        for k, s in zip(rule["kernels"], rule["strides"]):
-            n = (n - k) // s + 1
-        return n
-    if rule.get("kind") == "stft":
-        return 1 + n_samples // int(rule["hop"])
-    if rule.get("kind") == "window":
-        # one frame per full window at each hop, plus ``extra`` frames the extractor emits beyond the
-        # last full window; audio shorter than one window is zero-padded to one
-        window, hop = int(rule["window"]), int(rule["hop"])
-        return (max(n_samples, window) - window) // hop + 1 + int(rule.get("extra", 0))
-    return -1
+    return expected_frames(rule, n_samples)  # kept under its old name (tests and callers import it)
 
 
 def _check_frame_counts(f: h5py.File, index: Any, table: pd.DataFrame, bad: Any) -> None:
@@ -189,9 +186,6 @@ def _check_frame_counts(f: h5py.File, index: Any, table: pd.DataFrame, bad: Any)
     rule = index.attrs.get("frame_rule")
     rule = json.loads(rule) if isinstance(rule, str) else (rule or {})
     if "n_samples" not in f[PU] or not rule:
-        if "token" in f[FRAMES] and "text" in f[PU] and index.utt_ids and (index.lengths < 2).any():
-            for u in np.array(index.utt_ids)[index.lengths < 2]:
-                bad(u, "text stream holds fewer than 2 tokens (even an empty text has [CLS] [SEP])")
         return
     n_samples = f[PU]["n_samples"][()]
     lengths = f[PU]["n_frames"][()] if "n_frames" in f[PU] else index.lengths

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from sercache._typing import Pathlike
+from sercache.store.frames import WAV2VEC2_CONV, expected_frames
 from sercache.store.manifest import register_streams, write_manifest
 from sercache.store.records import UtteranceFeatures
 from sercache.store.writer import StreamWriter
 
+MFCC_RULE = {"kind": "stft", "hop": 512, "center": True}  # sercache.features.spectral's MFCC framing
 KIND_DEFAULTS = {"ssl": 50.0, "mfcc": 31.25, "text": 2.5}  # frames per second of audio (text: tokens)
 
 
@@ -46,9 +48,8 @@ class SyntheticStream:
 def frames_for(kind: str, duration_s: float) -> int:
     if kind == "text":
         return 2 + max(1, int(round(KIND_DEFAULTS["text"] * duration_s)))
-    if kind == "mfcc":
-        return 1 + int(duration_s * 16000) // 512
-    return max(1, (int(duration_s * 16000) - 400) // 320 + 1)
+    rule = MFCC_RULE if kind == "mfcc" else WAV2VEC2_CONV
+    return expected_frames(rule, int(duration_s * 16000))
 
 
 def manifest_from_rows(rows: Iterable[dict]) -> pd.DataFrame:
@@ -112,9 +113,9 @@ def write_synthetic_cache(out: Pathlike, manifest: pd.DataFrame, streams: list[S
             attrs = {"layers": list(s.layers), "pooled_layers": list(s.layers),
                      "frame_rate": 0.0 if s.kind == "text" else (50.0 if s.kind == "ssl" else 31.25)}
             if s.kind == "ssl":
-                attrs["frame_rule"] = {"kind": "conv", "kernels": [10, 3, 3, 3, 3, 2, 2], "strides": [5, 2, 2, 2, 2, 2, 2]}
+                attrs["frame_rule"] = WAV2VEC2_CONV
             elif s.kind == "mfcc":
-                attrs["frame_rule"] = {"kind": "stft", "hop": 512, "center": True}
+                attrs["frame_rule"] = MFCC_RULE
             writer.finalize(attrs)
     return out
 
