@@ -60,8 +60,8 @@ def timed(fn, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN201
 
 def measure(cache: Path, runs: Path) -> dict[str, float | str]:
     import sercache
+    from sercache.features.cache_info import cache_summary, format_summary
     from sercache.splits import get_preset, make_folds
-    from sercache.store.info import cache_summary, format_summary
     from sercache.store.verify import verify_cache
     from sercache.train_heads.data import labelled_utterances, resolve_roles
     from sercache.train_heads.heads import get_head

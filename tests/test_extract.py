@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import sercache
 from sercache.cli import cli
+from sercache.features.asr_report import transcripts, wer_by_shard
 from sercache.store.errors import IncompleteStreamError
 from tests.conftest import extract_args
 
@@ -75,12 +76,12 @@ def test_every_stream_is_extracted_and_readable(extracted, small_corpus):
     mfcc = cache.frames("mfcc", u.utt_id)
     assert mfcc.shape == (int(u.num_samples // 512 + 1), 26) and mfcc.dtype == np.float32
     # the text streams encode what the ASR heard and what the gold transcript says
-    asr = cache.transcripts("asr").set_index("utt_id")
+    asr = transcripts(cache, "asr").set_index("utt_id")
     text_asr = cache.per_utterance("text_asr", "text", [u.utt_id])[0]
     assert text_asr == asr.loc[u.utt_id, "text"].lower()
     assert cache.per_utterance("text_gold", "text", [u.utt_id])[0] == u.transcript.lower()
     assert cache.frames("text_gold", u.utt_id, name="token")[0] == "[CLS]"
-    assert set(cache.wer_by_shard("asr").shard) == set(cache.shards)
+    assert set(wer_by_shard(cache, "asr").shard) == set(cache.shards)
 
 
 def test_info_and_verify(extracted):

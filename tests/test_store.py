@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sercache.features.asr_report import transcripts
 from sercache.store import (
     CacheCorruptError,
     CacheError,
@@ -255,7 +256,7 @@ def test_reader_argument_errors(tmp_path: Path) -> None:
         with pytest.raises(KeyError, match="no stream 'mfcc'.*\\['ssl'\\]"):
             cache.frames("mfcc", "s1_u0")
         with pytest.raises(KeyError, match="not an ASR stream"):
-            cache.transcripts("ssl")
+            transcripts(cache, "ssl")
 
 
 def test_final_file_follows_manifest_order_and_failures_are_recorded(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sercache.features.cache_info import cache_summary, format_summary
 from sercache.store import ExtractionProblem, StreamWriter, UtteranceFeatures, atomic
-from sercache.store.info import cache_summary, format_summary
 from sercache.store.layout import stream_path
 from sercache.store.manifest import register_streams, write_manifest
 from sercache.store.verify import VerifyProblem, verify_cache

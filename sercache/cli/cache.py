@@ -27,8 +27,8 @@ cache.add_command(cache_status_command)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cache_info(path: Path, max_errors: int, as_json: bool) -> None:
     """Streams, layers, dims, counts, sizes, provenance, completeness, ASR WER and problems."""
+    from sercache.features.cache_info import cache_summary, format_summary
     from sercache.store.errors import CacheError
-    from sercache.store.info import cache_summary, format_summary
 
     try:
         summary = cache_summary(path)

@@ -1,4 +1,4 @@
-"""The HDF5 feature cache: layout, writer, reader, verification. numpy + h5py + pandas only.
+"""The HDF5 feature cache: layout, writer, reader (catalog, io_engine, integrity, explain), verification.
 
 Nothing here imports torch or transformers, so notebooks and analysis scripts can read a
 cache without a deep-learning stack.

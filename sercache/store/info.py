@@ -1,7 +1,8 @@
-"""``sercache cache info``: what a cache holds, how it was made, and what went wrong."""
+"""``sercache cache info``, the store's part: what a cache holds, how it was made, and what went wrong."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,52 +20,62 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def summarize(cache: FeatureStore) -> dict[str, Any]:
+    """What an open cache holds, as plain data (JSON-serialisable): shards, streams, provenance, problems.
+
+    Only what the store knows: reports on what a stream's fields mean (WER) are composed one level
+    up, by :func:`sercache.features.cache_info.cache_summary`.
+    """
+    shards = []
+    for shard in cache.shards:
+        rows = cache.utterances[cache.utterances.shard == shard]
+        files = list_stream_files(cache.path, shard)
+        shards.append({
+            "shard": shard, "utterances": len(rows), "hours": float(rows.duration_s.sum(skipna=True) / 3600),
+            "finished_streams": sorted(files), "in_progress": list_staging(cache.path, shard),
+            "bytes": sum(p.stat().st_size for p in files.values()) + manifest_path(cache.path, shard).stat().st_size,
+        })
+    streams = []
+    for name, info in cache.streams.items():
+        size = sum(list_stream_files(cache.path, s)[name].stat().st_size for s in info.shards)
+        ident = info.provenance.get("identity", {})
+        streams.append({
+            "stream": name, "kind": info.kind, "model": ident.get("model") or ident.get("feature_set", ""), "layers": info.layers,
+            "pooled_layers": (f"{info.pooled_layers[0]}-{info.pooled_layers[-1]}" if info.pooled_layers else ""),
+            "dim": info.dim, "dtype": info.dtype, "frame_rate": info.frame_rate, "stored": info.n_utterances,
+            "failed": info.n_failed, "bytes": size, "complete": info.complete,
+            "missing_shards": info.missing_shards, "in_progress": info.in_progress,
+            "provenance": info.provenance, "inconsistent": info.inconsistent,
+        })
+    errors = cache.errors
+    return {
+        "path": str(cache.path), "utterances": len(cache.utterances), "shards": shards, "streams": streams,
+        "errors": errors.to_dict("records"),
+        "error_counts": (errors.groupby(["stream", "stage", "severity"]).size().rename("count").reset_index()
+                         .to_dict("records") if len(errors) else []),
+    }
+
+
 def cache_summary(path: Pathlike) -> dict[str, Any]:
-    """Everything ``cache info`` prints, as plain data (JSON-serialisable)."""
-    cache = FeatureStore(path)
-    try:
-        shards = []
-        for shard in cache.shards:
-            rows = cache.utterances[cache.utterances.shard == shard]
-            files = list_stream_files(cache.path, shard)
-            shards.append({
-                "shard": shard, "utterances": len(rows), "hours": float(rows.duration_s.sum(skipna=True) / 3600),
-                "finished_streams": sorted(files), "in_progress": list_staging(cache.path, shard),
-                "bytes": sum(p.stat().st_size for p in files.values()) + manifest_path(cache.path, shard).stat().st_size,
-            })
-        streams = []
-        for name, info in cache.streams.items():
-            size = sum(list_stream_files(cache.path, s)[name].stat().st_size for s in info.shards)
-            ident = info.provenance.get("identity", {})
-            streams.append({
-                "stream": name, "kind": info.kind, "model": ident.get("model") or ident.get("feature_set", ""), "layers": info.layers,
-                "pooled_layers": (f"{info.pooled_layers[0]}-{info.pooled_layers[-1]}" if info.pooled_layers else ""),
-                "dim": info.dim, "dtype": info.dtype, "frame_rate": info.frame_rate, "stored": info.n_utterances,
-                "failed": info.n_failed, "bytes": size, "complete": info.complete,
-                "missing_shards": info.missing_shards, "in_progress": info.in_progress,
-                "provenance": info.provenance, "inconsistent": info.inconsistent,
-            })
-        wer = {}
-        for name, info in cache.streams.items():
-            if info.kind == "asr" and info.shards:
-                wer[name] = cache.wer_by_shard(name).to_dict("records")
-        errors = cache.errors
-        return {
-            "path": str(cache.path), "utterances": len(cache.utterances), "shards": shards, "streams": streams,
-            "wer": wer, "errors": errors.to_dict("records"),
-            "error_counts": (errors.groupby(["stream", "stage", "severity"]).size().rename("count").reset_index()
-                             .to_dict("records") if len(errors) else []),
-        }
-    finally:
-        cache.close()
+    """:func:`summarize` of the cache at ``path``. ``sercache cache info`` prints
+    :func:`sercache.features.cache_info.cache_summary`, which adds the ASR streams' WER."""
+    with FeatureStore(path) as cache:
+        return summarize(cache)
 
 
-#: Stream kinds with one feature "layer", 0, and no model layers.
-SINGLE_LAYER_KINDS = ("mfcc", "logmel", "spectrogram", "egemaps", "compare")
+def format_summary(summary: dict[str, Any], max_errors: int = 20, *, single_layer_kinds: Collection[str] = (),
+                   sections: Sequence[str] = ()) -> str:
+    """The human-readable report.
+
+    Args:
+        single_layer_kinds: stream kinds whose one feature "layer" (0) is no model layer: shown as "-".
+        sections: lines placed between the streams and the problems (the feature reports).
+    """
+    return "\n".join([*overview_lines(summary, single_layer_kinds), *sections, *problem_lines(summary, max_errors)])
 
 
-def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
-    """The human-readable report."""
+def overview_lines(summary: dict[str, Any], single_layer_kinds: Collection[str] = ()) -> list[str]:
+    """The report's shards, streams and provenance."""
     out = [f"cache {summary['path']}: {summary['utterances']} utterances in {len(summary['shards'])} shard(s)", ""]
     shards = pd.DataFrame(summary["shards"])
     shards["hours"] = shards.hours.map(lambda h: f"{h:.2f}")
@@ -78,7 +89,7 @@ def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
                    "failed", "complete"]].copy()
         view["size"] = st.bytes.map(_size)
         view["model"] = view.model.map(lambda m: m if len(m) <= 40 else "..." + m[-37:])
-        single = view.kind.isin(SINGLE_LAYER_KINDS)  # spectral and openSMILE streams have no layers to pick
+        single = view.kind.isin(list(single_layer_kinds))  # e.g. spectral streams: no layers to pick
         view["layers"] = [("-" if one else ",".join(map(str, x)) or "-") for x, one in zip(view.layers, single)]
         view["pooled_layers"] = [("-" if one else x or "-") for x, one in zip(view.pooled_layers, single)]
         view["dim"] = [("-" if d is None or d != d else str(int(d))) for d in st.dim]
@@ -100,12 +111,12 @@ def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
             if details:
                 out.append("    " + ", ".join(f"{k}={v}" for k, v in details.items()))
         out.append("")
-    for name, rows in summary["wer"].items():
-        if rows:
-            w = pd.DataFrame(rows)
-            total = w.word_errors.sum() / max(w.ref_words.sum(), 1)
-            w["wer"] = w.wer.map(lambda x: f"{100 * x:.1f}%")
-            out += [f"ASR word error rate ({name}, per shard; total {100 * total:.1f}%):", w.to_string(index=False), ""]
+    return out
+
+
+def problem_lines(summary: dict[str, Any], max_errors: int = 20) -> list[str]:
+    """The report's problem counts and the first ``max_errors`` problems (-1: all)."""
+    out = []
     errors = pd.DataFrame(summary["errors"])
     if len(errors):
         counts = pd.DataFrame(summary["error_counts"])
@@ -118,4 +129,4 @@ def format_summary(summary: dict[str, Any], max_errors: int = 20) -> str:
             out.append(f"... {len(errors) - max_errors} more (use --errors -1 to list all)")
     else:
         out.append("problems: none")
-    return "\n".join(out)
+    return out

@@ -15,6 +15,8 @@ from typing import Any
 import h5py
 import pandas as pd
 
+from sercache.store.catalog import Catalog
+from sercache.store.io_engine import ReadEngine
 from sercache.store.reader import FeatureStore
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 from sercache.store.streamfile import STREAM_FORMAT, read_index, write_records
@@ -56,29 +58,18 @@ class MemoryStore:
 class OpenMemoryStore(FeatureStore):
     """:class:`FeatureStore` with its files in memory: every read method is the cache's own."""
 
-    def __init__(self, memory: MemoryStore) -> None:  # noqa: D107 - the state FeatureStore.__init__ sets
-        self.path = Path(f"<{memory.label}>")
-        self.shards = [SHARD]
-        self.registry = {"shards": {}}
-        self.utterances = memory.utterances
-        self._memory = memory
-        self._files = {}
-        self._index = {}
+    def __init__(self, memory: MemoryStore) -> None:  # noqa: D107 - FeatureStore's parts, over memory.files
+        path = Path(f"<{memory.label}>")
+        files: dict[Path, h5py.File] = {}
+        index = {}
         for name, f in memory.files.items():
-            key = Path(f"<{memory.label}>") / SHARD / f"{name}.h5"
-            self._files[key] = f
-            self._index[name] = [read_index(f, key)]
-        self._where, self._checksums, self._raw, self._fds, self._pool = {}, {}, {}, {}, None
-        self.streams = {n: self._describe(n) for n in sorted(self._index)}
-        frames = [ix.problems.assign(shard=SHARD, stream=n) for n, ixs in self._index.items() for ix in ixs]
-        self.errors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-    def _names(self) -> set[str]:
-        return set(self._index)
-
-    def _raw_region(self, path: Path, field_name: str, dtype: Any) -> None:
-        return None  # no file descriptor to read from: h5py reads the in-memory dataset
+            files[path / SHARD / f"{name}.h5"] = f
+            index[name] = [read_index(f, path / SHARD / f"{name}.h5")]
+        self._memory = memory
+        # no staged work, no manifest file; no file descriptor to read from: h5py reads the in-memory datasets
+        self._attach(Catalog.build(path, [SHARD], {"shards": {}}, memory.utterances, index, {}, []),
+                     ReadEngine(files, direct=False))
 
     def close(self) -> None:
-        self._files.clear()
+        super().close()
         self._memory.close()
