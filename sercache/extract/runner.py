@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sercache.extract.batching import PlanItem, plan_batches
 from sercache.extract.corpora import read_corpus
-from sercache.extract.options import ExtractError, ExtractOptions, StrictStop, assign_shards
+from sercache.extract.options import ExtractError, ExtractOptions, StrictStop, assign_shards, problem_shards
 from sercache.features.audio import AudioError, load_audio, resampled_length
 from sercache.features.base import AudioItem, Extractor, ExtractResult, TextItem
 from sercache.store.errors import StaleCacheError
@@ -139,14 +138,14 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
     precision = resolve_precision(opts.precision, device)
     extractors = build_extractors(opts, device, precision)  # model configs and layers first: cheap, and fail fast
     manifest = read_corpus(opts.corpus, opts.root, opts.sessions)
-    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard))
+    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard, opts.corpus))
     table = table[table.shard != ""]
     if table.empty:
         raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
                            f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
     shards = {s: g.drop(columns="shard").reset_index(drop=True) for s, g in table.groupby("shard", sort=True)}
     _check_shard_names(opts, shards)
-    problems = _problems_by_shard(manifest.problems, table)
+    problems = _problems_by_shard(manifest.problems, table, opts.corpus)
     report = ExtractReport(manifest_problems=len(manifest.problems),
                            manifest_errors=sum(p.severity == "error" for p in manifest.problems))
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -175,8 +174,9 @@ def manifest_attrs(opts: ExtractOptions) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- checks before work
-def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame) -> dict[str, list[ExtractionProblem]]:
-    """Utterance problems go to the utterance's shard; file-level ones to the session they name, else to all."""
+def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame,
+                       corpus: str | None = None) -> dict[str, list[ExtractionProblem]]:
+    """Utterance problems go to the utterance's shard; file-level ones as the corpus says (the session they name)."""
     shard_of = dict(zip(table.utt_id, table.shard))
     names = sorted(set(table.shard))
     out: dict[str, list[ExtractionProblem]] = {s: [] for s in names}
@@ -184,9 +184,7 @@ def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame) -
         if p.utt_id in shard_of:
             out[shard_of[p.utt_id]].append(p)
         elif not p.utt_id or p.stage == "manifest":
-            m = re.search(r"Session(\d+)", p.path)
-            targets = [s for s in names if m and (s == f"Session{m.group(1)}" or s.startswith(f"Session{m.group(1)}-"))]
-            for s in targets or names:
+            for s in problem_shards(corpus, p.path, names):
                 out[s].append(p)
     return out
 

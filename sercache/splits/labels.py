@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sercache.splits.corpora import DEFAULT_LABELS
+
 
 @dataclass(frozen=True)
 class LabelPreset:
@@ -56,8 +58,9 @@ PRESETS: dict[str, LabelPreset] = {p.name: p for p in [
 ]}
 PRESETS["glam"] = PRESETS["iemocap4-exc"]
 
-#: The preset used when a cache of this corpus is evaluated without one being named.
-DEFAULT_PRESET = {"iemocap": "iemocap4", "ravdess": "ravdess4", "emodb": "emodb4", "cremad": "cremad4"}
+#: The preset used when a cache of this corpus is evaluated without one being named: each corpus
+#: file declares its own (``labels=`` of its :class:`~sercache.splits.corpora.Corpus`).
+DEFAULT_PRESET = DEFAULT_LABELS
 
 #: IEMOCAP's evaluator category names -> consensus codes (for soft labels from votes).
 IEMOCAP_VOTE_CODES = {"neutral": "neu", "happiness": "hap", "excited": "exc", "sadness": "sad", "anger": "ang",
