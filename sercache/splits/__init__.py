@@ -15,6 +15,8 @@ _EXPORTS = {
                                "soft_labels"),
     "sercache.splits.protocols": ("DEFAULT_PROTOCOL", "PROTOCOLS", "Fold", "ProtocolError", "default_protocol",
                                   "filter_subset", "load_folds", "make_folds", "save_folds"),
+    "sercache.splits.registry": ("get_protocol", "protocols", "register_protocol"),
+    "sercache.splits.corpora": ("get_corpus", "register_corpus"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -26,11 +26,11 @@ from sercache.splits import (
     default_protocol,
     filter_subset,
     get_preset,
+    get_protocol,
     load_folds,
     make_folds,
     save_folds,
 )
-from sercache.splits.registry import get_protocol
 from sercache.store import open_cache
 from sercache.store.atomic import read_json, write_text_atomic
 from sercache.store.errors import CacheError
@@ -134,8 +134,7 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     table = labelled_utterances(cache, preset, roles)
     protocol, options, extra = req.protocol, req.protocol_options, {}
     if req.folds is not None:
-        reader = get_protocol(req.protocol or "folds")  # folds (any fold file), emobox, ...
-        if not reader.fold_files:
+        if not (reader := get_protocol(req.protocol or "folds")).fold_files:  # folds (any file), emobox...
             raise RunError(f"--folds {req.folds} replaces --protocol; drop --protocol {req.protocol}")
         found = reader.function()(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
                                   seed=req.split_seed, **req.protocol_options)
