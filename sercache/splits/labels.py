@@ -55,6 +55,12 @@ PRESETS: dict[str, LabelPreset] = {p.name: p for p in [
     _p("cremad6", "cremad", {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "DIS": "disgust",
                              "FEA": "fearful"}, ("neutral", "happy", "sad", "angry", "disgust", "fearful")),
     _p("cremad4", "cremad", {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry"}, FOUR),
+    _p("msp4", "msp-podcast", {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}, FOUR,
+       "EmoClass N, H, S, A; the others (U F D C, O other, X no agreement) dropped."),
+    _p("msp8", "msp-podcast", {"N": "neutral", "H": "happy", "S": "sad", "A": "angry", "U": "surprised",
+                               "F": "fearful", "D": "disgust", "C": "contempt"},
+       (*FOUR, "surprised", "fearful", "disgust", "contempt"),
+       "The eight primary emotions (the MSP-Podcast challenges' set); O (other) and X (no agreement) dropped."),
 ]}
 PRESETS["glam"] = PRESETS["iemocap4-exc"]
 
