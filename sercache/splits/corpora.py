@@ -8,19 +8,20 @@ defaults and the defaults of ``sercache train``/``eval`` all come from here.
 Why here, in ``splits``, and stdlib-only: training reads the defaults (``splits`` and
 ``train_heads`` may not import ``extract``), and the CLI lists the names without pandas. The corpus
 files register into this module; :func:`corpora` imports them by package name
-(:data:`CORPUS_PACKAGES`) the first time the registry is read, as ``importlib.metadata`` entry
+(:data:`CORPUS_PACKAGE`) the first time the registry is read, as ``importlib.metadata`` entry
 points would. That import by name is the registry's one reach into the extract layer: nothing here
 calls a reader, only the extract side does.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: Packages whose modules register corpora (imported on the first read of the registry).
-CORPUS_PACKAGES = ("sercache.extract.corpora",)
+from sercache.splits.named import Registry
+
+#: The package whose modules register corpora (imported on the first read of the registry).
+CORPUS_PACKAGE = "sercache.extract.corpora"
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,22 @@ class Corpus:
     summary: str = ""
 
 
-_REGISTRY: dict[str, Corpus] = {}
-_loaded = False
+_CORPORA: Registry[Corpus] = Registry("corpus", CORPUS_PACKAGE)
+_REGISTRY = _CORPORA.entries  # name -> Corpus (``extract.corpora.CORPORA``)
 
 
 def register_corpus(corpus: Corpus) -> Corpus:
     """Make ``corpus`` available by its name (a corpus file calls this once, at import)."""
-    if not corpus.name or _REGISTRY.get(corpus.name, corpus) is not corpus:
-        raise ValueError(f"corpus name {corpus.name!r} is empty or taken")
-    _REGISTRY[corpus.name] = corpus
-    return corpus
+    return _CORPORA.add(corpus.name, corpus)
 
 
 def corpora() -> dict[str, Corpus]:
     """Every registered corpus, by name (the corpus files are imported on the first call)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for package in CORPUS_PACKAGES:
-            importlib.import_module(package)
-    return _REGISTRY
+    return _CORPORA.all()
 
 
 def get_corpus(name: str) -> Corpus:
-    if name not in corpora():
-        raise ValueError(f"unknown corpus {name!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _CORPORA.get(name)
 
 
 class _Defaults(Mapping[str, str]):

@@ -10,10 +10,11 @@ adding a file there. Declarations stay stdlib-only: the CLI builds its options f
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sercache.splits.named import Registry
 
 
 class RoutingError(ValueError):
@@ -106,17 +107,16 @@ OPTIONS: dict[str, ProtocolOption] = {o.key: o for o in [
 ]}
 VALIDATION = ("valid", "valid_fraction", "valid_speakers")
 
-_REGISTRY: dict[str, Protocol] = {}
-_loaded = False
+_PROTOCOLS: Registry[Protocol] = Registry("protocol", "sercache.splits.folds", RoutingError)
+_REGISTRY = _PROTOCOLS.entries
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
     """Make ``protocol`` available by its name (a protocol file calls this once, at import)."""
     unknown = [k for k in protocol.options if k not in OPTIONS]
-    if not protocol.name or _REGISTRY.get(protocol.name, protocol) is not protocol or unknown:
-        raise ValueError(f"protocol {protocol.name!r}: name empty or taken, or unknown options {unknown}")
-    _REGISTRY[protocol.name] = protocol
-    return protocol
+    if unknown:
+        raise ValueError(f"protocol {protocol.name!r}: unknown options {unknown} (register_option them first)")
+    return _PROTOCOLS.add(protocol.name, protocol)
 
 
 def register_option(option: ProtocolOption) -> ProtocolOption:
@@ -129,19 +129,11 @@ def register_option(option: ProtocolOption) -> ProtocolOption:
 
 def protocols() -> dict[str, Protocol]:
     """Every protocol by name; the modules of :mod:`sercache.splits.folds` are imported on the first call."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        package = importlib.import_module("sercache.splits.folds")
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    return _REGISTRY
+    return _PROTOCOLS.all()
 
 
 def get_protocol(name: str) -> Protocol:
-    if name not in protocols():
-        raise RoutingError(f"unknown protocol {name!r}; protocols: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _PROTOCOLS.get(name)
 
 
 def choosable() -> list[str]:

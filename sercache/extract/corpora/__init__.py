@@ -1,23 +1,17 @@
 """Corpus readers: a corpus on disk -> a :class:`Manifest` (utterance table + problems).
 
-Every module of this package but :mod:`base` and :mod:`conventions` is one corpus: its reader and
-its :func:`~sercache.splits.corpora.register_corpus` call. Adding a corpus is adding a file here.
+Every module of this package but :mod:`base` and :mod:`conventions` (shared helpers) is one corpus:
+its reader and its :func:`~sercache.splits.corpora.register_corpus` call. Adding a corpus is adding
+a file here.
 """
 from __future__ import annotations
-
-import importlib
-import pkgutil
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, probe_all
 from sercache.splits.corpora import _REGISTRY as CORPORA  # name -> Corpus, filled by the corpus modules
-from sercache.splits.corpora import Corpus, get_corpus
+from sercache.splits.corpora import Corpus, corpora, get_corpus
 
-_HELPERS = {"base", "conventions"}
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _HELPERS and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+corpora()  # imports every corpus module of this package: each registers itself
 
 
 def read_corpus(corpus: str, root: Pathlike, sessions: list[str] | None = None, *, probe: bool = True) -> Manifest:

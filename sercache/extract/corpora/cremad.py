@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table
-from sercache.extract.corpora.conventions import _unmatched, _wavs
+from sercache.extract.corpora.conventions import matching_wavs
 from sercache.splits.corpora import Corpus, register_corpus
 from sercache.store.records import ExtractionProblem
 
@@ -28,12 +28,9 @@ def read_cremad(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     problems: list[ExtractionProblem] = []
     genders = _cremad_genders(root)
     rows = []
-    for p in _wavs(root, "*.wav"):
-        m = _CREMAD.match(p.stem)
-        if not m or m.group(3) not in CREMAD_EMOTIONS or m.group(2) not in CREMAD_SENTENCES:
-            problems.append(_unmatched(p, "CREMA-D", "1001_DFA_ANG_XX.wav"))
-            continue
-        actor, sentence, emo, level = m.groups()
+    known = lambda m: m.group(3) in CREMAD_EMOTIONS and m.group(2) in CREMAD_SENTENCES  # noqa: E731
+    for p, (actor, sentence, emo, level) in matching_wavs(root, _CREMAD, known, "CREMA-D", "1001_DFA_ANG_XX.wav",
+                                                          problems):
         rows.append({"utt_id": p.stem, "corpus": "cremad", "path": str(p), "speaker": actor,
                      "gender": genders.get(actor, ""), "label": emo, "transcript": CREMAD_SENTENCES[sentence],
                      "intensity": level})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table
-from sercache.extract.corpora.conventions import _unmatched, _wavs
+from sercache.extract.corpora.conventions import matching_wavs
 from sercache.splits.corpora import Corpus, register_corpus
 from sercache.store.records import ExtractionProblem
 
@@ -32,12 +32,8 @@ def read_emodb(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     """``wav/SSTTTEV.wav``: speaker, text id, emotion letter (German initial), version."""
     problems: list[ExtractionProblem] = []
     rows = []
-    for p in _wavs(Path(root), "*.wav"):
-        m = _EMODB.match(p.stem)
-        if not m or m.group(3) not in EMODB_EMOTIONS:
-            problems.append(_unmatched(p, "EmoDB", "03a01Fa.wav"))
-            continue
-        speaker, text_id, emo, _ = m.groups()
+    for p, (speaker, text_id, emo, _) in matching_wavs(Path(root), _EMODB, lambda m: m.group(3) in EMODB_EMOTIONS,
+                                                       "EmoDB", "03a01Fa.wav", problems):
         rows.append({"utt_id": p.stem, "corpus": "emodb", "path": str(p), "speaker": speaker,
                      "gender": EMODB_GENDER.get(speaker, ""), "label": EMODB_EMOTIONS[emo],
                      "transcript": EMODB_TEXTS.get(text_id, ""), "text_id": text_id})

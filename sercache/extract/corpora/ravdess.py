@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table
-from sercache.extract.corpora.conventions import _unmatched, _wavs
+from sercache.extract.corpora.conventions import matching_wavs
 from sercache.splits.corpora import Corpus, register_corpus
 from sercache.store.records import ExtractionProblem
 
@@ -20,12 +20,9 @@ def read_ravdess(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     """``Actor_XX/MM-VV-EE-II-SS-RR-AA.wav`` (modality, vocal channel, emotion, intensity, statement, repetition, actor)."""
     problems: list[ExtractionProblem] = []
     rows = []
-    for p in _wavs(Path(root), "*.wav"):
-        m = _RAVDESS.match(p.stem)
-        if not m or m.group(3) not in RAVDESS_EMOTIONS or m.group(5) not in RAVDESS_STATEMENTS:
-            problems.append(_unmatched(p, "RAVDESS", "03-01-05-01-02-01-12.wav"))
-            continue
-        _, channel, emo, intensity, statement, _, actor = m.groups()
+    known = lambda m: m.group(3) in RAVDESS_EMOTIONS and m.group(5) in RAVDESS_STATEMENTS  # noqa: E731
+    for p, (_, channel, emo, intensity, statement, _, actor) in matching_wavs(
+            Path(root), _RAVDESS, known, "RAVDESS", "03-01-05-01-02-01-12.wav", problems):
         rows.append({"utt_id": p.stem, "corpus": "ravdess", "path": str(p), "speaker": f"Actor_{actor}",
                      "gender": "M" if int(actor) % 2 else "F", "label": RAVDESS_EMOTIONS[emo],
                      "transcript": RAVDESS_STATEMENTS[statement],
