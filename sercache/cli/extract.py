@@ -30,8 +30,8 @@ def corpus_names() -> list[str]:
         "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare",
         "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --streams ssl \\",
         "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large",
-        "sercache extract /data/MSP-Podcast --corpus csv --out cache/msp --executor slurm --shards 64 \\",
-        "    --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
+        "sercache extract /data/MSP-PODCAST-Publish-1.12 --corpus msp-podcast --out cache/msp --executor slurm \\",
+        "    --shards 64 --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option("--corpus", required=True, type=LazyChoice(corpus_names),
               help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")

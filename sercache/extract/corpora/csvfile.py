@@ -1,4 +1,4 @@
-"""A generic CSV manifest: ``utt_id, path`` plus any known column (MSP-Podcast, KEMDy, your own)."""
+"""A generic CSV manifest: ``utt_id, path`` plus any known column (KEMDy, your own corpus)."""
 from __future__ import annotations
 
 from pathlib import Path
