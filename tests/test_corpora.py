@@ -591,7 +591,7 @@ def test_csv_manifest_bad_rows(tmp_path):
 
 def test_read_corpus_unknown_name_lists_valid_names(tmp_path):
     with pytest.raises(ValueError) as err:
-        read_corpus("msp-podcast", tmp_path)
-    assert "msp-podcast" in str(err.value)
+        read_corpus("msp-improv", tmp_path)
+    assert "msp-improv" in str(err.value)
     for name in ("iemocap", "ravdess", "emodb", "cremad", "csv"):
         assert name in CORPORA and repr(name) in str(err.value)

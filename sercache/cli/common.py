@@ -5,11 +5,35 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
+
+
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values come from a registry, read when first needed (parsing, help).
+
+    Reading a registry can import the modules that register into it (the corpus readers, with
+    pandas); done at import, that would slow down every ``sercache --help``.
+    """
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load, self._values = load, None
+        super().__init__((), case_sensitive)
+
+    @property
+    def choices(self) -> Sequence[Any]:  # type: ignore[override]
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    @choices.setter
+    def choices(self, value: Sequence[Any]) -> None:  # click's __init__ sets it; the registry decides
+        pass
 
 
 def setup_logging(verbose: int) -> None:

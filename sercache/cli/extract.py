@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from sercache.cli.cluster import CLUSTER_OPTION_NAMES, cluster_options, cluster_request, run_on_cluster
-from sercache.cli.common import CONTEXT, fail, replayable_command
+from sercache.cli.common import CONTEXT, LazyChoice, fail, replayable_command
 from sercache.cli.help import Sectioned, examples
 from sercache.features.streams import all_options, default_streams, stream_kinds
 
@@ -27,6 +27,12 @@ def streams_help() -> str:
     return "Comma list from: " + "; ".join(f"{k.name} ({k.help})" for k in stream_kinds().values()) + "."
 
 
+def corpus_names() -> list[str]:
+    from sercache.splits.corpora import corpora  # the registry: one file per corpus in sercache/extract/corpora/
+
+    return sorted(corpora())
+
+
 @click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
     ("Corpus", ["corpus", "out", "sessions", "shard"]),
     ("Streams and models", ["streams", *(o.dest for o in STREAM_FLAGS), "stream_names", "dtype"]),
@@ -38,10 +44,10 @@ def streams_help() -> str:
         "sercache extract /data/emodb --corpus emodb --out cache/emodb --streams mfcc,logmel,egemaps,compare",
         "sercache extract /data/IEMOCAP_full_release --corpus iemocap --out cache/iemocap --streams ssl \\",
         "    --layers all --ssl-model /models/wavlm-large --stream-name ssl=wavlm_large",
-        "sercache extract /data/MSP-Podcast --corpus csv --out cache/msp --executor slurm --shards 64 \\",
-        "    --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
+        "sercache extract /data/MSP-PODCAST-Publish-1.12 --corpus msp-podcast --out cache/msp --executor slurm \\",
+        "    --shards 64 --slurm-gpus-per-task 1 --slurm-time 4:00:00 --slurm-setup \"module load cuda\""))
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
-@click.option("--corpus", required=True, type=click.Choice(["iemocap", "ravdess", "emodb", "cremad", "csv"]),
+@click.option("--corpus", required=True, type=LazyChoice(corpus_names),
               help="Corpus layout of ROOT (csv: ROOT is a manifest .csv).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache directory (created if needed).")
 @click.option("--session", "sessions", multiple=True, help="Only these sessions (repeat, or 1,3). Default: all.")

@@ -9,6 +9,7 @@ import click
 
 from sercache.cli.catalog import head_names
 from sercache.cli.common import CONTEXT, fail, replayable_command
+from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
 from sercache.train_heads.head_catalog import stream_roles
 
@@ -28,8 +29,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.command(context_settings=CONTEXT, cls=Sectioned, sections=[
     ("Model", ["head", "settings"]),
     ("Data", ["label_preset", "subset", "text", *[r.param for r in stream_roles().values()], "layer", "text_layer"]),
-    ("Folds and validation", ["fold", "protocol", "fold_file", "valid", "valid_speakers", "valid_fraction",
-                              "holdout_session", "ratios", "split_seed"]),
+    ("Folds and validation", ["fold", *protocol_option_names(), "split_seed"]),
     ("Optimisation (defaults: the head's, see `sercache heads`)", [
         "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit", "seeds"]),
     ("Running and output", ["config_file", "out", "jobs", "device", "tensorboard", "progress_every", "no_progress"])],
@@ -45,15 +45,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--head", type=click.Choice(head_names()), help="Head to train (see `sercache heads`); required, "
               "here or in --config.")
 @click.option("--fold", default="all", help="all, a fold number (2 = Session 2 under loso) or fold names.")
-@click.option("--protocol", default=None, type=click.Choice(["loso", "lospk", "session-holdout", "random",
-                                                             "predefined"]),
-              help="Fold protocol. Default: the corpus's speaker-independent one (loso over IEMOCAP's sessions; "
-              "lospk for EmoDB, RAVDESS, CREMA-D; for CSV manifests loso when every utterance has a session, "
-              "else lospk).")
-@click.option("--folds", "fold_file", default=None, type=click.Path(exists=True, path_type=Path),
-              help="Folds from a file instead of --protocol: a CSV of utt_id,fold (each fold value tested once) or "
-              "utt_id,split (train/valid/test: one fold), or an EmoBox folder ROOT/fold_k/<corpus>_{train,test}"
-              "_fold_k.jsonl. Validation default: --valid speakers when every utterance has a speaker.")
+@protocol_choice_options()
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
 @click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
               help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
@@ -61,15 +53,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @stream_role_options
 @click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
 @click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
-@click.option("--valid", default=None, type=click.Choice(["group", "fraction", "speakers"]),
-              help="Validation: a held-out training session (group), a fraction of training utterances, or "
-              "whole training speakers (speakers; see --valid-speakers).")
-@click.option("--valid-speakers", type=click.IntRange(min=1), default=None,
-              help="Training speakers held out for validation (implies --valid speakers). Default: ~20%.")
-@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              help="Share of training utterances for --valid fraction.")
-@click.option("--session", "holdout_session", default="2", help="Test session for --protocol session-holdout.")
-@click.option("--ratios", default="0.8,0.1,0.1", help="train,valid,test ratios for --protocol random.")
+@protocol_setting_options()
 @click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Folds x seeds trained in parallel (joblib).")

@@ -23,6 +23,7 @@ from sercache.features.streams.spectral import MFCC_MEL_BANDS
 from sercache.features.streams.ssl import DEFAULT_SSL_MODEL
 from sercache.features.streams.text import DEFAULT_TEXT_MODEL
 from sercache.keyvalue import parse_pairs
+from sercache.splits.corpora import corpora, get_corpus
 from sercache.store.layout import check_name
 
 __all__ = ["DEFAULT_ASR_MODEL", "DEFAULT_SSL_MODEL", "DEFAULT_STREAMS", "DEFAULT_TEXT_MODEL", "MFCC_MEL_BANDS",
@@ -169,13 +170,29 @@ def base_shard(table: pd.DataFrame) -> pd.Series:
     return pd.Series("all", index=table.index)
 
 
-def assign_shards(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.Series:
+def problem_shards(corpus: str | None, path: str, names: list[str]) -> list[str]:
+    """The shards a problem with no utterance (a bad label file at ``path``) is recorded in.
+
+    The corpus's own rule (``problem_shards`` of its registry entry), else the ``Session<k>`` shards
+    the path names, else all of ``names``.
+    """
+    rule = get_corpus(corpus).problem_shards if corpus in corpora() else None
+    if rule is not None:
+        return rule(path, names)
+    m = re.search(r"Session(\d+)", path)
+    targets = [s for s in names if m and (s == f"Session{m.group(1)}" or s.startswith(f"Session{m.group(1)}-"))]
+    return targets or names
+
+
+def assign_shards(table: pd.DataFrame, shard: tuple[int, int] | None, corpus: str | None = None) -> pd.Series:
     """Shard name per row. ``--shard i/N`` keeps rows whose CRC-32 of the id is ``i-1`` mod N.
 
+    The base names are the corpus's (``shards`` of its registry entry), else :func:`base_shard`.
     Hashing the id (not the row position) keeps every utterance's shard stable when the
     corpus gains or loses files.
     """
-    names = base_shard(table)
+    rule = get_corpus(corpus).shards if corpus in corpora() else None
+    names = (rule or base_shard)(table)
     if shard is None:
         return names
     i, n = shard

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from sercache.extract.corpora import read_corpus
-from sercache.extract.options import ExtractError, ExtractOptions, assign_shards
+from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
 from sercache.extract.stream_job import RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
 from sercache.features.streams import Runtime, build_extractor, stream_kinds
@@ -103,12 +102,12 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
     precision = resolve_precision(opts.precision, device)
     extractors = build_extractors(opts, device, precision)  # model configs and layers first: cheap, and fail fast
     manifest = read_corpus(opts.corpus, opts.root, opts.sessions)
-    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard))
+    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard, opts.corpus))
     table = table[table.shard != ""]
     if table.empty:
         raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
                            f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
-    problems = _problems_by_shard(manifest.problems, table)
+    problems = _problems_by_shard(manifest.problems, table, opts.corpus)
     jobs = [ShardJob(opts, shard, rows.drop(columns="shard").reset_index(drop=True), problems.get(shard, []),
                      extractors) for shard, rows in table.groupby("shard", sort=True)]
     for job in jobs:
@@ -141,8 +140,9 @@ def manifest_attrs(opts: ExtractOptions) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- planning
-def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame) -> dict[str, list[ExtractionProblem]]:
-    """Utterance problems go to the utterance's shard; file-level ones to the session they name, else to all."""
+def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame,
+                       corpus: str | None = None) -> dict[str, list[ExtractionProblem]]:
+    """Utterance problems go to the utterance's shard; file-level ones as the corpus says (the session they name)."""
     shard_of = dict(zip(table.utt_id, table.shard))
     names = sorted(set(table.shard))
     out: dict[str, list[ExtractionProblem]] = {s: [] for s in names}
@@ -150,9 +150,7 @@ def _problems_by_shard(problems: list[ExtractionProblem], table: pd.DataFrame) -
         if p.utt_id in shard_of:
             out[shard_of[p.utt_id]].append(p)
         elif not p.utt_id or p.stage == "manifest":
-            m = re.search(r"Session(\d+)", p.path)
-            targets = [s for s in names if m and (s == f"Session{m.group(1)}" or s.startswith(f"Session{m.group(1)}-"))]
-            for s in targets or names:
+            for s in problem_shards(corpus, p.path, names):
                 out[s].append(p)
     return out
 

@@ -5,8 +5,8 @@
 * a CSV file with ``utt_id`` and ``fold`` (each distinct value is one test fold; the other folds
   form its training side) or ``utt_id`` and ``split`` (``train``/``valid``/``test``, also
   ``dev``/``validation``: one single fold);
-* an EmoBox fold folder ``ROOT/fold_k/<corpus>_{train,test}_fold_k.jsonl`` (some EmoBox corpora
-  spell it ``_fold{k}``; both are read, ``_fold_k`` wins when a folder holds both).
+* a fold folder, read by the protocol that reads folders: EmoBox's
+  ``ROOT/fold_k/<corpus>_{train,test}_fold_k.jsonl`` (:mod:`sercache.splits.folds.emobox`).
 
 Ids are matched against the cache's ``utt_id`` (the wav file stem for the corpus readers):
 an EmoBox ``key`` minus its ``<dataset>-`` prefix, the key itself, or the stem of ``wav``.
@@ -16,9 +16,6 @@ the files leave out or get wrong is reported by name and count before any traini
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,12 +24,10 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.splits.protocols import Fold, ProtocolError, _natural, _valid_split, describe_validation
-
-log = logging.getLogger(__name__)
+from sercache.splits.registry import protocols, resolve
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "dev": "valid", "validation": "valid", "test": "test"}
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
-_FOLD_DIR = re.compile(r"fold_?(\d+)")
 FORMATS = ("emobox", "csv-fold", "csv-split")
 
 
@@ -94,11 +89,26 @@ def read_fold_source(path: Pathlike) -> FoldSource:
     """
     path = Path(path).resolve()
     if path.is_dir():
-        return _read_emobox(path)
+        return _read_folder(path)
     if not path.is_file():
         raise ProtocolError(f"--folds {path}: no such file or folder; give a CSV of utt_id,fold (or utt_id,split) "
                             "or an EmoBox folder holding fold_1/, fold_2/ ...")
     return _read_csv(path)
+
+
+def _read_folder(path: Path) -> FoldSource:
+    """A fold folder, read by the protocol that declares a ``read_folder`` (EmoBox's: splits/folds/emobox.py)."""
+    readers = [p.read_folder for p in protocols().values() if p.read_folder is not None]
+    if not readers:
+        raise ProtocolError(f"--folds {path} is a folder, and no fold protocol reads folders; give a CSV of "
+                            "utt_id,fold (or utt_id,split)")
+    errors = []
+    for reader in readers:
+        try:
+            return resolve(reader)(path)
+        except ProtocolError as exc:
+            errors.append(str(exc))
+    raise ProtocolError("; ".join(errors))
 
 
 def _read_csv(path: Path) -> FoldSource:
@@ -144,72 +154,6 @@ def _read_csv(path: Path) -> FoldSource:
                             "(each is tested once, trained on the others), or use a split column (train/valid/test)")
     return FoldSource(path, "csv-fold", [FoldSpec(f"fold-{v}", {"test": entries[v]}, {"test": f"{path.name} fold={v}"},
                                                   value=v) for v in values], sha1, [path.name])
-
-
-def _pick(folder: Path, role: str, k: int) -> Path:
-    """``<corpus>_<role>_fold_<k>.jsonl``, else ``<corpus>_<role>_fold<k>.jsonl``."""
-    strict = sorted(folder.glob(f"*_{role}_fold_{k}.jsonl"))
-    loose = sorted(folder.glob(f"*_{role}_fold{k}.jsonl"))
-    for variant in (strict, loose):
-        if len(variant) > 1:
-            raise ProtocolError(f"{folder} holds several {role} files for fold {k} ({', '.join(p.name for p in variant)}); "
-                                "give --folds the folder of one corpus")
-    if strict and loose:
-        log.debug("%s: both %s and %s exist; using %s", folder, strict[0].name, loose[0].name, strict[0].name)
-    if not strict and not loose:
-        raise ProtocolError(f"{folder} has no {role} file for fold {k}: expected <corpus>_{role}_fold_{k}.jsonl "
-                            f"(or <corpus>_{role}_fold{k}.jsonl)")
-    return (strict or loose)[0]
-
-
-def _read_jsonl(file: Path, corpus: str) -> list[Entry]:
-    entries = []
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"{file}: not UTF-8 text ({exc}); EmoBox fold files are JSON lines") from exc
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{file}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"{where}: malformed JSON ({exc.msg}, column {exc.colno}); each line must be one "
-                                'JSON object like {"key": "emodb-03a01Fa", "dataset": "emodb", "wav": ...}') from exc
-        if not isinstance(obj, dict) or not (obj.get("key") or obj.get("wav")):
-            raise ProtocolError(f"{where}: a fold line needs a 'key' (or 'wav') field, e.g. "
-                                '{"key": "emodb-03a01Fa", "dataset": "emodb", "wav": "wav/03a01Fa.wav"}')
-        key, dataset = str(obj.get("key") or ""), str(obj.get("dataset") or corpus)
-        candidates = []
-        if dataset and key.lower().startswith(dataset.lower() + "-"):
-            candidates.append(key[len(dataset) + 1:])
-        candidates.append(key)
-        if obj.get("wav"):
-            candidates.append(PurePosixPath(str(obj["wav"]).replace("\\", "/")).stem)
-        entries.append(Entry(tuple(c for c in dict.fromkeys(candidates) if c), key or str(obj["wav"]), where))
-    return entries
-
-
-def _read_emobox(root: Path) -> FoldSource:
-    dirs = sorted(((int(m.group(1)), d) for d in root.iterdir()
-                   if d.is_dir() and (m := _FOLD_DIR.fullmatch(d.name))), key=lambda t: t[0])
-    if not dirs:
-        raise ProtocolError(f"--folds {root}: no fold_1/, fold_2/ ... folders in it; give the EmoBox corpus folder "
-                            "(ROOT/fold_1/<corpus>_train_fold_1.jsonl ...) or a CSV of utt_id,fold")
-    digest, folds, files = hashlib.sha1(), [], []
-    for k, folder in dirs:
-        roles, sources = {}, {}
-        for role in ("train", "test"):
-            file = _pick(folder, role, k)
-            corpus = file.name.split(f"_{role}_fold")[0]
-            roles[role] = _read_jsonl(file, corpus)
-            rel = file.relative_to(root).as_posix()
-            sources[role], files = rel, files + [rel]
-            # names are hashed too: moving a file between folds changes the fold source
-            digest.update(rel.encode() + b"\0" + file.read_bytes() + b"\0")
-        folds.append(FoldSpec(f"fold-{k}", roles, sources))
-    return FoldSource(root, "emobox", folds, digest.hexdigest(), files)
 
 
 # ------------------------------------------------------------------------------------------- folds
@@ -265,7 +209,7 @@ def _default_valid(df: pd.DataFrame, specs: list[FoldSpec], sides: list[tuple[li
 
 def folds_from_file(df: pd.DataFrame, path: Pathlike, *, cache_ids: list[str] | None = None,
                     valid: str | None = None, valid_fraction: float = 0.2, valid_speakers: int | None = None,
-                    seed: int = 0) -> FoldFileResult:
+                    seed: int = 0, only: tuple[str, str] | None = None) -> FoldFileResult:
     """Folds of ``df`` (labelled utterances with ``utt_id``, ``y``, ``speaker``) from the fold file at ``path``.
 
     Args:
@@ -279,12 +223,16 @@ def folds_from_file(df: pd.DataFrame, path: Pathlike, *, cache_ids: list[str] | 
         valid_fraction: for ``fraction``.
         valid_speakers: for ``speakers`` (None: about 20% of the training speakers).
         seed: seeds the ``fraction`` split.
+        only: ``(protocol, format)``: refuse a source of another format (``--protocol emobox`` and a CSV).
 
     Raises:
         ProtocolError: malformed files, no id matching the cache, a fold with no test or train utterance,
             an utterance on two sides of a fold.
     """
     source = read_fold_source(path)
+    if only is not None and source.format != only[1]:
+        raise ProtocolError(f"--protocol {only[0]} reads {only[1]} fold files; {source.path} is {source.format}: "
+                            f"drop --protocol {only[0]} (plain --folds reads every format)")
     present = set(df.utt_id)
     known = present | set(cache_ids if cache_ids is not None else [])
     matched, unmatched = _resolve(source, known)

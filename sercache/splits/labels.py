@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sercache.splits.corpora import DEFAULT_LABELS
+
 
 @dataclass(frozen=True)
 class LabelPreset:
@@ -53,11 +55,18 @@ PRESETS: dict[str, LabelPreset] = {p.name: p for p in [
     _p("cremad6", "cremad", {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "DIS": "disgust",
                              "FEA": "fearful"}, ("neutral", "happy", "sad", "angry", "disgust", "fearful")),
     _p("cremad4", "cremad", {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry"}, FOUR),
+    _p("msp4", "msp-podcast", {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}, FOUR,
+       "EmoClass N, H, S, A; the others (U F D C, O other, X no agreement) dropped."),
+    _p("msp8", "msp-podcast", {"N": "neutral", "H": "happy", "S": "sad", "A": "angry", "U": "surprised",
+                               "F": "fearful", "D": "disgust", "C": "contempt"},
+       (*FOUR, "surprised", "fearful", "disgust", "contempt"),
+       "The eight primary emotions (the MSP-Podcast challenges' set); O (other) and X (no agreement) dropped."),
 ]}
 PRESETS["glam"] = PRESETS["iemocap4-exc"]
 
-#: The preset used when a cache of this corpus is evaluated without one being named.
-DEFAULT_PRESET = {"iemocap": "iemocap4", "ravdess": "ravdess4", "emodb": "emodb4", "cremad": "cremad4"}
+#: The preset used when a cache of this corpus is evaluated without one being named: each corpus
+#: file declares its own (``labels=`` of its :class:`~sercache.splits.corpora.Corpus`).
+DEFAULT_PRESET = DEFAULT_LABELS
 
 #: IEMOCAP's evaluator category names -> consensus codes (for soft labels from votes).
 IEMOCAP_VOTE_CODES = {"neutral": "neu", "happiness": "hap", "excited": "exc", "sadness": "sad", "anger": "ang",

@@ -17,6 +17,8 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_test_split
 
 from sercache._typing import Pathlike
+from sercache.splits.corpora import DEFAULT_PROTOCOLS
+from sercache.splits.registry import protocols
 from sercache.store.atomic import read_json, write_text_atomic
 from sercache.store.layout import is_folder_name
 
@@ -215,6 +217,7 @@ def predefined(df: pd.DataFrame, *, column: str = "fold", valid: str = "group", 
     return folds
 
 
+#: The built-in protocol functions (the registry, :mod:`sercache.splits.registry`, declares them and more).
 PROTOCOLS: dict[str, Callable[..., list[Fold]]] = {
     "loso": loso, "lospk": lospk, "session-holdout": session_holdout, "random": random_split,
     "predefined": predefined,
@@ -223,9 +226,12 @@ PROTOCOLS: dict[str, Callable[..., list[Fold]]] = {
 
 def make_folds(df: pd.DataFrame, protocol: str, *, subset: str = "all", **options: object) -> list[Fold]:
     """Filter by ``subset`` (impro/script/all), then apply ``protocol`` (needs a ``y`` column)."""
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[protocol](filter_subset(df, subset), **options)
+    entry = protocols().get(protocol)
+    if entry is None:
+        raise ProtocolError(f"unknown protocol {protocol!r}; protocols: {', '.join(protocols())}")
+    if entry.fold_files:
+        raise ProtocolError(f"protocol {protocol} reads fold files: use folds_from_file(df, PATH) (`--folds PATH`)")
+    return entry.function()(filter_subset(df, subset), **options)
 
 
 def filter_subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
@@ -268,8 +274,9 @@ def load_folds(path: Pathlike) -> list[Fold]:
     return folds
 
 
-#: The speaker-independent protocol each corpus is reported with (IEMOCAP: its five sessions).
-DEFAULT_PROTOCOL = {"iemocap": "loso", "ravdess": "lospk", "emodb": "lospk", "cremad": "lospk"}
+#: The speaker-independent protocol each corpus is reported with (IEMOCAP: its five sessions), as
+#: each corpus file declares it (``protocol=`` of its :class:`~sercache.splits.corpora.Corpus`).
+DEFAULT_PROTOCOL = DEFAULT_PROTOCOLS
 
 
 def default_protocol(corpus: str, df: pd.DataFrame) -> str:

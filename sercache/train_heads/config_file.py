@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache.train_heads.head_catalog import stream_roles
+from sercache.splits.registry import RoutingError, cli_options, recorded_options, route
 from sercache.train_heads.run import RunError, TrainRequest
 from sercache.train_heads.trainer import TrainConfig
 
@@ -32,9 +33,8 @@ from sercache.train_heads.trainer import TrainConfig
 OPTION_KEYS: dict[str, str] = {
     "cache": "cache_dir", "head": "head", "set": "settings", "labels": "label_preset", "subset": "subset",
     "text": "text", **{r.param: r.param for r in stream_roles().values()},  # --audio-stream...: one per stream role
-    "layer": "layer", "text_layer": "text_layer", "fold": "fold", "protocol": "protocol", "folds": "fold_file",
-    "valid": "valid", "valid_speakers": "valid_speakers",
-    "valid_fraction": "valid_fraction", "session": "holdout_session", "ratios": "ratios", "split_seed": "split_seed",
+    "layer": "layer", "text_layer": "text_layer", "fold": "fold",
+    "protocol": "protocol", **{o.flag[2:].replace("-", "_"): o.param for o in cli_options()}, "split_seed": "split_seed",
     "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
     "weight_decay": "weight_decay", "optimizer": "optimizer", "normalize": "normalize", "refit": "refit",
     "seeds": "seeds", "out": "out", "jobs": "jobs", "device": "device", "tensorboard": "tensorboard",
@@ -262,18 +262,7 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
             o[ROLE_LAYER[role]] = spec["layers"][0]
         else:
             layers[role] = [int(v) for v in spec["layers"]]
-    popts = cfg["protocol_options"]
-    if cfg["protocol"] == "folds":
-        o["fold_file"] = popts["path"]
-    else:
-        o["protocol"] = cfg["protocol"]
-    if "session" in popts:
-        o["holdout_session"] = str(popts["session"])
-    if "ratios" in popts:
-        o["ratios"] = ",".join(str(r) for r in popts["ratios"])
-    for key in ("valid", "valid_fraction", "valid_speakers"):
-        if key in popts:
-            o[key] = popts[key]
+    o.update(recorded_options(cfg["protocol"], cfg["protocol_options"]))  # folds: its path; session, ratios...
     return TrainFile(path, o, train, layers, record=True, recorded=cfg)
 
 
@@ -289,29 +278,10 @@ def request_from_options(o: Mapping[str, Any], file: TrainFile | None = None, co
             raise RunError(f"--set {item!r}: use KEY=VALUE, e.g. --set dropout=0.2")
         k, v = item.split("=", 1)
         hyper[k.strip()] = parse_value(v.strip())
-    fold_file, protocol, valid = o["fold_file"], o["protocol"], o["valid"]
-    if fold_file is not None and protocol is not None:
-        raise RunError(f"--folds {fold_file} replaces --protocol; drop --protocol {protocol}")
-    valid_speakers = o["valid_speakers"]
-    if valid_speakers is not None and valid not in (None, "speakers"):
-        raise RunError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
-                       f"not --valid {valid}")
-    valid = "speakers" if valid_speakers is not None else valid
-    protocol = "folds" if fold_file is not None else protocol  # None: the corpus's default, chosen with the cache
-    options: dict[str, object] = {}
-    if protocol == "session-holdout":
-        options["session"] = o["holdout_session"]
-    if protocol == "random":
-        try:
-            options["ratios"] = tuple(float(x) for x in str(o["ratios"]).split(","))
-        except ValueError:
-            raise RunError(f"--ratios {o['ratios']!r}: give train,valid,test fractions, e.g. 0.8,0.1,0.1") from None
-    elif valid is not None or protocol != "session-holdout":
-        if valid is not None:
-            options["valid"] = valid
-        options["valid_fraction"] = o["valid_fraction"]
-        if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
-            options["valid_speakers"] = valid_speakers
+    try:  # None: the corpus's default, chosen with the cache
+        protocol, options = route(o)
+    except RoutingError as exc:
+        raise RunError(str(exc)) from None
     streams = {role: o[name] for role, name in ROLE_STREAM.items() if o.get(name)}
     layers: dict[str, Any] = {"audio": o["layer"], "text": o["text_layer"]}
     for role, recorded in (file.layers if file else {}).items():
@@ -320,7 +290,7 @@ def request_from_options(o: Mapping[str, Any], file: TrainFile | None = None, co
     train = {**(file.train if file else {}), **{k: o[k] for k in TRAIN_OPTIONS}}
     return TrainRequest(
         cache=Path(o["cache_dir"]), head=o["head"], out=o["out"], fold=str(o["fold"]), protocol=protocol,
-        protocol_options=options, folds=fold_file, labels=o["label_preset"], subset=o["subset"], text=o["text"],
+        protocol_options=options, folds=o["fold_file"], labels=o["label_preset"], subset=o["subset"], text=o["text"],
         streams=streams, layers=layers, seeds=o["seeds"], jobs=o["jobs"], hyperparameters=hyper,
         split_seed=o["split_seed"], train=train, progress_every=None if o["no_progress"] else o["progress_every"],
         device=o["device"], tensorboard=bool(o.get("tensorboard")), command=command,

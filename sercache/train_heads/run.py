@@ -25,8 +25,8 @@ from sercache.splits import (
     Fold,
     default_protocol,
     filter_subset,
-    folds_from_file,
     get_preset,
+    get_protocol,
     load_folds,
     make_folds,
     save_folds,
@@ -134,12 +134,12 @@ def plan_run(req: TrainRequest) -> tuple[dict[str, Any], list[Fold], FeatureStor
     table = labelled_utterances(cache, preset, roles)
     protocol, options, extra = req.protocol, req.protocol_options, {}
     if req.folds is not None:
-        if req.protocol not in (None, "folds"):
+        if not (reader := get_protocol(req.protocol or "folds")).fold_files:  # folds (any file), emobox...
             raise RunError(f"--folds {req.folds} replaces --protocol; drop --protocol {req.protocol}")
-        found = folds_from_file(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
-                                seed=req.split_seed, **req.protocol_options)
+        found = reader.function()(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
+                                  seed=req.split_seed, **req.protocol_options)
         # path + SHA-1 of the files in protocol_options: resuming with other fold files is refused
-        folds, protocol, options = found.folds, "folds", {**req.protocol_options, **found.options}
+        folds, protocol, options = found.folds, reader.name, {**req.protocol_options, **found.options}
         extra = {"fold_warnings": found.warnings}
     else:
         if protocol is None:

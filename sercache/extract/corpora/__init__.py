@@ -1,31 +1,25 @@
-"""Corpus readers: a corpus on disk -> a :class:`Manifest` (utterance table + problems)."""
-from __future__ import annotations
+"""Corpus readers: a corpus on disk -> a :class:`Manifest` (utterance table + problems).
 
-from collections.abc import Callable
+Every module of this package but :mod:`base` and :mod:`conventions` (shared helpers) is one corpus:
+its reader and its :func:`~sercache.splits.corpora.register_corpus` call. Adding a corpus is adding
+a file here.
+"""
+from __future__ import annotations
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, probe_all
-from sercache.extract.corpora.conventions import read_cremad, read_emodb, read_ravdess
-from sercache.extract.corpora.csvfile import read_csv_manifest
-from sercache.extract.corpora.iemocap import read_iemocap
+from sercache.splits.corpora import _REGISTRY as CORPORA  # name -> Corpus, filled by the corpus modules
+from sercache.splits.corpora import Corpus, corpora, get_corpus
 
-CORPORA: dict[str, Callable[..., Manifest]] = {
-    "iemocap": read_iemocap,
-    "ravdess": read_ravdess,
-    "emodb": read_emodb,
-    "cremad": read_cremad,
-    "csv": read_csv_manifest,
-}
+corpora()  # imports every corpus module of this package: each registers itself
 
 
 def read_corpus(corpus: str, root: Pathlike, sessions: list[str] | None = None, *, probe: bool = True) -> Manifest:
     """Read a corpus and (by default) probe every audio file's header and checksum."""
-    if corpus not in CORPORA:
-        raise ValueError(f"unknown corpus {corpus!r}; choose one of {sorted(CORPORA)}")
-    manifest = CORPORA[corpus](root, sessions)
+    manifest = get_corpus(corpus).read(root, sessions)
     if probe:
         manifest.table = probe_all(manifest.table, manifest.problems)
     return manifest
 
 
-__all__ = ["CORPORA", "MANIFEST_COLUMNS", "Manifest", "read_corpus"]
+__all__ = ["CORPORA", "MANIFEST_COLUMNS", "Corpus", "Manifest", "read_corpus"]

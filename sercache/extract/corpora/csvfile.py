@@ -1,4 +1,4 @@
-"""A generic CSV manifest: ``utt_id, path`` plus any known column (MSP-Podcast, KEMDy, your own)."""
+"""A generic CSV manifest: ``utt_id, path`` plus any known column (KEMDy, your own corpus)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table
+from sercache.splits.corpora import Corpus, register_corpus
 from sercache.store.records import ExtractionProblem
 
 OPTIONAL = ("label", "speaker", "session", "gender", "transcript", "valence", "arousal", "dominance", "fold",
@@ -52,3 +53,7 @@ def read_csv_manifest(root: Pathlike, sessions: list[str] | None = None) -> Mani
         rows = [r for r in rows if r.get("session", "") in wanted]
     extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
     return Manifest(make_table(drop_duplicates(rows, problems, "csv"), extra), problems)
+
+
+register_corpus(Corpus("csv", read_csv_manifest,
+                       summary="a manifest .csv (utt_id,path,...); default folds by session, else by speaker"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table, read_text
+from sercache.splits.corpora import Corpus, register_corpus
 from sercache.store.records import ExtractionProblem
 
 KNOWN_CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
@@ -122,3 +123,7 @@ def read_iemocap(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
                 rows.append(row)
     rows = drop_duplicates(rows, problems, "iemocap")
     return Manifest(make_table(rows), problems)
+
+
+register_corpus(Corpus("iemocap", read_iemocap, labels="iemocap4", protocol="loso",
+                       summary="IEMOCAP_full_release (Session1..5), shards by session"))

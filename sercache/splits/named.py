@@ -1,0 +1,42 @@
+"""A registry of named entries, each declared by a module of one package (stdlib only).
+
+The corpus and fold-protocol registries are two of these: a module registers its entry when
+imported, and the first read of the registry imports every module of the package, so adding an
+entry is adding a module there.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Generic, TypeVar
+
+E = TypeVar("E")
+
+
+class Registry(Generic[E]):
+    """``kind`` entries by name; ``package``'s modules are imported on the first read."""
+
+    def __init__(self, kind: str, package: str, error: type[Exception] = ValueError) -> None:
+        self.kind, self.package, self.error = kind, package, error
+        self.entries: dict[str, E] = {}
+        self._loaded = False
+
+    def add(self, name: str, entry: E) -> E:
+        if not name or self.entries.get(name, entry) is not entry:
+            raise ValueError(f"{self.kind} name {name!r} is empty or taken")
+        self.entries[name] = entry
+        return entry
+
+    def all(self) -> dict[str, E]:
+        if not self._loaded:
+            self._loaded = True  # first, so that a module reading the registry while it loads sees it loading
+            package = importlib.import_module(self.package)
+            for module in pkgutil.iter_modules(package.__path__):
+                if not module.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{module.name}")
+        return self.entries
+
+    def get(self, name: str) -> E:
+        if name not in self.all():
+            raise self.error(f"unknown {self.kind} {name!r}; choose one of {sorted(self.entries)}")
+        return self.entries[name]

@@ -1,0 +1,214 @@
+"""The fold-protocol registry: each protocol with the options it takes, declared without pandas.
+
+``sercache train``'s ``--protocol`` choices and its per-protocol options, the routing of those options
+to the protocol (:func:`route`), and how a run's recorded ``protocol_options`` map back to options
+(:func:`recorded_options`) all come from here. The built-in protocols are declared below (their code
+is in :mod:`sercache.splits.protocols` and :mod:`sercache.splits.foldfiles`); every module of
+:mod:`sercache.splits.folds` is one more protocol that registers itself, so adding a protocol is
+adding a file there. Declarations stay stdlib-only: the CLI builds its options from them at import.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sercache.splits.named import Registry
+
+
+class RoutingError(ValueError):
+    """Options that do not fit the protocol (``--folds`` with ``--protocol loso``...)."""
+
+
+@dataclass(frozen=True)
+class ProtocolOption:
+    """One option of a protocol: its keyword (and config.json key), its flag and its click parameter.
+
+    ``kind``: ``text``, ``path`` (an existing file or folder), ``choice`` (``choices``), ``count``
+    (an integer >= 1) or ``fraction`` (0 < x < 1). ``parse`` turns the option's value into the
+    protocol's (``"0.8,0.1,0.1"`` -> ``(0.8, 0.1, 0.1)``); ``show`` turns a recorded value back.
+    """
+
+    key: str
+    flag: str
+    param: str
+    help: str
+    default: Any = None
+    kind: str = "text"
+    choices: tuple[str, ...] = ()
+    parse: Callable[[Any], Any] | None = None
+    show: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A fold protocol.
+
+    Args:
+        name: the ``--protocol`` value, recorded as the run's ``protocol``.
+        summary: one line for the help.
+        make: ``"module:function"`` (or the function): ``make(df, **options) -> list[Fold]``; for a
+            protocol that reads fold files, ``make(df, path, **options) -> FoldFileResult``.
+        options: keys of :data:`OPTIONS` the protocol takes besides validation.
+        validation: when the validation options (``valid``, ``valid_fraction``, ``valid_speakers``)
+            are passed on: ``always``, ``given`` (only with ``--valid``/``--valid-speakers``: the
+            protocol has its own default) or ``never``.
+        fold_files: the fold-file formats it reads from ``--folds PATH`` (empty: it reads none).
+        read_folder: ``"module:function"``: ``read_folder(path) -> FoldSource`` for a fold folder.
+        choosable: offered as a ``--protocol`` choice (``folds`` is chosen by ``--folds`` alone).
+    """
+
+    name: str
+    summary: str
+    make: str | Callable[..., Any]
+    options: tuple[str, ...] = ()
+    validation: str = "always"
+    fold_files: tuple[str, ...] = ()
+    read_folder: str | Callable[..., Any] | None = None
+    choosable: bool = True
+
+    def function(self) -> Callable[..., Any]:
+        return resolve(self.make)
+
+
+def resolve(ref: str | Callable[..., Any]) -> Callable[..., Any]:
+    """``"package.module:name"`` -> that object (imported now); a callable is returned as it is."""
+    if callable(ref):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _ratios(text: Any) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        raise RoutingError(f"--ratios {text!r}: give train,valid,test fractions, e.g. 0.8,0.1,0.1") from None
+
+
+#: Every protocol option, in the order the CLI shows them. ``path`` is ``TrainRequest.folds``.
+OPTIONS: dict[str, ProtocolOption] = {o.key: o for o in [
+    ProtocolOption("path", "--folds", "fold_file", "Folds from a file instead of --protocol: a CSV of utt_id,fold "
+                   "(each fold value tested once) or utt_id,split (train/valid/test: one fold), or an EmoBox folder "
+                   "ROOT/fold_k/<corpus>_{train,test}_fold_k.jsonl. Validation default: --valid speakers when every "
+                   "utterance has a speaker.", kind="path"),
+    ProtocolOption("valid", "--valid", "valid", "Validation: a held-out training session (group), a fraction of "
+                   "training utterances, or whole training speakers (speakers; see --valid-speakers).",
+                   kind="choice", choices=("group", "fraction", "speakers")),
+    ProtocolOption("valid_speakers", "--valid-speakers", "valid_speakers", "Training speakers held out for "
+                   "validation (implies --valid speakers). Default: ~20%.", kind="count"),
+    ProtocolOption("valid_fraction", "--valid-fraction", "valid_fraction", "Share of training utterances for "
+                   "--valid fraction.", default=0.2, kind="fraction"),
+    ProtocolOption("session", "--session", "holdout_session", "Test session for --protocol session-holdout.",
+                   default="2", show=str),
+    ProtocolOption("ratios", "--ratios", "ratios", "train,valid,test ratios for --protocol random.",
+                   default="0.8,0.1,0.1", parse=_ratios, show=lambda r: ",".join(str(x) for x in r)),
+]}
+VALIDATION = ("valid", "valid_fraction", "valid_speakers")
+
+_PROTOCOLS: Registry[Protocol] = Registry("protocol", "sercache.splits.folds", RoutingError)
+_REGISTRY = _PROTOCOLS.entries
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Make ``protocol`` available by its name (a protocol file calls this once, at import)."""
+    unknown = [k for k in protocol.options if k not in OPTIONS]
+    if unknown:
+        raise ValueError(f"protocol {protocol.name!r}: unknown options {unknown} (register_option them first)")
+    return _PROTOCOLS.add(protocol.name, protocol)
+
+
+def register_option(option: ProtocolOption) -> ProtocolOption:
+    """A new option for a new protocol (declared in that protocol's file, before registering it)."""
+    if OPTIONS.get(option.key, option) != option:
+        raise ValueError(f"protocol option {option.key!r} is taken")
+    OPTIONS[option.key] = option
+    return option
+
+
+def protocols() -> dict[str, Protocol]:
+    """Every protocol by name; the modules of :mod:`sercache.splits.folds` are imported on the first call."""
+    return _PROTOCOLS.all()
+
+
+def get_protocol(name: str) -> Protocol:
+    return _PROTOCOLS.get(name)
+
+
+def choosable() -> list[str]:
+    """The ``--protocol`` choices."""
+    return [n for n, p in protocols().items() if p.choosable]
+
+
+def cli_options() -> list[ProtocolOption]:
+    """The options the train command offers for the protocols (every one some protocol takes)."""
+    protocols()
+    return list(OPTIONS.values())
+
+
+def route(o: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The train command's options (parameter name -> value) -> ``(protocol, protocol_options)``.
+
+    ``protocol`` is None when neither ``--protocol`` nor ``--folds`` is given (the corpus's default
+    is chosen with the cache); ``protocol_options`` holds what that protocol takes, as config.json
+    records it (``--folds``' path is not among them: ``TrainRequest.folds`` carries it).
+    """
+    fold_file, protocol, valid = o.get("fold_file"), o.get("protocol"), o.get("valid")
+    entry = get_protocol(protocol) if protocol is not None else None
+    if fold_file is not None and entry is not None and not entry.fold_files:
+        raise RoutingError(f"--folds {fold_file} replaces --protocol; drop --protocol {protocol}")
+    if fold_file is None and entry is not None and entry.fold_files:
+        raise RoutingError(f"--protocol {protocol} reads fold files: give them with --folds PATH")
+    valid_speakers = o.get("valid_speakers")
+    if valid_speakers is not None and valid not in (None, "speakers"):
+        raise RoutingError(f"--valid-speakers {valid_speakers} holds out speakers: use it with --valid speakers, "
+                           f"not --valid {valid}")
+    valid = "speakers" if valid_speakers is not None else valid
+    if entry is None and fold_file is not None:
+        protocol, entry = "folds", get_protocol("folds")
+    options: dict[str, Any] = {}
+    for key in entry.options if entry else ():
+        option = OPTIONS[key]
+        value = o.get(option.param, option.default)
+        options[key] = option.parse(value) if option.parse else value
+    when = entry.validation if entry else "always"  # no protocol: the default is loso or lospk
+    if when == "always" or (when == "given" and valid is not None):
+        if valid is not None:
+            options["valid"] = valid
+        options["valid_fraction"] = o.get("valid_fraction", OPTIONS["valid_fraction"].default)
+        if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
+            options["valid_speakers"] = valid_speakers
+    return protocol, options
+
+
+def recorded_options(protocol: str, recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's ``protocol`` and ``protocol_options`` -> the train options (parameter -> value) that give them.
+
+    Records that are not options (a fold file's ``format``, ``files``, ``sha1``) are left out.
+    """
+    entry = protocols().get(protocol)
+    out: dict[str, Any] = {}
+    if entry is None or entry.choosable:
+        out["protocol"] = protocol
+    for key, value in recorded.items():
+        if key in OPTIONS:
+            option = OPTIONS[key]
+            out[option.param] = option.show(value) if option.show else value
+    return out
+
+
+def _builtin(name: str, summary: str, make: str, **kw: Any) -> None:
+    register_protocol(Protocol(name, summary, make, **kw))
+
+
+_builtin("loso", "leave one session out; validation: another training session", "sercache.splits.protocols:loso")
+_builtin("lospk", "leave one speaker out; validation: a training session", "sercache.splits.protocols:lospk")
+_builtin("session-holdout", "one named test session (--session)", "sercache.splits.protocols:session_holdout",
+         options=("session",), validation="given")
+_builtin("random", "stratified random train/valid/test (--ratios), speaker-dependent",
+         "sercache.splits.protocols:random_split", options=("ratios",), validation="never")
+_builtin("predefined", "folds from the manifest's fold column (--corpus csv)", "sercache.splits.protocols:predefined")
+_builtin("folds", "folds from --folds PATH (a CSV of utt_id,fold or utt_id,split, or a fold folder)",
+         "sercache.splits.foldfiles:folds_from_file", fold_files=("csv-fold", "csv-split", "folder"),
+         choosable=False)

@@ -1,0 +1,71 @@
+"""The corpus and fold-protocol registries drive the CLI: choices, options, routing and replay agree with them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sercache.cli import cli
+from sercache.splits.corpora import corpora, get_corpus
+from sercache.splits.registry import OPTIONS, RoutingError, choosable, cli_options, protocols, recorded_options, route
+
+
+def train_defaults() -> dict:
+    return {p.name: p.default for p in cli.commands["train"].params}
+
+
+def test_cli_choices_are_the_registries():
+    params = {p.name: p for p in cli.commands["extract"].params}
+    assert list(params["corpus"].type.choices) == sorted(corpora())
+    assert {"iemocap", "ravdess", "emodb", "cremad", "csv", "msp-podcast"} <= set(corpora())
+    train = {p.name: p for p in cli.commands["train"].params}
+    assert list(train["protocol"].type.choices) == choosable() and "folds" not in choosable()
+    for option in cli_options():
+        assert option.flag in train[option.param].opts and train[option.param].default == option.default
+
+
+def test_every_corpus_declares_known_defaults():
+    from sercache.splits import PRESETS
+
+    for name, corpus in corpora().items():
+        assert corpus.name == name and callable(corpus.read)
+        assert corpus.labels is None or PRESETS[corpus.labels].corpus == name
+        assert corpus.protocol is None or corpus.protocol in protocols()
+    with pytest.raises(ValueError, match=r"unknown corpus 'nope'; choose one of \['cremad'"):
+        get_corpus("nope")
+
+
+@pytest.mark.parametrize("given", [
+    {}, {"protocol": "loso", "valid": "fraction", "valid_fraction": 0.3}, {"protocol": "lospk", "valid_speakers": 2},
+    {"protocol": "session-holdout", "holdout_session": "3"}, {"protocol": "session-holdout", "valid": "group"},
+    {"protocol": "random", "ratios": "0.7,0.2,0.1", "valid": "speakers"}, {"protocol": "predefined"},
+    {"fold_file": "/folds.csv"}, {"protocol": "emobox", "fold_file": "/emobox", "valid": "fraction"},
+    {"protocol": "partition", "valid": "group"}])
+def test_routing_then_replay_gives_the_same_protocol_options(given):
+    """What a run records (protocol, protocol_options) maps back to options that route to the same record."""
+    o = {**train_defaults(), **given}
+    protocol, options = route(o)
+    assert all(key in OPTIONS for key in options)
+    if protocol is None:  # the corpus's default, chosen with the cache
+        return
+    recorded = {**options, **({"path": o["fold_file"]} if o["fold_file"] else {})}
+    again = route({**train_defaults(), **recorded_options(protocol, recorded)})
+    assert again == (protocol, options)
+
+
+def test_routing_refuses_what_does_not_fit():
+    with pytest.raises(RoutingError, match=r"--folds /f.csv replaces --protocol; drop --protocol loso"):
+        route({**train_defaults(), "protocol": "loso", "fold_file": "/f.csv"})
+    with pytest.raises(RoutingError, match=r"--protocol emobox reads fold files"):
+        route({**train_defaults(), "protocol": "emobox"})
+    with pytest.raises(RoutingError, match=r"--ratios 'a,b': give train,valid,test fractions"):
+        route({**train_defaults(), "protocol": "random", "ratios": "a,b"})
+    assert route({**train_defaults(), "protocol": "random", "valid": "group"})[1] == {"ratios": (0.8, 0.1, 0.1)}
+
+
+def test_the_cli_reads_the_registries_without_pandas():
+    code = ("import sys, sercache.cli; from sercache.splits.registry import protocols; protocols(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'sklearn', 'torch', 'h5py')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
