@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache.train_heads.run import RunError, TrainRequest
+from sercache.train_heads.run_config import RECORD_KEYS, unknown_key
 from sercache.train_heads.trainer import TrainConfig
 
 #: File key -> the train command's parameter name. Every train option but --config itself.
@@ -40,12 +41,7 @@ OPTION_KEYS: dict[str, str] = {
     "progress_every": "progress_every", "no_progress": "no_progress"}
 #: TrainConfig fields that have their own option (the others come from a file's ``train:`` only).
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit")
-#: Keys of a run's config.json (see run.plan_run): mapped back to options, or records not used.
-RECORD_KEYS = frozenset({
-    "cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "protocol_options",
-    "protocol_default", "fold_warnings", "subset", "split_seed", "text_source", "speaker_independent",
-    "n_utterances", "dropped_utterances", "seeds", "fold_selection", "jobs", "threads_per_task", "device",
-    "tensorboard", "sercache_version", "command", "created"})
+#: RECORD_KEYS: the keys of a run's config.json (run_config.RunConfig's fields), mapped back to options or not used.
 #: Stream option of each role, and the layer option of the roles that have one.
 ROLE_STREAM = {"audio": "audio_stream", "text": "text_stream", "mfcc": "mfcc_stream", "text_aug": "text_aug_stream"}
 ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
@@ -223,10 +219,9 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
     """A run's config.json -> the options that reproduce that run."""
     from sercache.train_heads.heads import get_head
 
-    unknown = sorted(set(cfg) - RECORD_KEYS)
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown key {unknown[0]!r} in this run's config.json; valid keys: "
-                              + ", ".join(sorted(RECORD_KEYS)))
+    problem = unknown_key(cfg, path)  # top level and train: the keys a RunConfig has
+    if problem:
+        raise ConfigFileError(problem)
     missing = [k for k in ("cache", "head", "hyperparameters", "train", "roles", "labels", "protocol",
                            "protocol_options", "subset", "split_seed", "seeds", "fold_selection") if k not in cfg]
     if missing:
@@ -242,10 +237,6 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
         "text": cfg.get("text_source") or "asr", "fold": cfg["fold_selection"], "seeds": max(cfg["seeds"]) + 1,
         **{k: cfg[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
     train = dict(cfg["train"])
-    unknown = sorted(set(train) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown training setting {unknown[0]!r}; valid ones: "
-                              + ", ".join(f.name for f in fields(TrainConfig)))
     # closed-form heads take none of the optimiser's settings (recorded as the base defaults, lr 0 among them)
     for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:
         if name in train:
