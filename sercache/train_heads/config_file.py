@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache.train_heads.run import RunError, TrainRequest
-from sercache.train_heads.run_config import RECORD_KEYS, unknown_key
+from sercache.train_heads.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
 from sercache.train_heads.trainer import TrainConfig
 
 #: File key -> the train command's parameter name. Every train option but --config itself.
@@ -228,30 +228,33 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
         raise ConfigFileError(f"{path}: a run's config.json without {', '.join(map(repr, missing))}; it is "
                               "damaged or not a sercache run")
     try:
-        head = get_head(cfg["head"])
+        rec = RunConfig.from_dict(cfg, path)
+        head = get_head(rec.head)
+    except RunConfigError as exc:
+        raise ConfigFileError(str(exc)) from None
     except KeyError as exc:
         raise ConfigFileError(f"{path}: head: {exc.args[0]}") from None
     o: dict[str, Any] = {
-        "cache_dir": cfg["cache"], "head": cfg["head"], "settings": settings_words(path, cfg["hyperparameters"]),
-        "label_preset": cfg["labels"]["preset"], "subset": cfg["subset"], "split_seed": cfg["split_seed"],
-        "text": cfg.get("text_source") or "asr", "fold": cfg["fold_selection"], "seeds": max(cfg["seeds"]) + 1,
-        **{k: cfg[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
-    train = dict(cfg["train"])
+        "cache_dir": rec.cache, "head": rec.head, "settings": settings_words(path, rec.hyperparameters),
+        "label_preset": rec.labels.preset, "subset": rec.subset, "split_seed": rec.split_seed,
+        "text": rec.text_source or "asr", "fold": rec.fold_selection, "seeds": max(rec.seeds) + 1,
+        **{k: rec[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
+    train = dict(cfg["train"])  # as recorded: only the settings it holds (hand-made records may hold a few)
     # closed-form heads take none of the optimiser's settings (recorded as the base defaults, lr 0 among them)
     for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:
         if name in train:
             o[name] = train.pop(name)
     layers: dict[str, list[int]] = {}
-    for role, spec in cfg["roles"].items():
+    for role, spec in rec.roles.items():
         if role not in ROLE_STREAM:
             raise ConfigFileError(f"{path}: roles: unknown role {role!r}; roles: {', '.join(ROLE_STREAM)}")
-        o[ROLE_STREAM[role]] = spec["stream"]
+        o[ROLE_STREAM[role]] = spec.stream
         if role in head.multi_layer_roles:  # every stored layer, resolved again
             continue
-        if role in ROLE_LAYER and len(spec["layers"]) == 1:
-            o[ROLE_LAYER[role]] = spec["layers"][0]
+        if role in ROLE_LAYER and len(spec.layers) == 1:
+            o[ROLE_LAYER[role]] = spec.layers[0]
         else:
-            layers[role] = [int(v) for v in spec["layers"]]
+            layers[role] = [int(v) for v in spec.layers]
     popts = cfg["protocol_options"]
     if cfg["protocol"] == "folds":
         o["fold_file"] = popts["path"]

@@ -29,23 +29,15 @@ from pathlib import Path
 from sercache._typing import Pathlike
 from sercache.store.layout import is_folder_name
 
-CONFIG_FILE = "config.json"
-FOLDS_FILE = "folds.json"
-LOCK_FILE = ".lock"
-REPORT_MD = "report.md"
-REPORT_CSV = "report.csv"
-CONFUSION_PNG = "confusion.png"
-SWEEP_FILE = "sweep.json"
-JOBS_DIR = ".jobs"
-# inside <fold>/seed<k>/
-CHECKPOINT = "checkpoint.pt"
-CURVE = "curve.csv"
-PREDICTIONS = "predictions.csv"
-METRICS = "metrics.json"
-TRAIN_LOG = "train.log"
-TENSORBOARD_DIR = "tensorboard"
-DONE = "DONE"
-FAILED = "FAILED"
+# written by train: the run's settings and folds, the lock of the one process training into it
+CONFIG_FILE, FOLDS_FILE, LOCK_FILE = "config.json", "folds.json", ".lock"
+# written by report (and, in a sweep directory, the combined report beside sweep.json and SLURM's .jobs/)
+REPORT_MD, REPORT_CSV, CONFUSION_PNG = "report.md", "report.csv", "confusion.png"
+SWEEP_FILE, JOBS_DIR = "sweep.json", ".jobs"
+# inside <fold>/seed<k>/: the task's records, DONE last
+CHECKPOINT, CURVE, PREDICTIONS, METRICS = "checkpoint.pt", "curve.csv", "predictions.csv", "metrics.json"
+TRAIN_LOG, TENSORBOARD_DIR = "train.log", "tensorboard"
+DONE, FAILED = "DONE", "FAILED"
 
 SEED_PREFIX = "seed"
 _SEED_RE = re.compile(rf"^{SEED_PREFIX}(\d+)$")
