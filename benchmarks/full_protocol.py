@@ -24,6 +24,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.train_heads.run_layout import METRICS, task_dir
 
     work = workdir(args.workdir, "full")
     cache = gate_sized_cache(work / "cache", iemocap_rows(args.jsonl), signal=0.3)
@@ -36,7 +37,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     print(f"{'fold':7s} {'seed':>4s} {'epochs':>6s} {'s/epoch':>8s} {'fold s':>8s} {'test inference s':>17s} {'UA':>6s}")
     for r in sorted(results, key=lambda r: (r["fold"], r["seed"])):
-        m = json.loads((run / r["fold"] / f"seed{r['seed']}" / "metrics.json").read_text())
+        m = json.loads((task_dir(run, r["fold"], r["seed"]) / METRICS).read_text())
         print(f"{r['fold']:7s} {r['seed']:4d} {m['epochs_run']:6d} {m['train_seconds_per_epoch']:8.1f} "
               f"{r['seconds']:8.0f} {m['test_inference_seconds']:17.2f} {m['ua']:6.3f}")
     n = max(len(results), 1)

@@ -67,10 +67,12 @@ def sercache_cli(*args: str) -> tuple[float, str]:
 
 def run_metrics(run: Path) -> tuple[list[float], list[float]]:
     """Per-fold UA and WA (mean over the fold's seeds) of a finished run directory."""
-    folds = json.loads((run / "folds.json").read_text())
+    from sercache.train_heads.run_layout import METRICS, finished_tasks, folds_path
+
+    folds = json.loads(folds_path(run).read_text())
     ua, wa = [], []
     for f in folds:
-        ms = [json.loads(p.read_text()) for p in sorted((run / f["name"]).glob("seed*/metrics.json"))]
+        ms = [json.loads((d / METRICS).read_text()) for d in finished_tasks(run, f["name"])]
         ua.append(sum(m["ua"] for m in ms) / len(ms))
         wa.append(sum(m["wa"] for m in ms) / len(ms))
     return ua, wa

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sercache.train_heads.head_catalog import stream_roles
 from sercache.splits.registry import RoutingError, cli_options, recorded_options, route
+from sercache.train_heads.head_catalog import stream_roles
 from sercache.train_heads.run import RunError, TrainRequest
+from sercache.train_heads.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
 from sercache.train_heads.trainer import TrainConfig
 
 #: File key -> the train command's parameter name. Every train option but --config itself.
@@ -41,12 +42,7 @@ OPTION_KEYS: dict[str, str] = {
     "progress_every": "progress_every", "no_progress": "no_progress"}
 #: TrainConfig fields that have their own option (the others come from a file's ``train:`` only).
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit")
-#: Keys of a run's config.json (see run.plan_run): mapped back to options, or records not used.
-RECORD_KEYS = frozenset({
-    "cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "protocol_options",
-    "protocol_default", "fold_warnings", "subset", "split_seed", "text_source", "speaker_independent",
-    "n_utterances", "dropped_utterances", "seeds", "fold_selection", "jobs", "threads_per_task", "device",
-    "tensorboard", "sercache_version", "command", "created"})
+#: RECORD_KEYS: the keys of a run's config.json (run_config.RunConfig's fields), mapped back to options or not used.
 #: Stream option of each role, and the layer option of the roles that have one.
 ROLE_STREAM = {r.name: r.param for r in stream_roles().values()}
 ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
@@ -224,44 +220,42 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
     """A run's config.json -> the options that reproduce that run."""
     from sercache.train_heads.heads import get_head
 
-    unknown = sorted(set(cfg) - RECORD_KEYS)
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown key {unknown[0]!r} in this run's config.json; valid keys: "
-                              + ", ".join(sorted(RECORD_KEYS)))
+    problem = unknown_key(cfg, path)  # top level and train: the keys a RunConfig has
+    if problem:
+        raise ConfigFileError(problem)
     missing = [k for k in ("cache", "head", "hyperparameters", "train", "roles", "labels", "protocol",
                            "protocol_options", "subset", "split_seed", "seeds", "fold_selection") if k not in cfg]
     if missing:
         raise ConfigFileError(f"{path}: a run's config.json without {', '.join(map(repr, missing))}; it is "
                               "damaged or not a sercache run")
     try:
-        head = get_head(cfg["head"])
+        rec = RunConfig.from_dict(cfg, path)
+        head = get_head(rec.head)
+    except RunConfigError as exc:
+        raise ConfigFileError(str(exc)) from None
     except KeyError as exc:
         raise ConfigFileError(f"{path}: head: {exc.args[0]}") from None
     o: dict[str, Any] = {
-        "cache_dir": cfg["cache"], "head": cfg["head"], "settings": settings_words(path, cfg["hyperparameters"]),
-        "label_preset": cfg["labels"]["preset"], "subset": cfg["subset"], "split_seed": cfg["split_seed"],
-        "text": cfg.get("text_source") or "asr", "fold": cfg["fold_selection"], "seeds": max(cfg["seeds"]) + 1,
-        **{k: cfg[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
-    train = dict(cfg["train"])
-    unknown = sorted(set(train) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown training setting {unknown[0]!r}; valid ones: "
-                              + ", ".join(f.name for f in fields(TrainConfig)))
+        "cache_dir": rec.cache, "head": rec.head, "settings": settings_words(path, rec.hyperparameters),
+        "label_preset": rec.labels.preset, "subset": rec.subset, "split_seed": rec.split_seed,
+        "text": rec.text_source or "asr", "fold": rec.fold_selection, "seeds": max(rec.seeds) + 1,
+        **{k: rec[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
+    train = dict(cfg["train"])  # as recorded: only the settings it holds (hand-made records may hold a few)
     # closed-form heads take none of the optimiser's settings (recorded as the base defaults, lr 0 among them)
     for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:
         if name in train:
             o[name] = train.pop(name)
     layers: dict[str, list[int]] = {}
-    for role, spec in cfg["roles"].items():
+    for role, spec in rec.roles.items():
         if role not in ROLE_STREAM:
             raise ConfigFileError(f"{path}: roles: unknown role {role!r}; roles: {', '.join(ROLE_STREAM)}")
-        o[ROLE_STREAM[role]] = spec["stream"]
+        o[ROLE_STREAM[role]] = spec.stream
         if role in head.multi_layer_roles:  # every stored layer, resolved again
             continue
-        if role in ROLE_LAYER and len(spec["layers"]) == 1:
-            o[ROLE_LAYER[role]] = spec["layers"][0]
+        if role in ROLE_LAYER and len(spec.layers) == 1:
+            o[ROLE_LAYER[role]] = spec.layers[0]
         else:
-            layers[role] = [int(v) for v in spec["layers"]]
+            layers[role] = [int(v) for v in spec.layers]
     o.update(recorded_options(cfg["protocol"], cfg["protocol_options"]))  # folds: its path; session, ratios...
     return TrainFile(path, o, train, layers, record=True, recorded=cfg)
 

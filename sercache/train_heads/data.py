@@ -8,6 +8,7 @@ in their storage dtype (fp16) until a batch is gathered and cast to float32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from sercache.store.errors import CacheCorruptError
 from sercache.store.reader import FeatureStore, StreamInfo
 from sercache.train_heads.head_catalog import role_default_streams
 from sercache.train_heads.heads.base import CHAR_VOCAB, Batch, StreamBatch
+
+if TYPE_CHECKING:
+    from sercache.train_heads.run_config import RunConfig
 
 #: Which cache stream a role reads when the user does not say (declared by the head modules: STREAM_ROLES).
 ROLE_DEFAULT_STREAMS = role_default_streams()
@@ -116,14 +120,14 @@ def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tupl
     return out
 
 
-def recorded_roles(cache: FeatureStore, config: dict) -> dict[str, RoleSpec]:
+def recorded_roles(cache: FeatureStore, config: RunConfig) -> dict[str, RoleSpec]:
     """The roles a run's config.json recorded, checked against ``cache`` (streams and layers must exist)."""
     from sercache.train_heads.heads import get_head
 
-    head_cls = get_head(config["head"])
-    return resolve_roles(cache, head_cls.required_roles(config["hyperparameters"]), head_cls.multi_layer_roles,
-                         {r: s["stream"] for r, s in config["roles"].items()},
-                         {r: s["layers"] for r, s in config["roles"].items() if r not in head_cls.multi_layer_roles},
+    head_cls = get_head(config.head)
+    return resolve_roles(cache, head_cls.required_roles(config.hyperparameters), head_cls.multi_layer_roles,
+                         {r: s.stream for r, s in config.roles.items()},
+                         {r: s.layers for r, s in config.roles.items() if r not in head_cls.multi_layer_roles},
                          pooled=head_cls.pooled_input)
 
 

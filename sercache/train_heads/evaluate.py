@@ -22,7 +22,8 @@ from sercache.train_heads.heads.base import Head
 from sercache.train_heads.metrics import METRIC_NAMES, METRICS, classification_metrics
 from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.report import load_run
-from sercache.train_heads.trainer import DONE, build_head, evaluate, load_checkpoint
+from sercache.train_heads.run_layout import CHECKPOINT, PREDICTIONS, finished_tasks, folds_path, seed_of
+from sercache.train_heads.trainer import build_head, evaluate, load_checkpoint
 
 #: The largest logit difference to the recorded predictions that still counts as reproducing them.
 REPRODUCED_TOLERANCE = 1e-3
@@ -33,7 +34,7 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
 
     Every consumer of checkpoints (eval, predict) goes through here, so they all rebuild heads alike.
     """
-    ckpt = load_checkpoint(Path(seed_dir) / "checkpoint.pt")
+    ckpt = load_checkpoint(Path(seed_dir) / CHECKPOINT)
     if ckpt["dims"] != data.dims:
         raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, these features give "
                         f"{data.dims}; the features must come from the same encoders and layers")
@@ -54,16 +55,16 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     """
     run = load_run(run_dir)
     config = run.config
-    folds = load_folds(Path(run_dir) / "folds.json")
+    folds = load_folds(folds_path(run_dir))
     if fold is not None:
         from sercache.train_heads.run import select_folds
 
         folds = select_folds(folds, fold)
-    other = cache is not None and Path(cache).resolve() != Path(config["cache"]).resolve()
-    store = open_cache(cache or config["cache"])
-    head_cls = get_head(config["head"])
+    other = cache is not None and Path(cache).resolve() != Path(config.cache).resolve()
+    store = open_cache(cache or config.cache)
+    head_cls = get_head(config.head)
     roles = recorded_roles(store, config)
-    own = get_preset(config["labels"]["preset"])
+    own = get_preset(config.labels.preset)
     if other:
         corpus = str(store.utterances.corpus.iloc[0])
         target = get_preset(labels or DEFAULT_PRESET.get(corpus, own.name))
@@ -76,29 +77,27 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
         preset, shared = own, list(own.classes)
     table = labelled_utterances(store, preset, roles)
     dropped = int(len(store.utterances) - len(table)) if other else 0
-    data = load_fold(store, table, roles, preset, head_cls, config["hyperparameters"], device)
+    data = load_fold(store, table, roles, preset, head_cls, config.hyperparameters, device)
     columns = [own.classes.index(c) for c in shared]
     rows = []
     for f in folds:
-        for seed_dir in sorted((Path(run_dir) / f.name).glob("seed*")):
-            if not (seed_dir / DONE).exists():
-                continue
-            head = restore_head(seed_dir, config["head"], data)
+        for seed_dir in finished_tasks(run_dir, f.name):
+            head = restore_head(seed_dir, config.head, data)
             test_ids = table.utt_id.tolist() if other else f.test
             idx = data.indices(test_ids)
             result, _ = evaluate(head, data, idx, 64)
             logits = result["logits"][:, columns]
             m = classification_metrics(data.y[idx].cpu().numpy(), logits.argmax(1), len(shared))
-            row = {"fold": f.name, "seed": int(seed_dir.name[4:]), "n_test": len(idx), **m}
+            row = {"fold": f.name, "seed": seed_of(seed_dir), "n_test": len(idx), **m}
             if not other:
-                recorded = pd.read_csv(seed_dir / "predictions.csv").set_index("utt_id").loc[test_ids]
+                recorded = pd.read_csv(seed_dir / PREDICTIONS).set_index("utt_id").loc[test_ids]
                 rec = recorded[[f"logit_{c}" for c in own.classes]].to_numpy()
                 row["max_logit_diff_vs_record"] = float(np.abs(rec - result["logits"]).max())
             rows.append(row)
     store.close()
     out = pd.DataFrame(rows)
     out.attrs["classes"] = shared
-    out.attrs["cache"] = str(cache or config["cache"])
+    out.attrs["cache"] = str(cache or config.cache)
     out.attrs["dropped"] = dropped  # utterances of the other corpus outside the shared classes
     if write:
         path = eval_csv_path(run_dir, cache)

@@ -43,7 +43,8 @@ from sercache.train_heads.predict_inputs import (
     waveform_samples,
 )
 from sercache.train_heads.report import RunResults, load_run
-from sercache.train_heads.trainer import DONE, evaluate
+from sercache.train_heads.run_layout import finished_tasks, folds_path
+from sercache.train_heads.trainer import evaluate
 
 log = logging.getLogger(__name__)
 #: Segments whose features are held in memory at once.
@@ -79,15 +80,14 @@ class Predictor:
 
         self.run = run if isinstance(run, RunResults) else load_run(run)
         config = self.config = self.run.config
-        self.head_cls = get_head(config["head"])
-        self.preset = get_preset(config["labels"]["preset"])
-        self.classes = list(config["labels"]["classes"])
+        self.head_cls = get_head(config.head)
+        self.preset = get_preset(config.labels.preset)
+        self.classes = list(config.labels.classes)
         self.device = resolve_device(device)
         self.progress = progress
-        folds = load_folds(self.run.path / "folds.json")
+        folds = load_folds(folds_path(self.run.path))
         folds = select_folds(folds, str(fold)) if fold is not None else folds
-        self.tasks = [(f"{f.name}/{d.name}", d) for f in folds for d in sorted((self.run.path / f.name).glob("seed*"))
-                      if (d / DONE).exists()]
+        self.tasks = [(f"{f.name}/{d.name}", d) for f in folds for d in finished_tasks(self.run.path, f.name)]
         if not self.tasks:
             raise PredictError(f"{self.run.path} has no finished fold x seed{f' in fold {fold}' if fold else ''} "
                                "(no */seed*/DONE): train it first")
@@ -95,13 +95,13 @@ class Predictor:
 
     # ------------------------------------------------------------------ setup
     def _extractors(self, cache: Pathlike | None, models: dict[str, str], allow: bool) -> dict[str, Extractor]:
-        where = Path(cache or self.config["cache"])
+        where = Path(cache or self.config.cache)
         if not where.is_dir():
             raise PredictError(f"the run was trained on the cache {where}, which is not there; predict reads its "
                                "provenance to compute features as it did: give its new location with --cache")
         store = open_cache(where)
         try:
-            streams = list(dict.fromkeys(n for r in self.config["roles"].values() for n in r["stream"].split(",")))
+            streams = self.config.streams
             missing = [n for n in streams if n not in store.streams]
             if missing:
                 raise PredictError(f"the run reads stream(s) {missing} which {where} does not hold: is it the run's cache?")
@@ -131,7 +131,7 @@ class Predictor:
 
     def _check_run_matches_cache(self, store: Any) -> None:
         """A cache re-extracted since training holds features the heads never saw: refuse it."""
-        for role, enc in self.config.get("encoders", {}).items():
+        for role, enc in self.config.encoders.items():
             for src in enc.get("sources") or [enc]:
                 stream = src.get("stream")
                 if stream in store.streams and "weights" in src:
@@ -164,7 +164,7 @@ class Predictor:
                 data = self._features(segs[start:start + CHUNK], bar)
                 idx = np.arange(len(data))
                 for name, seed_dir in self.tasks:
-                    parts[name].append(evaluate(restore_head(seed_dir, self.config["head"], data), data, idx, 64)[0])
+                    parts[name].append(evaluate(restore_head(seed_dir, self.config.head, data), data, idx, 64)[0])
         logits = {name: np.concatenate([r["logits"] for r in rs]) for name, rs in parts.items()}
         regressions = [np.concatenate([r["regression"] for r in rs]) for rs in parts.values()
                        if rs[0]["regression"] is not None]
@@ -218,7 +218,7 @@ class Predictor:
         try:
             roles = recorded_roles(store, self.config)
             table = pd.DataFrame({"utt_id": ids, "y": 0})  # no labels: prediction loads no training target
-            return load_fold(store, table, roles, self.preset, self.head_cls, self.config["hyperparameters"],
+            return load_fold(store, table, roles, self.preset, self.head_cls, self.config.hyperparameters,
                              self.device, needs=frozenset())
         finally:
             store.close()

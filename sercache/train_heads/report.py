@@ -21,10 +21,11 @@ import pandas as pd
 from sercache.splits import load_folds
 from sercache.store.atomic import read_json
 from sercache.train_heads import metrics as _metrics
+from sercache.train_heads import run_layout
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.metrics import METRIC_KEYS, METRIC_NAMES, bootstrap_ci, classification_metrics, confusion
 from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections, run_warnings
-from sercache.train_heads.trainer import DONE
+from sercache.train_heads.run_config import REQUIRED_KEYS, RunConfig
 
 #: tabulate would re-parse the formatted figures as numbers and print 61.00 as 61: keep them as written.
 KEEP_TEXT = {"disable_numparse": True}
@@ -35,14 +36,18 @@ NICE = {m.key: m.label for m in _metrics.METRICS}  # display names, from the one
 @dataclass
 class RunResults:
     path: Path
-    config: dict[str, Any]
+    config: RunConfig            # a mapping (the run's config.json) is read into one
     metrics: pd.DataFrame        # one row per fold x seed
     predictions: pd.DataFrame    # all test predictions, with fold and seed columns
     test_ids: dict[str, list[str]]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, RunConfig):
+            self.config = RunConfig.from_dict(self.config)
+
     @property
     def label_names(self) -> list[str]:
-        return self.config["labels"]["classes"]
+        return self.config.labels.classes
 
     def predict(self, waveform: Any, sample_rate: int, **options: Any) -> pd.DataFrame:
         """Emotion of one waveform as ``sercache predict`` gives it: one row (or one per ``window``/``hop``).
@@ -56,32 +61,27 @@ class RunResults:
 
 
 #: What report and eval read from a run's config.json (checked once, so a damaged run never gives a KeyError).
-RUN_CONFIG_KEYS = ("cache", "head", "hyperparameters", "train", "roles", "encoders", "labels", "protocol", "seeds")
+RUN_CONFIG_KEYS = REQUIRED_KEYS
 
 
 def load_run(path: str | Path) -> RunResults:
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a run directory (no config.json): give the --out of `sercache train`")
-    config = read_json(path / "config.json", "the run's settings", "It is written by `sercache train`; restore it or "
-                       "train again into a new --out.")
-    missing = [k for k in RUN_CONFIG_KEYS if k not in config] if isinstance(config, dict) else list(RUN_CONFIG_KEYS)
-    if missing:
-        raise ValueError(f"{path / 'config.json'} lacks {', '.join(missing)}: it was not written by this version of "
-                         "`sercache train`, or was edited. Train again into a new --out.")
-    folds = load_folds(path / "folds.json")
+    if not run_layout.config_path(path).exists():
+        raise FileNotFoundError(f"{path} is not a run directory (no {run_layout.CONFIG_FILE}): give the --out of "
+                                "`sercache train`")
+    config = RunConfig.load(run_layout.config_path(path))
+    folds = load_folds(run_layout.folds_path(path))
     rows, preds = [], []
     for fold in folds:
-        for seed_dir in sorted((path / fold.name).glob("seed*")):
-            if not (seed_dir / DONE).exists():
-                continue
-            m = read_json(seed_dir / "metrics.json", "a finished task's metrics", f"Delete {seed_dir} and rerun "
+        for seed_dir in run_layout.finished_tasks(path, fold.name):
+            m = read_json(seed_dir / run_layout.METRICS, "a finished task's metrics", f"Delete {seed_dir} and rerun "
                           "`sercache train` with the same settings: only that task is retrained.")
-            seed = int(seed_dir.name[4:])
+            seed = run_layout.seed_of(seed_dir)
             rows.append({"fold": fold.name, "seed": seed, **m})
-            preds.append(pd.read_csv(seed_dir / "predictions.csv").assign(fold=fold.name, seed=seed))
+            preds.append(pd.read_csv(seed_dir / run_layout.PREDICTIONS).assign(fold=fold.name, seed=seed))
     if not rows:
-        raise FileNotFoundError(f"{path} has no finished fold yet (no */seed*/DONE); run `sercache train` first")
+        raise FileNotFoundError(f"{path} has no finished fold yet (no */seed*/{run_layout.DONE}); run `sercache train` "
+                                "first")
     return RunResults(path, config, pd.DataFrame(rows), pd.concat(preds, ignore_index=True),
                       {f.name: f.test for f in folds})
 
@@ -119,34 +119,33 @@ def header(run: RunResults) -> list[str]:
     c = run.config
     enc = "; ".join(f"{role}: {e.get('stream')} layer(s) {','.join(map(str, e.get('layers', [])))}"
                     f"{' (' + str(e['model']) + ')' if e.get('model') else ''}"
-                    f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c["encoders"].items())
-    proto = c["protocol"] + (f" ({c['subset']} subset)" if c.get("subset", "all") != "all" else "")
-    if "protocol_default" in c:  # chosen for the corpus, not given: say so
-        proto += f" (not given: {c['protocol_default'].split(', ', 1)[-1]})"
+                    f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c.encoders.items())
+    proto = c.protocol + (f" ({c.subset} subset)" if c.subset != "all" else "")
+    if c.protocol_default is not None:  # chosen for the corpus, not given: say so
+        proto += f" (not given: {c.protocol_default.split(', ', 1)[-1]})"
     return [f"run: {run.path}",
-            f"head: {c['head']}  {json.dumps({k: v for k, v in c['hyperparameters'].items()})}",
-            f"protocol: {proto}; speaker-independent: {'yes' if c['speaker_independent'] else 'NO (speaker-dependent split)'}",
-            f"labels: {c['labels']['rule']}" + (f"; {c['dropped_utterances']} utterances of the cache outside these "
-                                                "classes (or without a label) left out" if c.get("dropped_utterances")
-                                                else ""),
+            f"head: {c.head}  {json.dumps(dict(c.hyperparameters))}",
+            f"protocol: {proto}; speaker-independent: {'yes' if c.speaker_independent else 'NO (speaker-dependent split)'}",
+            f"labels: {c.labels.rule}" + (f"; {c.dropped_utterances} utterances of the cache outside these "
+                                          "classes (or without a label) left out" if c.dropped_utterances else ""),
             training_line(c),
             chance_line(run),
-            f"text source: {c['text_source'] or 'none (no text stream)'}",
+            f"text source: {c.text_source or 'none (no text stream)'}",
             f"features: {enc}",
             f"folds x seeds: {run.metrics.fold.nunique()} x {run.metrics.seed.nunique()}; model selection: "
-            + ("C/gamma" if get_head(c["head"]).closed_form else "best epoch")
+            + ("C/gamma" if get_head(c.head).closed_form else "best epoch")
             + " by validation UA (validation carved from the training side; the test fold is never used)"
-            + ("; then refit on training + validation" if c.get("train", {}).get("refit") else ""),
-            f"cache: {c['cache']}"]
+            + ("; then refit on training + validation" if c.train.refit else ""),
+            f"cache: {c.cache}"]
 
 
-def training_line(config: dict[str, Any]) -> str:
-    t = config.get("train", {})
-    if get_head(config["head"]).closed_form:
-        return f"training: closed form (scikit-learn), candidates {config['hyperparameters'].get('C')} for C"
-    return (f"training: {t.get('optimizer')} lr {t.get('lr')}, batch {t.get('batch_size')}, up to {t.get('epochs')} "
-            f"epochs (patience {t.get('patience')}), weight decay {t.get('weight_decay')}, schedule "
-            f"{t.get('schedule')}, {'z-scored' if t.get('normalize', True) else 'raw'} features")
+def training_line(config: RunConfig) -> str:
+    t = config.train
+    if get_head(config.head).closed_form:
+        return f"training: closed form (scikit-learn), candidates {config.hyperparameters.get('C')} for C"
+    return (f"training: {t.optimizer} lr {t.lr}, batch {t.batch_size}, up to {t.epochs} "
+            f"epochs (patience {t.patience}), weight decay {t.weight_decay}, schedule "
+            f"{t.schedule}, {'z-scored' if t.normalize else 'raw'} features")
 
 
 def _fmt(entry: dict[str, Any] | None) -> str:
@@ -160,7 +159,7 @@ def _fmt(entry: dict[str, Any] | None) -> str:
 def runs_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for run, s in zip(runs, summaries):
-        row = {"run": run.path.name, "head": run.config["head"], "folds x seeds": f"{s['folds']} x {len(s['seeds'])}"}
+        row = {"run": run.path.name, "head": run.config.head, "folds x seeds": f"{s['folds']} x {len(s['seeds'])}"}
         for m in METRIC_KEYS:
             if m in s:
                 row[NICE[m]] = _fmt(s[m])
@@ -173,9 +172,9 @@ def runs_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.Da
 def csv_table(runs: list[RunResults], summaries: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for run, s in zip(runs, summaries):
-        row = {"run": str(run.path), "head": run.config["head"], "protocol": run.config["protocol"],
-               "labels": run.config["labels"]["preset"], "text_source": run.config["text_source"],
-               "speaker_independent": run.config["speaker_independent"], "folds": s["folds"], "seeds": len(s["seeds"])}
+        row = {"run": str(run.path), "head": run.config.head, "protocol": run.config.protocol,
+               "labels": run.config.labels.preset, "text_source": run.config.text_source,
+               "speaker_independent": run.config.speaker_independent, "folds": s["folds"], "seeds": len(s["seeds"])}
         for m in METRIC_KEYS:
             if m in s:
                 row.update({f"{m}_mean": s[m]["mean"], f"{m}_std": s[m]["std"]})
@@ -259,7 +258,7 @@ def confusion_png(run: RunResults, path: Path) -> Path:
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{run.config['head']} ({run.config['protocol']}): all folds x seeds, row-normalised")
+    ax.set_title(f"{run.config.head} ({run.config.protocol}): all folds x seeds, row-normalised")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -279,15 +278,15 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000, ht
     runs = [load_run(p) for p in paths]
     summaries = [summarize(r, n_boot) for r in runs]
     for run, s in zip(runs, summaries):
-        png = confusion_png(run, run.path / "confusion.png")
-        single = [f"# {run.config['head']} on {run.config['protocol']}", "", *[f"- {h}" for h in header(run)],
+        png = confusion_png(run, run.path / run_layout.CONFUSION_PNG)
+        single = [f"# {run.config.head} on {run.config.protocol}", "", *[f"- {h}" for h in header(run)],
                   *[f"- **{w}**" for w in run_warnings(run, s)], "",
                   runs_table([run], [s]).to_markdown(index=False, **KEEP_TEXT), "", "Per fold (mean over seeds):", "",
                   per_fold_table(run).to_markdown(**KEEP_TEXT), "", *per_class_sections(run, "All folds")]
         single += subset_section(s)
         single += [f"Confusion matrix: {png.name}", ""]
-        (run.path / "report.md").write_text("\n".join(single))
-        csv_table([run], [s]).to_csv(run.path / "report.csv", index=False)
+        (run.path / run_layout.REPORT_MD).write_text("\n".join(single))
+        csv_table([run], [s]).to_csv(run.path / run_layout.REPORT_CSV, index=False)
     if fmt not in ("md", "csv"):
         raise ValueError(f"--format {fmt!r}: use md or csv")
     text = csv_table(runs, summaries).to_csv(index=False) if fmt == "csv" else markdown_report(runs, summaries)
@@ -311,5 +310,5 @@ def markdown_report(runs: list[RunResults], summaries: list[dict[str, Any]]) -> 
         else:
             lines += [f"Paired differences, {other.path.name} - {runs[0].path.name} (identical folds and seeds):", "",
                       table.to_markdown(index=False, **KEEP_TEXT), ""]
-    lines += [f"Confusion matrices: {', '.join(str(r.path / 'confusion.png') for r in runs)}"]
+    lines += [f"Confusion matrices: {', '.join(str(r.path / run_layout.CONFUSION_PNG) for r in runs)}"]
     return "\n".join(lines)

@@ -112,7 +112,7 @@ def facts(run: RunResults) -> list[tuple[str, str]]:
     for line in header(run):
         name, _, value = line.partition(": ")
         if name == "labels":
-            value = f"{run.config['labels'].get('preset', '?')} ({', '.join(run.label_names)}); {value}"
+            value = f"{run.config.labels.preset or '?'} ({', '.join(run.label_names)}); {value}"
         out.append((name, value))
     return out
 
@@ -165,7 +165,7 @@ def _run_figures(run: RunResults) -> tuple[list[str], list[str]]:
     curves = plots.curves_figure(run)
     if curves is not None:
         refit = " Refit on training + validation then repeats the selected number of epochs." \
-            if run.config.get("train", {}).get("refit") else ""
+            if run.config.train.refit else ""
         wide.append(_figure(curves, f"training curves of {run.path.name}",
                            f"<b>{name}: training curves</b> per fold (columns), one colour per seed: train loss "
                            "(solid) and validation loss (dashed) on top, validation UA below; the dotted line and "

@@ -16,6 +16,7 @@ import pandas as pd
 
 from sercache.train_heads.metrics import confusion
 from sercache.train_heads.report_tables import chance_levels
+from sercache.train_heads.run_layout import CHECKPOINT, CURVE, task_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,7 +103,7 @@ def read_curves(run: RunResults) -> pd.DataFrame:
     """Every finished fold x seed's ``curve.csv`` (selection phase), with fold and seed columns."""
     frames = []
     for r in run.metrics.itertuples():
-        path = run.path / r.fold / f"seed{r.seed}" / "curve.csv"
+        path = task_dir(run.path, r.fold, r.seed) / CURVE
         if path.exists():
             curve = pd.read_csv(path)
             if "phase" in curve:
@@ -210,13 +211,13 @@ def layer_weights(run: RunResults) -> pd.DataFrame | None:
 
     from sercache.train_heads.trainer import load_checkpoint
 
-    key = LAYER_WEIGHT_KEYS.get(run.config["head"])
+    key = LAYER_WEIGHT_KEYS.get(run.config.head)
     if key is None:
         return None
-    layers = next((e.get("layers") for e in run.config["encoders"].values() if len(e.get("layers") or []) > 1), None)
+    layers = next((e.get("layers") for e in run.config.encoders.values() if len(e.get("layers") or []) > 1), None)
     rows = []
     for r in run.metrics.itertuples():
-        path = run.path / r.fold / f"seed{r.seed}" / "checkpoint.pt"
+        path = task_dir(run.path, r.fold, r.seed) / CHECKPOINT
         logits = load_checkpoint(path)["state_dict"][key].float()
         for i, w in enumerate(torch.softmax(logits, 0).tolist()):
             rows.append({"fold": r.fold, "seed": r.seed, "layer": layers[i] if layers and i < len(layers) else i,

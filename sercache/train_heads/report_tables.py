@@ -125,7 +125,7 @@ def run_warnings(run: RunResults, summary: dict[str, Any]) -> list[str]:
     """What a reader must know before trusting the table: undertraining, chance, classes missing from test."""
     out = []
     m, config = run.metrics, run.config
-    max_epochs = config.get("train", {}).get("epochs")
+    max_epochs = config.train.epochs
     if "best_epoch" in m and m.best_epoch.notna().any() and max_epochs:
         last = int((m.best_epoch == max_epochs).sum())
         if last:

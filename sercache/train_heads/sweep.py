@@ -21,21 +21,12 @@ from typing import Any
 from sercache.engines import SlurmSettings, drop_pickles, make_executor, squeue_states
 from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
+from sercache.train_heads import run_layout
 from sercache.train_heads.heads import get_head
-from sercache.train_heads.run import (
-    FAILED,
-    RUN_LOCK,
-    RunError,
-    TrainRequest,
-    _train_task,
-    describe_result,
-    plan_run,
-    prepare_run_dir,
-    resolve_device,
-    result_warnings,
-    task_dir,
-)
-from sercache.train_heads.trainer import DONE
+from sercache.train_heads.run import RunError, TrainRequest, plan_run, prepare_run_dir, resolve_device
+from sercache.train_heads.run_config import RunConfig
+from sercache.train_heads.run_layout import FAILED, METRICS, is_done, task_dir
+from sercache.train_heads.task import describe_result, result_warnings, train_task
 
 BACKENDS = ("loky", "dask", "slurm")
 
@@ -82,7 +73,7 @@ class Task:
     run: Path
     fold: dict[str, Any]
     seed: int
-    config: dict[str, Any]
+    config: RunConfig
 
 
 def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tuple[list[Path], list[dict[str, Any]]]:
@@ -94,26 +85,26 @@ def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tup
     plans = [plan_run(r) for r in requests]  # every configuration is checked before anything trains
     for _, _, cache in plans:
         cache.close()
-    streams = sorted({n for config, _, _ in plans for s in config["roles"].values() for n in s["stream"].split(",")})
+    streams = sorted({n for config, _, _ in plans for n in config.streams})
     problems = verify_cache(req.cache, streams, checksums=True, values=True)
     if problems:
         raise RunError(f"{req.cache} fails verification: {problems[0]} (and {len(problems) - 1} more); "
                        "run `sercache cache verify` and repair it first")
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "sweep.json", json.dumps(
+    write_text_atomic(out / run_layout.SWEEP_FILE, json.dumps(
         {"cache": str(Path(req.cache).resolve()), "heads": req.heads, "layers": req.layers, "seeds": req.seeds,
          "backend": req.backend, "runs": [r.out.name for r in requests], "command": req.command}, indent=1))
     device = resolve_device(requests[0].device)
     with contextlib.ExitStack() as locks:
         tasks = []
         for r, (config, folds, _) in zip(requests, plans):
-            locks.enter_context(ExclusiveLock(r.out / RUN_LOCK, f"{r.out} is being trained into by another "
+            locks.enter_context(ExclusiveLock(run_layout.lock_path(r.out), f"{r.out} is being trained into by another "
                                               "`sercache train` or `sweep` ({holder}); wait for it to finish."))
             config = prepare_run_dir(r.out, config, folds)
-            tasks += [Task(r.out, asdict(f), s, config) for f in folds for s in config["seeds"]
-                      if not (task_dir(r.out, f.name, s) / DONE).exists()]
-        total = sum(len(f) * len(c["seeds"]) for c, f, _ in plans)
+            tasks += [Task(r.out, asdict(f), s, config) for f in folds for s in config.seeds
+                      if not is_done(task_dir(r.out, f.name, s))]
+        total = sum(len(f) * len(c.seeds) for c, f, _ in plans)
         progress(f"{out}: {len(requests)} configuration(s), {total} fold/seed task(s), {total - len(tasks)} already "
                  f"done, {len(tasks)} to train on {req.backend}")
         finished = []
@@ -121,14 +112,14 @@ def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tup
             finished.append((task, res))
             progress(f"{task.run.name}: {describe_result(task.config, res)}")
     for r, (config, _, _) in zip(requests, plans):
-        for warning in result_warnings([res for t, res in finished if t.run == r.out], len(config["labels"]["classes"])):
+        for warning in result_warnings([res for t, res in finished if t.run == r.out], len(config.labels.classes)):
             progress(f"{r.out.name}: {warning}")
     runs = [r.out for r in requests]
-    done = [r for r in runs if list(r.glob(f"*/seed*/{DONE}"))]
+    done = [r for r in runs if run_layout.has_finished_task(r)]
     if done:
         text = make_report(done)
-        write_text_atomic(out / "report.md", text)
-        write_text_atomic(out / "report.csv", make_report(done, "csv"))
+        write_text_atomic(out / run_layout.REPORT_MD, text)
+        write_text_atomic(out / run_layout.REPORT_CSV, make_report(done, "csv"))
     return runs, [res for _, res in finished]
 
 
@@ -142,8 +133,8 @@ def _execute(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> It
 
     threads = max(1, (os.cpu_count() or 1) // max(1, req.jobs))
     parent = os.getpid() if req.backend == "loky" else 0  # dask workers are not our children
-    calls = [delayed(_train_task)(str(t.run), t.fold, t.seed, t.config, device,
-                                  int(t.config.get("threads_per_task") or threads), None, parent) for t in tasks]
+    calls = [delayed(train_task)(str(t.run), t.fold, t.seed, t.config, device,
+                                 int(t.config.threads_per_task or threads), None, parent) for t in tasks]
     if req.backend == "loky":
         results = Parallel(n_jobs=max(1, min(req.jobs, len(tasks))), return_as="generator")(calls)
         yield from zip(tasks, results)
@@ -157,10 +148,10 @@ def _execute(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> It
 
 def _on_slurm(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> Iterator[tuple[Task, dict[str, Any]]]:
     """One array task per fold x seed; results are read from the run directories, never from pickles."""
-    folder = out / ".jobs" / time.strftime("%Y%m%d-%H%M%S")
+    folder = out / run_layout.JOBS_DIR / time.strftime("%Y%m%d-%H%M%S")
     executor = make_executor(folder, "slurm", "sercache-sweep", req.slurm)
     threads = req.slurm.cpus_per_task or 1
-    jobs = executor.map_array(_train_task, [str(t.run) for t in tasks], [t.fold for t in tasks],
+    jobs = executor.map_array(train_task, [str(t.run) for t in tasks], [t.fold for t in tasks],
                               [t.seed for t in tasks], [t.config for t in tasks], [device] * len(tasks),
                               [threads] * len(tasks), [None] * len(tasks), [0] * len(tasks))
     pending = dict(zip([j.job_id for j in jobs], tasks))
@@ -170,8 +161,8 @@ def _on_slurm(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> I
         for job_id, t in list(pending.items()):
             d = task_dir(t.run, t.fold["name"], t.seed)
             where = {"fold": t.fold["name"], "seed": t.seed}
-            if (d / DONE).exists():
-                metrics = json.loads((d / "metrics.json").read_text())
+            if is_done(d):
+                metrics = json.loads((d / METRICS).read_text())
                 res = {**where, "ok": True, "seconds": metrics.get("train_seconds", 0.0), **metrics}
             elif (d / FAILED).exists() or job_id not in listed:
                 error = (d / FAILED).read_text() if (d / FAILED).exists() else \

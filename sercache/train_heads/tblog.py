@@ -19,11 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sercache.train_heads.run_layout import TENSORBOARD_DIR
+
 TAGS = {"select": {"train_loss": "train/loss", "valid_loss": "valid/loss", "valid_ua": "valid/ua",
                    "valid_wa": "valid/wa", "lr": "lr"},
         "refit": {"train_loss": "refit/train_loss", "lr": "refit/lr"}}
 GRID_TAGS = {"valid_ua": "grid/valid_ua", "valid_wa": "grid/valid_wa"}
-LOG_DIR = "tensorboard"
+LOG_DIR = TENSORBOARD_DIR
 
 
 class TensorBoardMissing(ValueError):

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,10 @@ from sercache.train_heads.epochs import FitResult, Progress, TrainingError, fit_
 from sercache.train_heads.heads import HEADS
 from sercache.train_heads.heads.base import Head, HeadOutput
 from sercache.train_heads.metrics import REGRESSION, ccc, classification_metrics
+from sercache.train_heads.run_layout import CHECKPOINT, CURVE, DONE, METRICS, PREDICTIONS
 from sercache.train_heads.segments import SegmentTable
 from sercache.train_heads.tblog import CurveLog
 
-DONE = "DONE"
 __all__ = ["DONE", "TrainConfig", "TrainingError", "evaluate", "load_checkpoint", "make_optimizer", "train_fold"]
 
 
@@ -184,7 +184,7 @@ def _fit(head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data
 
 def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig,
                data: Any, train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int,
-               label_names: list[str], run_config: dict[str, Any], log: Any = print,
+               label_names: list[str], run_config: Mapping[str, Any], log: Any = print,
                progress: Callable[[str], None] | None = None, progress_every: float = 10.0) -> dict[str, Any]:
     """Train, select on validation UA, optionally refit on train + valid, test once, write the records.
 
@@ -202,7 +202,7 @@ def train_fold(out_dir: Path, *, head_name: str, hyperparameters: dict[str, Any]
 
 def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data: Any,
                 train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int, label_names: list[str],
-                run_config: dict[str, Any], log: Any, report: Progress, curves: CurveLog | None) -> dict[str, Any]:
+                run_config: Mapping[str, Any], log: Any, report: Progress, curves: CurveLog | None) -> dict[str, Any]:
     tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
     head, fit, seconds = _fit(head_name, hyperparameters, cfg, data, tr, va, seed=seed, epochs=None, selected=None,
                               progress=report, log=log, where=str(out_dir),
@@ -274,7 +274,7 @@ def predictions_frame(data: InMemoryData, idx: np.ndarray, result: dict[str, Any
     return df
 
 
-def write_records(out_dir: Path, head: Head, run_config: dict[str, Any], hyperparameters: dict[str, Any],
+def write_records(out_dir: Path, head: Head, run_config: Mapping[str, Any], hyperparameters: dict[str, Any],
                   cfg: TrainConfig, curve: list[dict], data: InMemoryData, te: np.ndarray, test: dict[str, Any],
                   metrics: dict[str, Any], label_names: list[str]) -> None:
     state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
@@ -282,12 +282,11 @@ def write_records(out_dir: Path, head: Head, run_config: dict[str, Any], hyperpa
                   "normalization": {r: {"mean": m.cpu(), "std": sd.cpu()} for r, (m, sd) in
                                     (data.normalization or {}).items()}, "hyperparameters": hyperparameters, "train": asdict(cfg),
                   "dims": data.dims, "n_classes": data.n_classes, "labels": label_names,
-                  "run": json.loads(json.dumps(run_config, default=str))}
-    _atomic_write(out_dir / "checkpoint.pt", lambda p: torch.save(checkpoint, p))
-    _atomic_write(out_dir / "curve.csv", lambda p: pd.DataFrame(curve).to_csv(p, index=False))
-    _atomic_write(out_dir / "predictions.csv",
-                  lambda p: predictions_frame(data, te, test, label_names).to_csv(p, index=False))
-    _atomic_write(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
+                  "run": json.loads(json.dumps(dict(run_config), default=str))}  # a RunConfig reads as its JSON
+    _atomic_write(out_dir / CHECKPOINT, lambda p: torch.save(checkpoint, p))
+    _atomic_write(out_dir / CURVE, lambda p: pd.DataFrame(curve).to_csv(p, index=False))
+    _atomic_write(out_dir / PREDICTIONS, lambda p: predictions_frame(data, te, test, label_names).to_csv(p, index=False))
+    _atomic_write(out_dir / METRICS, lambda p: p.write_text(json.dumps(metrics, indent=1)))
     _atomic_write(out_dir / DONE, lambda p: p.write_text(time.strftime("%Y-%m-%d %H:%M:%S")))
 
 
