@@ -35,12 +35,9 @@ def open_cache(path):  # noqa: ANN001, ANN201 - thin re-export, documented in st
 def extract_features(root: Any, corpus: str, out: Any, **options: Any) -> Any:
     """``sercache extract``: keywords are :class:`sercache.extract.options.ExtractOptions` fields
     (``streams``, ``ssl_model``, ``layers``, ``device``, ...). Returns the :class:`ExtractReport`."""
-    from sercache.extract.options import ExtractOptions
-    from sercache.extract.runner import run_extract
+    from sercache.extract.api import extract_features as _extract_features
 
-    options.setdefault("command", f"sercache.extract({root!r}, corpus={corpus!r}, out={out!r}, **{options!r})")
-    options.setdefault("progress", False)
-    return run_extract(ExtractOptions(root=root, corpus=corpus, out=out, **options))
+    return _extract_features(root, corpus, out, **options)
 
 
 #: ``sercache.extract(...)``; the ``sercache.extract`` subpackage, once imported, takes this name and is callable.

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
-    "_typing": 0, "keyvalue": 0, "engines": 0,   # leaf utilities
+    "_typing": 0, "keyvalue": 0, "engines": 0, "hooks": 0,   # leaf utilities
     "store": 1,
     "features": 2, "splits": 2,
     "extract": 3, "train_heads": 3,

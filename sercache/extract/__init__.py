@@ -13,7 +13,7 @@ from typing import Any
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from sercache import extract_features
+        from sercache.extract.api import extract_features
 
         return extract_features(*args, **kwargs)
 

@@ -1,0 +1,15 @@
+"""``sercache.extract(...)``: the extract command as a library call, with its options as keywords."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def extract_features(root: Any, corpus: str, out: Any, **options: Any) -> Any:
+    """``sercache extract``: keywords are :class:`sercache.extract.options.ExtractOptions` fields
+    (``streams``, ``ssl_model``, ``layers``, ``device``, ...). Returns the :class:`ExtractReport`."""
+    from sercache.extract.options import ExtractOptions
+    from sercache.extract.runner import run_extract
+
+    options.setdefault("command", f"sercache.extract({root!r}, corpus={corpus!r}, out={out!r}, **{options!r})")
+    options.setdefault("progress", False)
+    return run_extract(ExtractOptions(root=root, corpus=corpus, out=out, **options))
