@@ -1,0 +1,181 @@
+"""``whisper``: the encoder of any Whisper model, trimmed to the real audio, chunked beyond its window.
+
+Whisper's encoder only takes its full window (30 s: 3000 mel frames; transformers' WhisperEncoder
+refuses any other length), so every input is zero-padded to the window. The encoder emits one
+frame per 320 samples (mel hop 160 x conv stride 2, 50 frames/s); frame ``j`` is centred on mel
+frame ``2j``, which is real audio while ``2j < ceil(n / 160)``, so ``ceil(n / 320)`` frames are
+kept (store/frames.py's ``hop`` rule, checked by ``cache verify``) and the padding's are dropped.
+The kept frames still saw the padding through attention: they differ from an unpadded forward
+(which the model refuses); tests/test_whisper.py measures by how much.
+
+Longer audio is encoded in overlapping chunks of ``--chunk-seconds`` (at most the window) on the
+320-sample frame grid and stitched like the wav2vec2 encoders' (features/encoder.py plan_chunks):
+each frame comes from the chunk where it is furthest from an edge, and pooled statistics of all
+layers are merged chunk by chunk. Stored like ``ssl``: the ``--whisper-layers`` frame by frame,
+mean/std of every hidden state (0 = conv front end + positions, then each layer).
+
+This file is the whole stream kind: the registry (sercache.features.streams) finds ``KINDS``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult
+from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
+from sercache.store.frames import hop_frames
+from sercache.store.records import UtteranceFeatures
+
+DEFAULT_WHISPER_MODEL = "openai/whisper-large-v3"
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class WhisperStreamConfig(StreamConfig):
+    model: str = DEFAULT_WHISPER_MODEL
+    layers: str | list[int] | None = None
+    dtype: str = "float16"
+    precision: str = "fp32"
+    chunk_seconds: float = 30.0
+    overlap_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """Whisper's output framing for plan_chunks: ``stride`` samples per frame, trimmed counts."""
+
+    stride: int
+
+    def n_frames(self, n_samples: int) -> int:
+        return hop_frames(n_samples, self.stride)
+
+
+class WhisperExtractor(Extractor):
+    """Selected hidden states of a Whisper encoder, plus mean/std pooled statistics of all of them."""
+
+    kind = "whisper"
+    input = "audio"
+
+    def __init__(self, c: WhisperStreamConfig, rt: Runtime) -> None:
+        from transformers import WhisperFeatureExtractor
+
+        from sercache.features.encoder import PRECISIONS
+        from sercache.features.models import ModelError, _config, model_reference, resolve_layers, weights_fingerprint
+
+        self.model_name = model = model_reference(c.model)
+        self.config = _config(model, "--whisper-model")
+        if self.config.model_type != "whisper":
+            raise ModelError(f"--whisper-model {model!r} is a {self.config.model_type!r} model, not Whisper; give "
+                             "a Whisper checkpoint such as openai/whisper-large-v3")
+        self.fe = WhisperFeatureExtractor.from_pretrained(model)
+        if c.precision not in PRECISIONS or c.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
+                             f"{sorted(STORAGE_DTYPES)}")
+        self.window = int(self.fe.n_samples)
+        self.grid = FrameGrid(int(self.fe.hop_length) * 2)  # conv2 halves the mel frame rate
+        if c.chunk_seconds * SAMPLE_RATE > self.window or c.overlap_seconds >= c.chunk_seconds:
+            raise ValueError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
+                             f"{self.window / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
+                             f"({c.overlap_seconds:g} s) below it")
+        n_layers = int(self.config.encoder_layers)
+        self.layers = resolve_layers(c.layers, n_layers, model, option="--whisper-layers")
+        self.pooled_layers = list(range(n_layers + 1))
+        self.c, self.device = c, rt.device
+        self.batch_seconds = float(rt.batch_seconds if rt.batch_seconds is not None
+                                   else 200.0 if str(rt.device).startswith("cuda") else 0.0)
+        self.dtype = STORAGE_DTYPES[c.dtype]
+        self.frame_rate = SAMPLE_RATE / self.grid.stride
+        self.fingerprint = weights_fingerprint(model)
+        self.encoder: Any = None
+
+    def identity(self) -> dict[str, Any]:
+        c = self.c
+        return {"kind": self.kind, "model": self.model_name, "weights": self.fingerprint, "model_type": "whisper",
+                "precision": c.precision, "sample_rate": SAMPLE_RATE, "chunk_seconds": float(c.chunk_seconds),
+                "overlap_seconds": float(c.overlap_seconds), "hidden_size": int(self.config.d_model),
+                "layers": self.layers, "dtype": c.dtype, "window_samples": self.window,
+                "n_mels": int(self.fe.feature_size), "trim": "ceil(n / 320) frames"}
+
+    def details(self) -> dict[str, Any]:
+        return dict(super().details(), device=str(self.device), batch_seconds=self.batch_seconds)
+
+    def stream_attrs(self) -> dict[str, Any]:
+        return dict(super().stream_attrs(), frame_rule={"kind": "hop", "hop": self.grid.stride})
+
+    def batch_policy(self) -> BatchPolicy:
+        # every input is padded to the window anyway, so any lengths may share a batch
+        return BatchPolicy(budget_seconds=self.batch_seconds, pad_safe=True,
+                           max_items=1 if self.batch_seconds <= 0 else 64, chunk_seconds=self.c.chunk_seconds)
+
+    def load(self) -> None:
+        if self.encoder is None:
+            from transformers import WhisperModel
+
+            model = WhisperModel.from_pretrained(self.model_name, trust_remote_code=False)
+            self.encoder = model.get_encoder().eval().to(self.device)
+
+    def close(self) -> None:
+        self.encoder = None
+
+    def forward(self, waves: list[np.ndarray]) -> list[list[Any]]:
+        """Padded to the window, encoded, trimmed: per wave, every hidden state ``(frames, dim)``."""
+        import torch
+
+        from sercache.features.encoder import PRECISIONS
+
+        self.load()
+        mel = self.fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(self.device)
+        autocast = (contextlib.nullcontext() if self.c.precision == "fp32" else
+                    torch.autocast(device_type=torch.device(self.device).type, dtype=PRECISIONS[self.c.precision]))
+        with torch.inference_mode(), autocast:
+            hidden = self.encoder(mel, output_hidden_states=True).hidden_states
+        return [[h[i, : self.grid.n_frames(len(w))].float().cpu() for h in hidden] for i, w in enumerate(waves)]
+
+    def _long(self, wave: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        import torch
+
+        from sercache.features.encoder import RunningStats, plan_chunks
+
+        chunks = plan_chunks(len(wave), int(self.c.chunk_seconds * SAMPLE_RATE),
+                             int(self.c.overlap_seconds * SAMPLE_RATE), self.grid)  # type: ignore[arg-type]
+        total, stats = self.grid.n_frames(len(wave)), RunningStats()
+        kept = {k: torch.empty((total, int(self.config.d_model))) for k in self.layers}
+        for ch in chunks:
+            out = self.forward([wave[ch.start: ch.stop]])[0]
+            part = [o[ch.keep_from - ch.first_frame: ch.keep_to - ch.first_frame] for o in out]
+            stats.update(part)
+            for k in self.layers:
+                kept[k][ch.keep_from: ch.keep_to] = part[k]
+        mean, std = stats.result(self.dtype)
+        return {f"layer_{k}": t.numpy().astype(self.dtype) for k, t in kept.items()}, mean, std
+
+    def extract(self, items: list[AudioItem]) -> ExtractResult:
+        import torch
+
+        from sercache.features.base import pooled_stats
+
+        result = ExtractResult()
+        short = [it for it in items if len(it.samples) <= self.c.chunk_seconds * SAMPLE_RATE]
+        encoded = dict(zip((it.utt_id for it in short), self.forward([it.samples for it in short]))) if short else {}
+        for it in items:
+            if it.utt_id in encoded:
+                hidden = encoded[it.utt_id]
+                mean, std = pooled_stats(torch.stack(hidden), self.dtype)
+                frames = {f"layer_{k}": hidden[k].numpy().astype(self.dtype) for k in self.layers}
+            else:
+                frames, mean, std = self._long(it.samples)
+            result.records.append(UtteranceFeatures(
+                it.utt_id, frames, {"pooled_mean": mean, "pooled_std": std, "n_samples": np.int64(len(it.samples))}))
+        return result
+
+
+KINDS = (StreamKind(
+    "whisper", "Whisper encoder hidden states", WhisperStreamConfig, WhisperExtractor, order=70,
+    model_option="--whisper-model", options=(
+        StreamOption("whisper_model", DEFAULT_WHISPER_MODEL, "HF id or local folder of a Whisper model (its "
+                     "encoder is used).", flag="--whisper-model", field="model"),
+        StreamOption("whisper_layers", None, "Whisper encoder layers to store frame by frame (as --layers). "
+                     "Default: last.", flag="--whisper-layers", field="layers"))),)
