@@ -173,7 +173,7 @@ class WhisperExtractor(Extractor):
 
 
 KINDS = (StreamKind(
-    "whisper", "Whisper encoder hidden states", WhisperStreamConfig, WhisperExtractor, order=15,
+    "whisper", "Whisper encoder hidden states", WhisperStreamConfig, WhisperExtractor, order=70,
     model_option="--whisper-model", options=(
         StreamOption("whisper_model", DEFAULT_WHISPER_MODEL, "HF id or local folder of a Whisper model (its "
                      "encoder is used).", flag="--whisper-model", field="model"),
