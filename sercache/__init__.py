@@ -93,7 +93,3 @@ def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000, html: Any = Non
     from sercache.train_heads.report import make_report
 
     return make_report(list(runs), fmt, n_boot=n_boot, html=html)
-
-
-# The stream registry (torch-free, cheap): registers its kinds' `cache verify` checks with the store.
-import sercache.features.streams  # noqa: E402, F401

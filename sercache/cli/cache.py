@@ -47,9 +47,10 @@ def cache_verify(path: Path, streams: tuple[str, ...], no_checksums: bool) -> No
 
     Exits 1 and lists each problem by shard, stream and utterance when anything is wrong.
     """
+    from sercache.features.streams import stream_checks
     from sercache.store.verify import verify_cache
 
-    problems = verify_cache(path, list(streams) or None, checksums=not no_checksums)
+    problems = verify_cache(path, list(streams) or None, checksums=not no_checksums, checks=stream_checks())
     for p in problems:
         click.echo(str(p))
     if problems:

@@ -9,11 +9,12 @@ from typing import Any
 
 from sercache._typing import Pathlike
 from sercache.features.asr_report import format_wer, wer_by_stream
+from sercache.features.streams import stream_kinds
 from sercache.store import info
 from sercache.store.reader import FeatureStore
 
-#: Stream kinds with one feature "layer", 0, and no model layers (spectral and openSMILE streams).
-SINGLE_LAYER_KINDS = ("mfcc", "logmel", "spectrogram", "egemaps", "compare")
+#: Stream kinds with one feature "layer", 0, and no model layers: the kinds without a model (spectral, openSMILE).
+SINGLE_LAYER_KINDS = tuple(k.name for k in stream_kinds().values() if k.model_option is None)
 
 
 def cache_summary(path: Pathlike) -> dict[str, Any]:

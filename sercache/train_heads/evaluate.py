@@ -16,6 +16,7 @@ import pandas as pd
 
 from sercache.splits import DEFAULT_PRESET, LabelPreset, get_preset, load_folds
 from sercache.store import open_cache
+from sercache.train_heads import run_layout
 from sercache.train_heads.data import DataError, labelled_utterances, recorded_roles
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.heads.base import Head
@@ -108,7 +109,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
 
 def eval_csv_path(run_dir: str | Path, other_cache: str | Path | None = None) -> Path:
     """Where eval writes its table: ``RUN/eval.csv``, or ``RUN/eval-<cache folder>.csv`` for another cache."""
-    return Path(run_dir) / ("eval.csv" if other_cache is None else f"eval-{Path(other_cache).name}.csv")
+    return run_layout.eval_csv(run_dir, other_cache)
 
 
 def reproduction_verdict(table: pd.DataFrame, tolerance: float = REPRODUCED_TOLERANCE) -> str | None:

@@ -212,6 +212,7 @@ def prepare_run_dir(run: Path, config: RunConfig, folds: list[Fold]) -> RunConfi
 
 def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[dict[str, Any]]]:
     """Plan, check, then train every selected fold x seed not yet done. Returns (run dir, results)."""
+    from sercache.features.streams import stream_checks
     from sercache.store.verify import verify_cache
 
     config, folds, cache = plan_run(req)
@@ -220,7 +221,7 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
     streams = sorted(config.streams)
     # Every byte training will read is checked once here (checksums, NaN/inf, completeness), so a
     # damaged cache is refused before any fold starts, with the shards and utterances to re-extract.
-    problems = verify_cache(req.cache, streams, checksums=True, values=True)
+    problems = verify_cache(req.cache, streams, checksums=True, values=True, checks=stream_checks())
     cache.close()
     if problems:
         listing = "\n  ".join(str(p) for p in problems[:10])

@@ -78,6 +78,7 @@ class Task:
 
 def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tuple[list[Path], list[dict[str, Any]]]:
     """Plan every configuration (all checked before any training), train what is not done, report."""
+    from sercache.features.streams import stream_checks
     from sercache.store.verify import verify_cache
     from sercache.train_heads.report import make_report
 
@@ -86,7 +87,7 @@ def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tup
     for _, _, cache in plans:
         cache.close()
     streams = sorted({n for config, _, _ in plans for n in config.streams})
-    problems = verify_cache(req.cache, streams, checksums=True, values=True)
+    problems = verify_cache(req.cache, streams, checksums=True, values=True, checks=stream_checks())
     if problems:
         raise RunError(f"{req.cache} fails verification: {problems[0]} (and {len(problems) - 1} more); "
                        "run `sercache cache verify` and repair it first")
