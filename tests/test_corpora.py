@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sercache.corpora.iemocap import parse_transcriptions, parse_utt_id, parse_votes, read_iemocap
 from sercache.extract.corpora import CORPORA, MANIFEST_COLUMNS, read_corpus
-from sercache.extract.corpora.iemocap import parse_transcriptions, parse_utt_id, parse_votes, read_iemocap
 from sercache.store.records import ExtractionProblem
 
 SR = 16_000

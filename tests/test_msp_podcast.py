@@ -1,4 +1,4 @@
-"""MSP-Podcast (sercache/extract/corpora/msp_podcast.py) and its official partitions (splits/folds/partition.py),
+"""MSP-Podcast (sercache/corpora/msp_podcast.py) and its official partitions (splits/folds/partition.py),
 on a release tree written here, awkward rows included."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The code's shape, as README's design notes promise it: one-way layers and small modules.
 
-* Imports go one way, ``cli -> extract/train_heads -> features/splits -> store``: a module may import
+* Imports go one way, ``cli -> extract/train_heads -> features/splits -> corpora -> store``: a module may import
   its own package or a package of a lower layer, never one of its own layer or above. Function-level
   imports count too (they are how the CLI stays import-light, not a way round the layers).
 * ``store`` imports neither torch nor transformers: a notebook reads a cache with h5py and numpy alone.
@@ -17,12 +17,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
-    "_typing": 0, "keyvalue": 0, "engines": 0, "hooks": 0,   # leaf utilities
+    "_typing": 0, "keyvalue": 0, "engines": 0, "hooks": 0, "named": 0,  # leaf utilities
     "store": 1,
-    "features": 2, "splits": 2,
-    "extract": 3, "train_heads": 3,
-    "synthetic": 4,                               # stand-in data and models for the demo, tests and benchmarks
-    "demo": 5, "cli": 6, "__main__": 7,
+    "corpora": 2,                                 # corpus readers and their registry (store records, pandas)
+    "features": 3, "splits": 3,
+    "extract": 4, "train_heads": 4,
+    "synthetic": 5,                               # stand-in data and models for the demo, tests and benchmarks
+    "demo": 6, "cli": 7, "__main__": 8,
 }
 MAX_FILE_LINES = 400
 MAX_CLASS_LINES = 250

@@ -28,7 +28,7 @@ def streams_help() -> str:
 
 
 def corpus_names() -> list[str]:
-    from sercache.splits.corpora import corpora  # the registry: one file per corpus in sercache/extract/corpora/
+    from sercache.corpora import corpora  # the registry: one file per corpus in sercache/corpora/
 
     return sorted(corpora())
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from sercache.corpora import corpora, get_corpus
 from sercache.features.streams import (
     COMMON_FIELDS,
     ExtractError,
@@ -23,7 +24,6 @@ from sercache.features.streams.spectral import MFCC_MEL_BANDS
 from sercache.features.streams.ssl import DEFAULT_SSL_MODEL
 from sercache.features.streams.text import DEFAULT_TEXT_MODEL
 from sercache.keyvalue import parse_pairs
-from sercache.splits.corpora import corpora, get_corpus
 from sercache.store.layout import check_name
 
 __all__ = ["DEFAULT_ASR_MODEL", "DEFAULT_SSL_MODEL", "DEFAULT_STREAMS", "DEFAULT_TEXT_MODEL", "MFCC_MEL_BANDS",

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -61,6 +63,8 @@ PROBLEM_COLUMNS = [f.name for f in fields(ExtractionProblem)]
 
 
 def problems_frame(problems: list[ExtractionProblem]) -> pd.DataFrame:
+    import pandas as pd  # here: the records themselves are imported by the CLI's option building
+
     if not problems:
         return pd.DataFrame({c: pd.Series(dtype=("int64" if c == "line" else object)) for c in PROBLEM_COLUMNS})
     return pd.DataFrame([p.__dict__ for p in problems], columns=PROBLEM_COLUMNS)

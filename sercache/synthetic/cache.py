@@ -54,7 +54,7 @@ def frames_for(kind: str, duration_s: float) -> int:
 
 def manifest_from_rows(rows: Iterable[dict]) -> pd.DataFrame:
     """Rows like ``iemocap-4class.jsonl`` (utt_id, session, speaker, gender, dialog_type, duration_s, emotion)."""
-    from sercache.extract.corpora.base import make_table
+    from sercache.corpora.base import make_table
 
     out = []
     for r in rows:

@@ -1,15 +1,15 @@
 """Corpus readers: a corpus on disk -> a :class:`Manifest` (utterance table + problems).
 
-Every module of this package but :mod:`base` and :mod:`conventions` (shared helpers) is one corpus:
-its reader and its :func:`~sercache.splits.corpora.register_corpus` call. Adding a corpus is adding
-a file here.
+The readers live in :mod:`sercache.corpora`, one file per corpus (its reader and its
+:func:`~sercache.corpora.register_corpus` call), below ``features`` and ``splits``, so that training
+reads a corpus's defaults without importing this layer. Here: reading plus probing the audio.
 """
 from __future__ import annotations
 
 from sercache._typing import Pathlike
+from sercache.corpora import _REGISTRY as CORPORA  # name -> Corpus, filled by the corpus modules
+from sercache.corpora import Corpus, corpora, get_corpus
 from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, probe_all
-from sercache.splits.corpora import _REGISTRY as CORPORA  # name -> Corpus, filled by the corpus modules
-from sercache.splits.corpora import Corpus, corpora, get_corpus
 
 corpora()  # imports every corpus module of this package: each registers itself
 

@@ -39,7 +39,7 @@ def __getattr__(name: str) -> object:  # the readers and tables used to live her
     import importlib
 
     for module in ("ravdess", "emodb", "cremad"):
-        mod = importlib.import_module(f"sercache.extract.corpora.{module}")
+        mod = importlib.import_module(f"sercache.corpora.{module}")
         if hasattr(mod, name):
             return getattr(mod, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table, read_text
-from sercache.splits.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, register_corpus
+from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
 from sercache.store.records import ExtractionProblem
 
 KNOWN_CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")

@@ -26,8 +26,8 @@ import csv
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table, read_text
-from sercache.splits.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, register_corpus
+from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
 from sercache.store.records import ExtractionProblem
 
 LABELS = Path("Labels") / "labels_consensus.csv"

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from sercache._typing import Pathlike
-from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table
-from sercache.splits.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, register_corpus
+from sercache.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table
 from sercache.store.records import ExtractionProblem
 
 OPTIONAL = ("label", "speaker", "session", "gender", "transcript", "valence", "arousal", "dominance", "fold",

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.extract.corpora.base import Manifest, drop_duplicates, make_table
-from sercache.extract.corpora.conventions import matching_wavs
-from sercache.splits.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, register_corpus
+from sercache.corpora.base import Manifest, drop_duplicates, make_table
+from sercache.corpora.conventions import matching_wavs
 from sercache.store.records import ExtractionProblem
 
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",

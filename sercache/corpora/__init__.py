@@ -1,0 +1,96 @@
+"""Corpora: one file per corpus in this package, each its reader and one :func:`register_corpus` call.
+
+A corpus file (``sercache/corpora/<name>.py``) holds its reader and calls :func:`register_corpus` with
+the reader, its default label preset, its default fold protocol and, when its shards are not its
+sessions, its shard naming. ``--corpus`` choices, ``sercache labels``' defaults and the defaults of
+``sercache train``/``eval`` all come from here.
+
+Why a package of its own, just above ``store``: training reads a corpus's defaults (``splits`` and
+``train_heads`` may not import ``extract``), and the readers need only the store's records, pandas
+and the standard library; probing the audio (``features``) is extraction's work
+(``sercache.extract.corpora``). This module is stdlib-only, so the CLI lists the names cheaply; the
+first read of the registry imports the corpus files of this package.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sercache.named import Registry
+
+#: The package whose modules register corpora (imported on the first read of the registry).
+CORPUS_PACKAGE = "sercache.corpora"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus ``sercache extract --corpus NAME`` can read.
+
+    Args:
+        name: the ``--corpus`` value, also written into every manifest row's ``corpus``.
+        read: ``read(root, sessions) -> Manifest`` (see ``sercache.extract.corpora.base``).
+        labels: the label preset used when a cache of this corpus is trained without ``--labels``.
+        protocol: the fold protocol used without ``--protocol``; None: leave-one-session-out when
+            every utterance has a session, else leave-one-speaker-out.
+        shards: ``shards(table) -> Series`` of shard names per manifest row; None: ``Session<k>`` per
+            session where every utterance has one, else ``all``.
+        problem_shards: ``problem_shards(path, shard_names) -> shards`` that a problem with no
+            utterance (a malformed label file) belongs to; None: the ``Session<k>`` named in the path,
+            else every shard.
+        summary: one line for the help.
+    """
+
+    name: str
+    read: Callable[..., Any]
+    labels: str | None = None
+    protocol: str | None = None
+    shards: Callable[[Any], Any] | None = None
+    problem_shards: Callable[[str, list[str]], list[str]] | None = None
+    summary: str = ""
+
+
+_CORPORA: Registry[Corpus] = Registry("corpus", CORPUS_PACKAGE)
+_REGISTRY = _CORPORA.entries  # name -> Corpus (``extract.corpora.CORPORA``)
+
+
+def register_corpus(corpus: Corpus) -> Corpus:
+    """Make ``corpus`` available by its name (a corpus file calls this once, at import)."""
+    return _CORPORA.add(corpus.name, corpus)
+
+
+def corpora() -> dict[str, Corpus]:
+    """Every registered corpus, by name (the corpus files are imported on the first call)."""
+    return _CORPORA.all()
+
+
+def get_corpus(name: str) -> Corpus:
+    return _CORPORA.get(name)
+
+
+class _Defaults(Mapping[str, str]):
+    """``corpus -> default`` of one field of the registered corpora, read when used (not at import)."""
+
+    def __init__(self, field: str) -> None:
+        self._field = field
+
+    def _data(self) -> dict[str, str]:
+        return {n: getattr(c, self._field) for n, c in corpora().items() if getattr(c, self._field)}
+
+    def __getitem__(self, key: str) -> str:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
+#: Default label preset per corpus (``splits.DEFAULT_PRESET``), from the registry.
+DEFAULT_LABELS: Mapping[str, str] = _Defaults("labels")
+#: Default fold protocol per corpus (``splits.DEFAULT_PROTOCOL``), from the registry.
+DEFAULT_PROTOCOLS: Mapping[str, str] = _Defaults("protocol")
