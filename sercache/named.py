@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Generic, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 E = TypeVar("E")
 
@@ -40,3 +41,19 @@ class Registry(Generic[E]):
         if name not in self.all():
             raise self.error(f"unknown {self.kind} {name!r}; choose one of {sorted(self.entries)}")
         return self.entries[name]
+
+
+class MappingView(Mapping[str, Any]):
+    """A read-only mapping computed on each read from ``_mapping()`` (registry defaults, a record's JSON view)."""
+
+    def _mapping(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())

@@ -13,11 +13,11 @@ first read of the registry imports the corpus files of this package.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sercache.named import Registry
+from sercache.named import MappingView, Registry
 
 #: The package whose modules register corpora (imported on the first read of the registry).
 CORPUS_PACKAGE = "sercache.corpora"
@@ -68,26 +68,17 @@ def get_corpus(name: str) -> Corpus:
     return _CORPORA.get(name)
 
 
-class _Defaults(Mapping[str, str]):
+class _Defaults(MappingView):
     """``corpus -> default`` of one field of the registered corpora, read when used (not at import)."""
 
     def __init__(self, field: str) -> None:
         self._field = field
 
-    def _data(self) -> dict[str, str]:
+    def _mapping(self) -> dict[str, str]:
         return {n: getattr(c, self._field) for n, c in corpora().items() if getattr(c, self._field)}
 
-    def __getitem__(self, key: str) -> str:
-        return self._data()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data())
-
-    def __len__(self) -> int:
-        return len(self._data())
-
     def __repr__(self) -> str:
-        return repr(self._data())
+        return repr(self._mapping())
 
 
 #: Default label preset per corpus (``splits.DEFAULT_PRESET``), from the registry.

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sercache._typing import Pathlike
+from sercache.named import MappingView
 from sercache.store.atomic import read_json
 from sercache.train_heads.data import RoleSpec
 from sercache.train_heads.trainer import TrainConfig
@@ -47,7 +48,7 @@ class RunLabels:
 
 
 @dataclass(frozen=True)
-class RunConfig(Mapping):
+class RunConfig(MappingView):
     """Everything needed to rebuild a run, and the records of how it was made (see the module doc)."""
 
     cache: str = ""                                              # the cache directory, resolved
@@ -136,14 +137,8 @@ class RunConfig(Mapping):
         return list(dict.fromkeys(name for spec in self.roles.values() for name in spec.streams))
 
     # ------------------------------------------------------------------ the mapping config.json holds
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_dict())
-
-    def __len__(self) -> int:
-        return len(self.to_dict())
+    def _mapping(self) -> dict[str, Any]:
+        return self.to_dict()
 
 
 #: Every key a run's config.json may hold.
