@@ -2,16 +2,25 @@
 
 The corpus and fold-protocol registries are two of these: a module registers its entry when
 imported, and the first read of the registry imports every module of the package, so adding an
-entry is adding a module there.
+entry is adding a module there. The stream registry finds its kinds with the same
+:func:`package_modules`.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from collections.abc import Iterator, Mapping
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 E = TypeVar("E")
+
+
+def package_modules(package: str) -> list[ModuleType]:
+    """Every module of ``package`` (by name, those starting with ``_`` left out), imported, in name order."""
+    path = importlib.import_module(package).__path__
+    names = sorted(m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_"))
+    return [importlib.import_module(f"{package}.{name}") for name in names]
 
 
 class Registry(Generic[E]):
@@ -31,10 +40,7 @@ class Registry(Generic[E]):
     def all(self) -> dict[str, E]:
         if not self._loaded:
             self._loaded = True  # first, so that a module reading the registry while it loads sees it loading
-            package = importlib.import_module(self.package)
-            for module in pkgutil.iter_modules(package.__path__):
-                if not module.name.startswith("_"):
-                    importlib.import_module(f"{self.package}.{module.name}")
+            package_modules(self.package)
         return self.entries
 
     def get(self, name: str) -> E:

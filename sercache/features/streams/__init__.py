@@ -9,8 +9,6 @@ validation, the runner's extractors, predict's rebuilding from recorded provenan
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +21,7 @@ from sercache.features.streams.base import (
     StreamOption,
 )
 from sercache.hooks import register_stream_check
+from sercache.named import package_modules
 
 __all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKind", "StreamOption", "all_options",
            "build_extractor", "default_streams", "kind_of_identity", "options_of", "stream_checks", "stream_kinds"]
@@ -31,9 +30,7 @@ __all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKi
 @functools.lru_cache(maxsize=1)
 def stream_kinds() -> dict[str, StreamKind]:
     """Kind name -> entry, in run order."""
-    found: list[StreamKind] = []
-    for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"):
-        found += getattr(importlib.import_module(f"{__name__}.{module}"), "KINDS", ())
+    found = [kind for module in package_modules(__name__) for kind in getattr(module, "KINDS", ())]
     names = [k.name for k in found]
     if len(set(names)) != len(names):
         raise RuntimeError(f"two stream kinds share a name: {sorted(names)}")
