@@ -106,3 +106,26 @@ def signal_cache(tmp_path_factory) -> Path:
 def small_cache(tmp_path_factory) -> Path:
     """80 utterances (5 sessions x 2 speakers x 4 classes x 2) whose features carry the class. Read-only!"""
     return write_signal_cache(tmp_path_factory.mktemp("small") / "cache", synthetic_manifest(2))
+
+
+#: A one-fold linear probe on the mfcc stream: the smallest real run (see trained_linear_probe).
+LINEAR_PROBE = ["--head", "linear", "--audio-stream", "mfcc", "--fold", "1", "--device", "cpu", "--no-progress"]
+
+
+def trained_linear_probe(cache: Path, run: Path, *options: str) -> Path:
+    """``sercache train CACHE`` + LINEAR_PROBE + ``options`` into ``run``, which must succeed."""
+    from click.testing import CliRunner
+
+    from sercache.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", str(cache), *LINEAR_PROBE, *options, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:  # noqa: ANN001 - the requesting module's trained_run fixture
+    """A writable copy of the module's ``trained_run`` (a module-scoped fixture each such module defines)."""
+    import shutil
+
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,14 @@ from sercache.train_heads import run_layout
 from sercache.train_heads.data import RoleSpec
 from sercache.train_heads.run_config import RunConfig, RunConfigError, settings_changes
 from sercache.train_heads.trainer import TrainConfig
+from tests.conftest import LINEAR_PROBE, trained_linear_probe
 
-TRAIN = ["--head", "linear", "--audio-stream", "mfcc", "--fold", "1", "--epochs", "2", "--device", "cpu",
-         "--no-progress"]
+TRAIN = [*LINEAR_PROBE, "--epochs", "2"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(signal_cache, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runconf") / "run"
-    result = CliRunner().invoke(cli, ["train", str(signal_cache), *TRAIN, "--seeds", "1", "--out", str(run)])
-    assert result.exit_code == 0, result.output
-    return run
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+    return trained_linear_probe(signal_cache, tmp_path_factory.mktemp("runconf") / "run", "--epochs", "2", "--seeds", "1")
 
 
 def invoke(*args: object):  # noqa: ANN201 - click Result

@@ -3,29 +3,20 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
+from tests.conftest import trained_linear_probe
 
 
 @pytest.fixture(scope="module")
 def trained_run(signal_cache, tmp_path_factory) -> Path:
     """One fold of a linear probe on the planted-signal cache (read-only: tests copy it)."""
-    run = tmp_path_factory.mktemp("records") / "run"
-    result = CliRunner().invoke(cli, ["train", str(signal_cache), "--head", "linear", "--audio-stream", "mfcc",
-                                      "--fold", "1", "--seeds", "1", "--epochs", "3", "--out", str(run),
-                                      "--device", "cpu", "--no-progress"])
-    assert result.exit_code == 0, result.output
-    return run
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+    return trained_linear_probe(signal_cache, tmp_path_factory.mktemp("records") / "run", "--seeds", "1",
+                                "--epochs", "3")
 
 
 def invoke(*args: str):  # noqa: ANN201 - click Result
