@@ -36,6 +36,7 @@ def tiny_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """16-byte read pieces and two threads, so a few utterances take the threaded path a fold takes."""
     monkeypatch.setattr(io_engine, "RAW_PIECE", 16)
     monkeypatch.setattr(io_engine, "READ_THREADS", 2)
+    monkeypatch.setattr(io_engine, "READ_STREAMS", 3)
 
 
 def test_threaded_piecewise_reads_match_the_records_and_h5py(tmp_path: Path, tiny_pieces: None) -> None:
@@ -43,7 +44,7 @@ def test_threaded_piecewise_reads_match_the_records_and_h5py(tmp_path: Path, tin
     expected = np.concatenate([records[u].frames["layer_7"] for u in IDS])
     with open_cache(tmp_path) as cache:
         out, offsets = cache.load("ssl", IDS, layer=7, verify=True)
-        assert cache._io._pool is not None  # the pieces went through the thread pool
+        assert cache._io._stream_pool is not None  # the pieces went through the read streams
         np.testing.assert_array_equal(out, expected)
         assert offsets.tolist() == np.concatenate([[0], np.cumsum([len(records[u].frames["layer_7"])
                                                                    for u in IDS])]).tolist()
@@ -52,6 +53,41 @@ def test_threaded_piecewise_reads_match_the_records_and_h5py(tmp_path: Path, tin
         engine.read_rows(cache._index["ssl"], cache._positions("ssl", IDS), offsets, "layer_7", through_h5py)
         engine.close()
         np.testing.assert_array_equal(through_h5py, expected)
+
+
+def test_large_reads_are_cut_into_consecutive_spans_of_about_equal_bytes() -> None:
+    buf = memoryview(bytearray(100))
+    reads = [(3, 0, buf[0:30]), (3, 30, buf[30:60]), (4, 0, buf[60:70]), (4, 10, buf[70:100])]
+    spans = io_engine.split_spans(reads, 3)
+    assert [job for span in spans for job in span] == reads  # output order kept, nothing lost or repeated
+    assert [[job[1] for job in span] for span in spans] == [[0], [30, 0], [10]]
+    assert io_engine.split_spans(reads, 8) == [[job] for job in reads]  # never more spans than reads
+    assert io_engine.split_spans([], 4) == []
+
+
+def test_each_read_stream_reads_through_its_own_description_of_the_same_file(
+        tmp_path: Path, tiny_pieces: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = build_two_shards(tmp_path)
+    expected = np.concatenate([records[u].frames["layer_7"] for u in IDS])
+    reopened: list[str] = []
+    real_open = io_engine.os.open
+
+    def recording_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        if str(path).startswith("/proc/self/fd/"):
+            reopened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    with open_cache(tmp_path) as cache:
+        cache.load("ssl", IDS, layer=7)  # opens the shard files
+        for path in (tmp_path / "S1" / "ssl.h5", tmp_path / "S2" / "ssl.h5"):
+            replacement = path.with_suffix(".new")
+            replacement.write_bytes(path.read_bytes()[:4096])  # a rewrite lands by rename ...
+            replacement.replace(path)
+        monkeypatch.setattr(io_engine.os, "open", recording_open)
+        out, _ = cache.load("ssl", IDS, layer=7)
+    np.testing.assert_array_equal(out, expected)  # ... and the open cache still reads the files it opened
+    if Path("/proc/self/fd").is_dir():
+        assert len(reopened) >= 3  # every stream (READ_STREAMS = 3 here) reopened its file
 
 
 def test_threaded_checksums_name_the_damaged_utterance(tmp_path: Path, tiny_pieces: None) -> None:
