@@ -4,9 +4,13 @@ Both are measured in the same run. The head trains from an in-memory fold (the t
 data path and step) on 1024-d audio frames and 768-d text tokens with IEMOCAP durations; its
 FLOPs are counted analytically per utterance:
 
-* forward: text projection 2*Tt*768*1024; parameter-free attention both ways 8*Ta*Tt*1024;
-  the shared gate on both streams 2*(Ta+Tt)*2048*1024; (classifier negligible);
-* backward: twice the forward, minus the text projection's input gradient (data needs none).
+* forward: text projection 2*Tt*768*1024; the audio gate's frame half 2*Ta*1024^2 and its context
+  half on the text values before attention 2*Tt*1024^2 (``gated_attention``); the text gate
+  4*Tt*1024^2; parameter-free attention both ways, the text-on-audio one carrying 2048-wide values,
+  10*Ta*Tt*1024; (classifier negligible);
+* backward: the same products' weight gradients, input gradients only where an input needs one
+  (not the cached frames, not the data into the text projection), and the attention's twice over:
+  2*Tt*768*1024 + 2*Ta*1024^2 + 12*Tt*1024^2 + 20*Ta*Tt*1024.
 
 "useful" counts real frames only; "executed" counts the padded frames the batch computes too.
 
@@ -36,8 +40,9 @@ def matmul_peak(threads: int) -> float:
 
 
 def gate_flops(ta: int, tt: int, d: int = 1024, dt: int = 768) -> float:
-    forward = 2 * tt * dt * d + 8 * ta * tt * d + 2 * (ta + tt) * 2 * d * d
-    return 3 * forward - 2 * tt * dt * d
+    forward = 2 * tt * dt * d + 2 * ta * d * d + 6 * tt * d * d + 10 * ta * tt * d
+    backward = 2 * tt * dt * d + 2 * ta * d * d + 12 * tt * d * d + 20 * ta * tt * d
+    return forward + backward
 
 
 def main() -> None:

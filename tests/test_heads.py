@@ -134,6 +134,52 @@ def test_gate_alignment_is_parameter_free_attention():
         torch.testing.assert_close(head(batch).logits, head.classifier(fused))
 
 
+def _masked_attention(q, k, v, key_mask):  # noqa: ANN001, ANN202 - the textbook formula, for the tests below
+    scores = (q @ k.transpose(1, 2)) / q.shape[-1] ** 0.5
+    return torch.softmax(scores.masked_fill(~key_mask[:, None], float("-inf")), -1) @ v
+
+
+def _textbook(head, batch: Batch) -> torch.Tensor:  # noqa: ANN001
+    """gate / cmgi written out the naive way: attention, then ``Linear([x; c])`` on every frame."""
+    a, t = batch.streams["audio"], batch.streams["text"]
+    x, y = a.x, head.text_proj(t.x)
+    w_a, w_t = (head.gate_audio.proj, head.gate_text.proj) if head.name == "gate" else (head.gate.proj, head.gate.proj)
+    if head.name == "gate":
+        c_a, c_t = _masked_attention(x, y, y, t.mask), _masked_attention(y, x, x, a.mask)
+    else:
+        cr = head.cross
+        c_a = _masked_attention(cr.q(x), cr.k(y), cr.v(y), t.mask)
+        c_t = _masked_attention(cr.q(y), cr.k(x), cr.v(x), a.mask)
+    sa = getattr(head, "self_attention", None)
+    if sa is not None:  # cmgi's Table 1 version: the gate's inputs are self-attended
+        x, y = _masked_attention(sa.q(x), sa.k(x), sa.v(x), a.mask), _masked_attention(sa.q(y), sa.k(y), sa.v(y), t.mask)
+    g_a, g_t = torch.sigmoid(w_a(torch.cat([x, c_a], -1))), torch.sigmoid(w_t(torch.cat([y, c_t], -1)))
+
+    def mean(z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return (z * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+
+    fused = torch.cat([mean(x * g_a + c_a * (1 - g_a), a.mask), mean(y * g_t + c_t * (1 - g_t), t.mask)], -1)
+    return head.classifier(fused)
+
+
+@pytest.mark.parametrize(("name", "hyper"), [("gate", {}), ("gate", {"share_gate": False}), ("cmgi", {}),
+                                             ("cmgi", {"self_attn": True})])
+def test_gate_and_cmgi_equal_the_naive_formula_in_outputs_and_gradients(name, hyper):
+    """Projecting text tokens before attention (W_c A v = A v W_c^T) changes the cost, not the head."""
+    torch.manual_seed(0)
+    head = get_head(name)(dims={"audio": 24, "text": 16}, n_classes=4, **hyper)
+    batch = make_batch(type(head), {}, [9, 30, 17], seed=3)  # padded audio frames and text tokens
+    fast = head(batch).logits
+    fast.square().sum().backward()
+    fast_grads = {n: p.grad.clone() for n, p in head.named_parameters()}
+    head.zero_grad()
+    naive = _textbook(head, batch)
+    naive.square().sum().backward()
+    torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
+    for n, p in head.named_parameters():
+        torch.testing.assert_close(fast_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=f"gradient of {n}")
+
+
 def test_wsum_weights_start_uniform_and_need_matching_layers():
     head = get_head("wsum")(dims={"audio": 8}, n_classes=4, n_layers=5)
     assert head.layer_distribution == pytest.approx([0.2] * 5)

@@ -21,15 +21,70 @@ from sercache.train_heads.heads.base import Batch, Head, HeadOutput, attend, mas
 
 
 class TemporalGate(nn.Module):
-    """``G = sigmoid(W [x; c] + b)``, ``out = x * G + c * (1 - G)``, per frame and per dimension."""
+    """``G = sigmoid(W [x; c] + b)``, ``out = x * G + c * (1 - G)``, per frame and per dimension.
+
+    ``W [x; c]`` is computed as ``W_x x + W_c c`` (the two halves of ``W``): the same sum without
+    the concatenation, with no gradient computed for an ``x`` that needs none (cached frames), and
+    with ``W_c`` free to meet ``c``'s values before attention (:func:`gated_attention`).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.proj = nn.Linear(2 * dim, dim)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        g = torch.sigmoid(self.proj(torch.cat([x, c], dim=-1)))
+    def halves(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``(W_x x + b, W_c v)``."""
+        return _HalvesLinear.apply(x, v, self.proj.weight, self.proj.bias)
+
+    @staticmethod
+    def mix(x: Tensor, c: Tensor, pre: Tensor) -> Tensor:
+        g = torch.sigmoid(pre)
         return x * g + c * (1 - g)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        px, pc = self.halves(x, c)
+        return self.mix(x, c, px + pc)
+
+
+def gated_attention(gate: TemporalGate, x: Tensor, query: Tensor, key: Tensor, value: Tensor,
+                    key_mask: Tensor | None) -> Tensor:
+    """``gate(x, c)`` for ``c = attend(query, key, value)``, with ``W_c c`` taken from the same attention.
+
+    ``W_c (A v) = A (v W_c^T)``: projecting the t' values before attention instead of the t attended
+    frames after it is the same gate for a fraction of the cost when t' << t (a few dozen text
+    tokens against hundreds of audio frames). The head's largest product, frames x 2d x d, and its
+    gradient with respect to ``c`` are gone (README, "Cache vs recompute").
+    """
+    px, pv = gate.halves(x, value)
+    both = attend(query, key, torch.cat([value, pv], dim=-1), key_mask)
+    c, pc = both[..., : value.shape[-1]], both[..., value.shape[-1]:]
+    return gate.mix(x, c, px + pc)
+
+
+class _HalvesLinear(torch.autograd.Function):
+    """``(x W_x^T + b, v W_c^T)`` for ``W = [W_x | W_c]``, one parameter.
+
+    Autograd through two slices of ``W`` would zero-fill and copy a full-size gradient per slice
+    (as costly here as the products saved); this builds ``W``'s gradient as one tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+        d = x.shape[-1]
+        ctx.save_for_backward(x, v, weight)
+        px = torch.addmm(bias, x.reshape(-1, d), weight[:, :d].t()).view(*x.shape[:-1], -1)
+        pv = (v.reshape(-1, d) @ weight[:, d:].t()).view(*v.shape[:-1], -1)
+        return px, pv
+
+    @staticmethod
+    def backward(ctx, g_x: Tensor, g_v: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        x, v, weight = ctx.saved_tensors
+        d = x.shape[-1]
+        gx, gv = g_x.reshape(-1, g_x.shape[-1]), g_v.reshape(-1, g_v.shape[-1])
+        grad_w = torch.cat([gx.t() @ x.reshape(-1, d), gv.t() @ v.reshape(-1, d)], dim=1)
+        grad_x = g_x @ weight[:, :d] if ctx.needs_input_grad[0] else None
+        grad_v = g_v @ weight[:, d:] if ctx.needs_input_grad[1] else None
+        return grad_x, grad_v, grad_w, gx.sum(0)
 
 
 @register
@@ -68,9 +123,9 @@ class GateFusionHead(Head):
         a, t = batch.streams["audio"], batch.streams["text"]
         x, y = a.x, self.text_proj(t.x)
         if self.align == "attention":
-            text_on_audio = attend(x, y, y, t.mask)   # (batch, audio frames, d)
+            gated_audio = gated_attention(self.gate_audio, x, x, y, y, t.mask)  # (batch, audio frames, d)
             audio_on_text = attend(y, x, x, a.mask)   # (batch, text tokens, d)
-            pooled_audio = masked_mean(self.gate_audio(x, text_on_audio), a.mask)
+            pooled_audio = masked_mean(gated_audio, a.mask)
             pooled_text = masked_mean(self.gate_text(y, audio_on_text), t.mask)
         else:
             xa, yt = masked_mean(x, a.mask), masked_mean(y, t.mask)
@@ -125,11 +180,13 @@ class CmGIHead(Head):
         a, t = batch.streams["audio"], batch.streams["text"]
         x, y = a.x, self.text_proj(t.x)
         mask_a, mask_t = (None, None) if self.faithful_padding else (a.mask, t.mask)
-        ca = self.cross(x, y, mask_t)
-        cl = self.cross(y, x, mask_a)
-        if self.self_attention is not None:
-            x, y = self.self_attention(x, x, mask_a), self.self_attention(y, y, mask_t)
-        fa, fl = self.gate(x, ca), self.gate(y, cl)
+        cross = self.cross
+        cl = cross(y, x, mask_a)
+        xg, yg = (x, y) if self.self_attention is None else (self.self_attention(x, x, mask_a),
+                                                             self.self_attention(y, y, mask_t))
+        # the gate's input xg meets Ca = Attn(q=Xa, k=Xl, v=Xl)
+        fa = gated_attention(self.gate, xg, cross.q(x), cross.k(y), cross.v(y), mask_t)
+        fl = self.gate(yg, cl)
         if self.faithful_padding:
             pa, pl = fa.mean(1), fl.mean(1)
         else:
