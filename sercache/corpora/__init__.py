@@ -29,7 +29,7 @@ class Corpus:
 
     Args:
         name: the ``--corpus`` value, also written into every manifest row's ``corpus``.
-        read: ``read(root, sessions) -> Manifest`` (see ``sercache.extract.corpora.base``).
+        read: ``read(root, sessions) -> Manifest`` (see ``sercache.corpora.base``).
         labels: the label preset used when a cache of this corpus is trained without ``--labels``.
         protocol: the fold protocol used without ``--protocol``; None: leave-one-session-out when
             every utterance has a session, else leave-one-speaker-out.

@@ -37,9 +37,9 @@ R = TypeVar("R")
 RawRead = tuple[int, int, memoryview]
 
 
-def worth_threads(nbytes: int) -> bool:
-    """Whether ``nbytes`` of work is enough to pay for handing it to the thread pool."""
-    return nbytes >= 4 * RAW_PIECE and READ_THREADS > 1
+def worth_threads(nbytes: int, threads: int | None = None) -> bool:
+    """Whether ``nbytes`` of work is enough to pay for handing it to ``threads`` (the read threads)."""
+    return nbytes >= 4 * RAW_PIECE and (READ_THREADS if threads is None else threads) > 1
 
 
 class ReadEngine:
@@ -139,7 +139,7 @@ class ReadEngine:
 
         ``reads`` come in output order, so consecutive ones continue each other in the same file.
         """
-        if sum(len(d) for _, _, d in reads) < 4 * RAW_PIECE or READ_STREAMS < 2:
+        if not worth_threads(sum(len(d) for _, _, d in reads), READ_STREAMS):
             read_span(reads, reopen=False)
             return
         spans = split_spans(reads, READ_STREAMS)

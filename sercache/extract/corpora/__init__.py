@@ -9,7 +9,8 @@ from __future__ import annotations
 from sercache._typing import Pathlike
 from sercache.corpora import _REGISTRY as CORPORA  # name -> Corpus, filled by the corpus modules
 from sercache.corpora import Corpus, corpora, get_corpus
-from sercache.extract.corpora.base import MANIFEST_COLUMNS, Manifest, probe_all
+from sercache.corpora.base import MANIFEST_COLUMNS, Manifest
+from sercache.extract.corpora.base import probe_all
 
 corpora()  # imports every corpus module of this package: each registers itself
 

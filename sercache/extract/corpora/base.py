@@ -1,19 +1,15 @@
 """Probing a manifest's audio (headers, checksums) before extraction; the manifest itself is sercache.corpora.base."""
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 
-from sercache.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table, read_text
 from sercache.features.audio import AudioError, probe_audio
 from sercache.store.records import ExtractionProblem
 
-log = logging.getLogger(__name__)
-
-__all__ = ["MANIFEST_COLUMNS", "Manifest", "drop_duplicates", "make_table", "probe_all", "read_text"]
+__all__ = ["probe_all"]
 
 
 def probe_all(table: pd.DataFrame, problems: list[ExtractionProblem], threads: int = 4) -> pd.DataFrame:

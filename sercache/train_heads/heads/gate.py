@@ -143,6 +143,11 @@ class CrossAttention(nn.Module):
     def forward(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
         return attend(self.q(query), self.k(source), self.v(source), source_mask)
 
+    def gated(self, gate: TemporalGate, x: Tensor, query: Tensor, source: Tensor,
+              source_mask: Tensor | None) -> Tensor:
+        """``gate(x, self(query, source, source_mask))``, through :func:`gated_attention`."""
+        return gated_attention(gate, x, self.q(query), self.k(source), self.v(source), source_mask)
+
 
 @register
 class CmGIHead(Head):
@@ -180,12 +185,11 @@ class CmGIHead(Head):
         a, t = batch.streams["audio"], batch.streams["text"]
         x, y = a.x, self.text_proj(t.x)
         mask_a, mask_t = (None, None) if self.faithful_padding else (a.mask, t.mask)
-        cross = self.cross
-        cl = cross(y, x, mask_a)
+        cl = self.cross(y, x, mask_a)
         xg, yg = (x, y) if self.self_attention is None else (self.self_attention(x, x, mask_a),
                                                              self.self_attention(y, y, mask_t))
         # the gate's input xg meets Ca = Attn(q=Xa, k=Xl, v=Xl)
-        fa = gated_attention(self.gate, xg, cross.q(x), cross.k(y), cross.v(y), mask_t)
+        fa = self.cross.gated(self.gate, xg, x, y, mask_t)
         fl = self.gate(yg, cl)
         if self.faithful_padding:
             pa, pl = fa.mean(1), fl.mean(1)
