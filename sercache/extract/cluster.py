@@ -139,9 +139,10 @@ def read_submissions(cache: Path) -> list[Submission]:
 
 
 def check_before_submitting(opts: ExtractOptions) -> None:
-    """What can be checked on the submitting host: corpus root, models and layers (no weights loaded)."""
+    """What can be checked on the submitting host: corpus root, and every stream's extractor as the tasks
+    will build it (model configs, layers, window modes, languages...; no weights loaded)."""
     from sercache.extract.corpora import CORPORA
-    from sercache.features.models import check_audio_encoder, check_ctc_model, check_text_encoder, resolve_layers
+    from sercache.extract.runner import build_extractors
 
     if opts.shard is not None:
         raise ExtractError("--shard and --shards/--devices exclude each other: --shards N submits every i/N itself")
@@ -149,14 +150,8 @@ def check_before_submitting(opts: ExtractOptions) -> None:
         raise ExtractError(f"--corpus {opts.corpus!r}: use one of {', '.join(CORPORA)}")
     if not Path(opts.root).is_dir():
         raise ExtractError(f"{opts.root}: the corpus root is not a directory")
-    if "ssl" in opts.streams:
-        config = check_audio_encoder(opts.ssl_model)
-        resolve_layers(opts.layers, config.num_hidden_layers, opts.ssl_model)
-    if "asr" in opts.streams or "text_asr" in opts.streams:
-        check_ctc_model(opts.asr_model)
-    if any(k.startswith("text_") for k in opts.streams):
-        config = check_text_encoder(opts.text_model)
-        resolve_layers(opts.text_layers, config.num_hidden_layers, opts.text_model, "--text-layers")
+    # the tasks' devices are not known here; precision only has to be a valid name for this check
+    build_extractors(opts, "cpu", "fp32" if opts.precision == "auto" else opts.precision)
 
 
 def _executor(folder: Path, cluster: ClusterOptions) -> Any:

@@ -23,7 +23,7 @@ from sercache.extract.corpora import read_corpus
 from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
 from sercache.extract.stream_job import RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
-from sercache.features.streams import Runtime, build_extractor, stream_kinds
+from sercache.features.streams import Runtime, build_extractor, kind_of_identity, stream_kinds
 from sercache.store.errors import StaleCacheError
 from sercache.store.layout import check_name, list_shards, manifest_path, staging_dir, stream_path
 from sercache.store.lock import ShardLock
@@ -246,8 +246,9 @@ class ShardJob:
 
     @staticmethod
     def _difference(path: Any, extractor: Extractor) -> str:
-        stored = read_stream_index(path).attrs.get("provenance", {})
-        return describe_difference(identity_of(stored), extractor.identity())
+        stored = identity_of(read_stream_index(path).attrs.get("provenance", {}))
+        kind = kind_of_identity(stored)
+        return describe_difference(kind.completed(stored) if kind else stored, extractor.identity())
 
     def register(self) -> None:
         register_streams(self.out, self.shard, list(self.extractors), self.opts.command)

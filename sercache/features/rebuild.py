@@ -63,6 +63,7 @@ def extractor_for(stream: str, provenance: dict[str, Any], *, device: str = "cpu
     entry = kind_of_identity(ident)
     if entry is None:
         raise ModelError(f"stream {stream!r} is of kind {ident.get('kind')!r}, which predict cannot recompute")
+    ident = entry.completed(ident)  # a stream recorded before a setting existed gets the value it meant
     config = entry.config.from_json(ident)
     runtime = Runtime(device=device, batch_seconds=0.0)
     if entry.model_option is None:

@@ -91,6 +91,8 @@ class StreamKind:
         needs: a kind whose finished stream this one reads (requested too, or already in the cache).
         constants: config values fixed by the kind (text_asr's ``source``).
         verify: hooks for ``cache verify`` (see sercache.store.verify.StreamCheck).
+        implied: identity keys added after streams of this kind were first recorded, with the value
+            a recording without them meant (whisper's ``window``: ``full``); see :meth:`completed`.
     """
 
     name: str
@@ -106,6 +108,11 @@ class StreamKind:
     needs: str | None = None
     constants: Mapping[str, Any] = field(default_factory=dict)
     verify: tuple[Callable[..., Any], ...] = ()
+    implied: Mapping[str, Any] = field(default_factory=dict)
+
+    def completed(self, identity: Mapping[str, Any]) -> dict[str, Any]:
+        """A recorded identity with the keys it predates filled in, so it compares with a new one."""
+        return {**self.implied, **identity}
 
     def recognises(self, identity: Mapping[str, Any]) -> bool:
         """Whether a stream recorded with this identity is of this kind."""
