@@ -1,6 +1,6 @@
-"""Scale-out extraction: shard tasks through submitit (local processes, a real one-node SLURM), per-device
-workers, `cache status` and its resubmission command. Every sharded cache must equal, byte for byte, the
-cache one process extracts.
+"""Scale-out extraction: shard tasks as local processes (no submitit needed) or through submitit on a real
+one-node SLURM, per-device workers, Ctrl-C on the coordinator, `cache status` and its resubmission command.
+Every sharded cache must equal, byte for byte, the cache one process extracts.
 
 The SLURM tests need a running cluster (`export SLURM_CONF=$(bash ci/slurm/start.sh)`, as `.ci/run` does);
 they skip without one unless SERCACHE_REQUIRE_SLURM=1, which `.ci/run` sets so CI can never skip them.
@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,11 +30,35 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # identica
 STREAMS = "ssl,mfcc"
 
 
-def sercache_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True, env=ENV)
+def sercache_cli(*args: str, check: bool = True, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True, env=env)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+BLOCK_SUBMITIT = """import sys
+
+class NoSubmitit:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "submitit":
+            raise ImportError("submitit is not installed here (tests/test_cluster.py blocks it)")
+        return None
+
+sys.meta_path.insert(0, NoSubmitit())
+"""
+
+
+@pytest.fixture
+def no_submitit(tmp_path) -> dict[str, str]:
+    """ENV in which `import submitit` fails, in sercache and every process it starts (a sitecustomize module)."""
+    folder = tmp_path / "no-submitit"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(BLOCK_SUBMITIT)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [ENV.get("PYTHONPATH")])])}
+    probe = subprocess.run([sys.executable, "-c", "import submitit"], capture_output=True, text=True, env=env)
+    assert probe.returncode != 0 and "blocks it" in probe.stderr  # the block works, or the tests prove nothing
+    return env
 
 
 def assert_same_features(a: Path, b: Path) -> None:
@@ -66,10 +91,10 @@ def no_pickles_left(cache: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- local engines
-def test_local_executor_shards_equal_one_process(small_corpus, models, reference, tmp_path):
+def test_local_executor_shards_equal_one_process(small_corpus, models, reference, tmp_path, no_submitit):
     out = tmp_path / "cache"
     proc = sercache_cli(*extract_args(small_corpus, out, models, "--executor", "local", "--shards", "3",
-                                      streams=STREAMS))
+                                      streams=STREAMS), env=no_submitit)
     assert "submitted 3 shard task(s) of 3 as local processes" in proc.stdout
     assert "3 done" in proc.stdout and "every shard is done" in proc.stdout
     assert sorted({s.split("-shard")[1] for s in sercache.open_cache(out).shards}) == ["1of3", "2of3", "3of3"]
@@ -80,25 +105,80 @@ def test_local_executor_shards_equal_one_process(small_corpus, models, reference
     assert status.stdout.count(" done ") == 3 and "resubmit" not in status.stdout
 
 
-def test_one_worker_per_device_equals_one_process(small_corpus, models, reference, tmp_path):
+def test_devices_run_the_shards_one_at_a_time_per_device_without_submitit(small_corpus, models, reference, tmp_path,
+                                                                           no_submitit):
     out = tmp_path / "cache"
-    proc = sercache_cli(*extract_args(small_corpus, out, models, "--devices", "cpu,cpu", streams=STREAMS))
-    assert "submitted 2 shard task(s) of 2" in proc.stdout, proc.stdout
+    proc = sercache_cli(*extract_args(small_corpus, out, models, "--executor", "local", "--shards", "3", "--devices",
+                                      "cpu,cpu", streams=STREAMS), env=no_submitit)
+    assert "submitted 3 shard task(s) of 3 as local processes on cpu,cpu" in proc.stdout, proc.stdout
     markers = [json.loads(p.read_text()) for p in out.glob(".jobs/*/shard-*.json")]
-    assert sorted((m["index"], m["device"]) for m in markers) == [(1, "cpu"), (2, "cpu")]
+    assert sorted((m["index"], m["state"], m["device"]) for m in markers) == [(i, "done", "cpu") for i in (1, 2, 3)]
+    for m in markers:  # two devices: no task starts while two others run
+        assert sum(o["started"] <= m["started"] < o["ended"] for o in markers if o is not m) <= 1, markers
     assert_same_features(out, reference)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc), found independently of what sercache says."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_stops_the_device_workers_says_what_is_kept_and_the_same_command_resumes(small_corpus, models,
+                                                                                         reference, tmp_path):
+    out = tmp_path / "cache"
+    command = [sys.executable, "-m", "sercache", *extract_args(small_corpus, out, models, "--devices", "cpu,cpu",
+                                                               "--flush-seconds", "0", streams=STREAMS)]
+    command.remove("--no-progress")  # the workers' progress, as one bar on the coordinator's stderr
+    first = tmp_path / "first.err"
+    with open(first, "w") as err:
+        coordinator = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=ENV)
+    workers: list[int] = []
+    try:
+        while not list(out.glob("*/.staging/*/seg-*.h5")):  # the event: a worker has stored a batch
+            assert coordinator.poll() is None, first.read_text()
+            time.sleep(0.05)
+        workers = child_pids(coordinator.pid)
+        assert len(workers) == 2, workers
+        coordinator.send_signal(signal.SIGINT)
+        assert coordinator.wait(timeout=600) == 130, first.read_text()
+        assert [pid for pid in workers if running(pid)] == []  # no orphan: every worker has ended
+    finally:
+        for pid in [coordinator.pid, *workers]:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    said = first.read_text()
+    assert "stopping 2 running shard task(s)" in said and "rerun the same command to resume" in said, said
+    kept = [line.removeprefix("kept ") for line in said.splitlines() if line.startswith("kept ")]
+    assert kept and all("utterances of stream" in line for line in kept), said
+    assert sercache_cli("cache", "status", str(out), check=False).returncode == 1  # not finished: resubmit offered
+
+    again = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"resuming: the cache already holds {'; '.join(kept)}\n" in again.stderr  # exactly what was kept
+    last_bar = again.stderr.replace("\n", "\r").split("\r")[-2]
+    assert "160/160" in last_bar and "ssl 80/80, mfcc 80/80" in last_bar, last_bar  # 2 x 80 utterances, all shown
+    assert_same_features(out, reference)
+    no_pickles_left(out)
 
 
 def test_cluster_requests_are_checked_before_anything_is_submitted(small_corpus, models, tmp_path):
     out = tmp_path / "cache"
     cases = [
-        (["--shards", "3"], "--shards needs --executor slurm or --executor local"),
+        (["--shards", "3"], "--shards needs --executor slurm, --executor local or --devices"),
         (["--executor", "local"], "--executor needs --shards N"),
         (["--executor", "local", "--shards", "3", "--only-shards", "4"], "--only-shards 4: shards count from 1"),
         (["--executor", "local", "--shards", "3", "--only-shards", "x"], "--only-shards 'x': give task numbers"),
         (["--executor", "slurm", "--shards", "2", "--slurm-time", "soon"], "--slurm-time 'soon'"),
         (["--executor", "local", "--shards", "2", "--shard", "1/2"], "--shard and --shards/--devices exclude"),
-        (["--devices", "cpu,cpu", "--executor", "slurm"], "--devices runs one local worker per device"),
+        (["--devices", "cpu,cpu", "--executor", "slurm"], "--devices runs the shard tasks as local processes"),
+        (["--devices", ","], "--devices ',': give devices"),
     ]
     for extra, message in cases:
         proc = sercache_cli(*extract_args(small_corpus, out, models, *extra, streams=STREAMS), check=False)

@@ -106,3 +106,26 @@ def test_slurm_backend_gives_the_loky_numbers(signal_cache, loky_sweep, tmp_path
     sweep(signal_cache, out, "--backend", "slurm", "--slurm-time", "0:20:00")
     assert_same_sweep(loky_sweep, out)
     assert not list(out.rglob("*.pkl"))
+
+
+def test_sweep_takes_trains_fold_options_an_emobox_folder_included(tmp_path):
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+    from tests.test_emobox import manifest, write_folds
+
+    cache = write_synthetic_cache(tmp_path / "cache", manifest(), [SyntheticStream("ssl", "ssl", 8, (0, 1))])
+    root = tmp_path / "emobox"
+    tests = write_folds(root, list(manifest().utt_id))
+    args = ["sweep", str(cache), "--heads", "linear,wsum", "--protocol", "emobox", "--seeds", "1", "--epochs", "1",
+            "--device", "cpu", "--out", str(tmp_path / "sweep")]
+    refused = CliRunner().invoke(cli, args)  # the fold folder is missing: train's own message
+    assert refused.exit_code == 2 and "--protocol emobox reads fold files: give them with --folds PATH" in refused.output
+    made = CliRunner().invoke(cli, [*args, "--folds", str(root)], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    for name in ("linear", "wsum"):
+        run = tmp_path / "sweep" / name
+        config = json.loads((run / "config.json").read_text())
+        assert config["protocol"] == "emobox" and config["protocol_options"]["path"] == str(root.resolve())
+        for k, test in tests.items():  # each fold tests exactly the utterances its file names
+            predicted = pd.read_csv(run / f"fold-{k}" / "seed0" / "predictions.csv")
+            assert sorted(predicted.utt_id) == sorted(test), (name, k)
+    assert "emobox" in (tmp_path / "sweep" / "sweep.json").read_text()

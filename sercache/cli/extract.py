@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from sercache.cli.cluster import CLUSTER_OPTION_NAMES, cluster_options, cluster_request, run_on_cluster
+from sercache.cli.cluster import (
+    CLUSTER_OPTION_NAMES,
+    cluster_options,
+    cluster_request,
+    interrupted,
+    run_on_cluster,
+    say_resuming,
+)
 from sercache.cli.common import CONTEXT, LazyChoice, fail, replayable_command
 from sercache.cli.help import Sectioned, examples
 from sercache.features.streams import all_options, default_streams, stream_kinds
@@ -24,7 +31,8 @@ def stream_options(command: Any) -> Any:
 
 
 def streams_help() -> str:
-    return "Comma list from: " + "; ".join(f"{k.name} ({k.help})" for k in stream_kinds().values()) + "."
+    return ("Comma list, run in this order (each over every shard; a stream that reads another, text_asr, runs "
+            "after it), from: " + "; ".join(f"{k.name} ({k.help})" for k in stream_kinds().values()) + ".")
 
 
 def corpus_names() -> list[str]:
@@ -75,11 +83,13 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             flush_seconds: float, no_progress: bool, **more: Any) -> None:
     """Run frozen encoders over a corpus once and store their outputs in the cache OUT.
 
-    Rerunning the same command after an interruption resumes where it stopped; rerunning it
-    after success does nothing. Problems (unreadable audio, bad label lines...) are recorded
-    in the cache and shown by `sercache cache info`. Exit status: 0 when anything was stored;
-    1 when nothing could be extracted, or --strict met a failing utterance; 2 for a bad request
-    (unknown option value, missing model, cache settings that differ without --overwrite).
+    Rerunning the same command after an interruption (Ctrl-C keeps every finished batch) resumes
+    where it stopped; rerunning it after success does nothing. `sercache -v extract` logs what
+    happens (models loaded, each stream's timing, skipped utterances), -vv each batch. Problems
+    (unreadable audio, bad label lines...) are recorded in the cache and shown by `sercache cache
+    info`. Exit status: 0 when anything was stored; 1 when nothing could be extracted, or --strict
+    met a failing utterance; 2 for a bad request (unknown option value, missing model, cache
+    settings that differ without --overwrite); 130 when interrupted.
     """
     from sercache.extract.options import (
         ExtractError,
@@ -107,7 +117,10 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
         scale_out = cluster_request(cluster)
         if scale_out is not None:
             return run_on_cluster(opts, scale_out, progress=not no_progress)
+        say_resuming(opts)
         report = run_extract(opts)
+    except KeyboardInterrupt:  # finished batches were flushed on the way out
+        interrupted(opts)
     except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
         fail(exc, status=1)
     except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:

@@ -17,6 +17,7 @@ from sercache.features.streams import (
     all_options,
     default_streams,
     options_of,
+    run_order,
     stream_kinds,
 )
 from sercache.features.streams.asr import DEFAULT_ASR_MODEL
@@ -29,7 +30,7 @@ from sercache.store.layout import check_name
 __all__ = ["DEFAULT_ASR_MODEL", "DEFAULT_SSL_MODEL", "DEFAULT_STREAMS", "DEFAULT_TEXT_MODEL", "MFCC_MEL_BANDS",
            "STREAM_KINDS", "ExtractError", "ExtractOptions", "StrictStop"]
 
-#: Stream kinds in the order they run (text_asr reads what asr wrote): the stream registry's.
+#: Every stream kind, in the registry's listing order (streams run in the order --streams gives).
 STREAM_KINDS = tuple(stream_kinds())
 DEFAULT_STREAMS = default_streams()
 MIN_CHUNK_SECONDS = 1.0
@@ -103,7 +104,7 @@ class ExtractOptions:
         names = [self.name_of(k) for k in self.streams]
         if len(set(names)) != len(names):
             raise ExtractError(f"two streams would share a name: {names}")
-        self.streams = tuple(k for k in STREAM_KINDS if k in self.streams)
+        self.streams = run_order(self.streams)  # the user's order; text_asr after asr
         self._check_numbers()
 
     def _check_numbers(self) -> None:

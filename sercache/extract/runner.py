@@ -6,7 +6,7 @@ Order of work, so that nothing is wasted on a request that cannot finish:
 2. check every model config, layer and option (no weights loaded yet);
 3. lock every target shard (one writer per shard; others refuse at once);
 4. check what the cache already holds (same manifest? same provenance?);
-5. extract stream by stream, shard by shard, resuming staged work.
+5. extract stream by stream (in --streams order), each over every shard, resuming staged work.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from sercache.extract.corpora import read_corpus
 from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
-from sercache.extract.stream_job import RunSettings, StreamJob, StreamRun, safe_extract
+from sercache.extract.stream_job import ProgressHook, RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
 from sercache.features.streams import Runtime, build_extractor, kind_of_identity, stream_kinds
 from sercache.store.errors import StaleCacheError
@@ -95,19 +96,29 @@ def bound_kernel_cache() -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 
-def run_extract(opts: ExtractOptions) -> ExtractReport:
-    """Run one extraction request end to end. Raises ExtractError/StaleCacheError before any work."""
+def run_extract(opts: ExtractOptions, on_progress: ProgressHook | None = None) -> ExtractReport:
+    """Run one extraction request end to end. Raises ExtractError/StaleCacheError before any work.
+
+    Args:
+        on_progress: told ``(shard, stream, done, total)`` for every shard and stream at the start, then
+            after each batch (how a shard task reports to the process that started it).
+    """
     bound_kernel_cache()
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
     extractors = build_extractors(opts, device, precision)  # model configs and layers first: cheap, and fail fast
+    log.info("streams, in the order they run: %s (device %s, precision %s)", ", ".join(extractors), device, precision)
+    start = time.monotonic()
     manifest = read_corpus(opts.corpus, opts.root, opts.sessions)
+    log.info("read %s corpus %s: %d utterances, %d problems in %.1f s", opts.corpus, opts.root, len(manifest.table),
+             len(manifest.problems), time.monotonic() - start)
     table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard, opts.corpus))
     table = table[table.shard != ""]
     if table.empty:
         raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
                            f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
     problems = _problems_by_shard(manifest.problems, table, opts.corpus)
+    log.info("%d utterances in %d shard(s): %s", len(table), table.shard.nunique(), ", ".join(sorted(set(table.shard))))
     jobs = [ShardJob(opts, shard, rows.drop(columns="shard").reset_index(drop=True), problems.get(shard, []),
                      extractors) for shard, rows in table.groupby("shard", sort=True)]
     for job in jobs:
@@ -129,9 +140,18 @@ def run_extract(opts: ExtractOptions) -> ExtractReport:
             job.register()
         for job in jobs:
             job.write_manifest()
-            report.runs += job.run_streams()
-    for extractor in extractors.values():
-        extractor.close()
+        settings = RunSettings(opts.out, opts.overwrite, opts.strict, opts.progress, int(opts.flush_mb * (1 << 20)),
+                               opts.flush_seconds, on_progress)
+        for job in jobs:  # every shard's total first, so that a coordinator's bar knows the whole task
+            for name in extractors:
+                if on_progress is not None:
+                    on_progress(job.shard, name, 0, len(job.rows))
+        # Stream by stream, in --streams order, each over every shard: the first stream is finished
+        # corpus-wide before a slow one starts, and each model is freed once its stream is done.
+        for name, extractor in extractors.items():
+            for job in jobs:
+                report.runs.append(job.run_stream(name, settings))
+            extractor.close()
     return report
 
 
@@ -187,7 +207,7 @@ def _manifest_difference(stored: pd.DataFrame, rows: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------- one shard
 class ShardJob:
     """The work on one shard, as the sequence run_extract calls: check_name, check_manifest,
-    check_streams, register, write_manifest, run_streams. Nothing is written before register."""
+    check_streams, register, write_manifest, then run_stream for each stream. Nothing is written before register."""
 
     def __init__(self, opts: ExtractOptions, shard: str, rows: pd.DataFrame, problems: list[ExtractionProblem],
                  extractors: dict[str, Extractor]) -> None:
@@ -265,13 +285,8 @@ class ShardJob:
         # labels and other metadata may be refreshed
         write_manifest(self.out, self.shard, self.rows, self.problems, manifest_attrs(self.opts))
 
-    def run_streams(self) -> list[StreamRun]:
+    def run_stream(self, name: str, settings: RunSettings) -> StreamRun:
         o = self.opts
-        settings = RunSettings(o.out, o.overwrite, o.strict, o.progress, int(o.flush_mb * (1 << 20)), o.flush_seconds)
-        kind_of = {o.name_of(k): k for k in o.streams}
-        runs = []
-        for name, extractor in self.extractors.items():
-            needed = stream_kinds()[kind_of[name]].needs
-            runs.append(StreamJob(settings, self.shard, name, extractor, self.rows, self.problems,
-                                  o.name_of(needed) if needed else None).run())
-        return runs
+        needed = stream_kinds()[{o.name_of(k): k for k in o.streams}[name]].needs
+        return StreamJob(settings, self.shard, name, self.extractors[name], self.rows, self.problems,
+                         o.name_of(needed) if needed else None).run()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sercache.engines import SQUEUE_STATES, squeue_states
 from sercache.extract.cluster import Submission, read_submissions, resubmit_command, shard_marker
+from sercache.extract.task_progress import read_progress
 from sercache.store.layout import LOCK_FILE
 from sercache.store.lock import describe_holder
 
@@ -48,7 +49,7 @@ def task_states(sub: Submission) -> dict[int, str]:
     """index -> done | failed | running | queued, for one submission."""
     # ask the engine before reading markers: a task that ends in between has written its marker
     listed = squeue_states(sub.array_id) if sub.executor == "slurm" else {}
-    live = {i: job for i, job in zip(sub.indices, sub.jobs)}
+    live = {i: task.state for i, task in sub.pool.tasks.items()} if sub.pool is not None else {}
     out = {}
     for i in sub.indices:
         marker = shard_marker(sub.folder, i)
@@ -57,8 +58,8 @@ def task_states(sub: Submission) -> dict[int, str]:
         elif sub.executor == "slurm":
             engine = listed.get(sub.job_ids[i])
             out[i] = SQUEUE_STATES.get(engine, "failed") if engine else "failed"
-        elif i in live:  # a local task started by this very process
-            out[i] = "failed" if live[i].done() else "running"
+        elif i in live:  # a local task started by this very process: ended without its marker is failed
+            out[i] = "failed" if live[i] == "ended" else live[i]
         else:
             holders = lock_holders(sub.folder.parent.parent, i, sub.count)
             out[i] = "running" if _alive_here(holders) else ("failed" if Path(sub.logs[i]["stderr"]).exists()
@@ -125,6 +126,9 @@ def cache_status(cache: Path) -> CacheStatus:
             elif state == "running":
                 holders = lock_holders(cache, i, count)
                 s.detail = f"lock held by {describe_holder(holders[0])}" if holders else "starting (no shard locked yet)"
+                done = read_progress(sub.folder, [i])
+                if done.total:
+                    s.detail += f"; utterances {done.describe()}"
             elif state == "failed":
                 marker = shard_marker(sub.folder, i)
                 s.detail = (json.loads(marker.read_text()).get("error", "") if marker.exists()

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from sercache.store.records import ExtractionProblem
 from sercache.store.writer import StreamWriter
 
 log = logging.getLogger(__name__)
+
+
+#: ``(shard, stream, done, total)``: utterances of the shard done in the stream (stored or recorded as failed).
+ProgressHook = Callable[[str, str, int, int], None]
 
 
 @dataclass
@@ -51,6 +56,7 @@ class RunSettings:
     progress: bool = True
     flush_bytes: int = 64 << 20
     flush_seconds: float = 30.0
+    on_progress: ProgressHook | None = None  # told after each batch (a worker's report to its coordinator)
 
 
 class StreamJob:
@@ -63,6 +69,7 @@ class StreamJob:
         self.rows, self.manifest_problems, self.source_stream = rows, manifest_problems, source_stream
         self.by_id = rows.set_index("utt_id")
         self.writer: StreamWriter | None = None
+        self._done = 0  # utterances done (stored or recorded as failed), for the progress hook
 
     def run(self) -> StreamRun:
         s, shard, name, extractor = self.s, self.shard, self.name, self.extractor
@@ -73,6 +80,7 @@ class StreamJob:
                 shutil.rmtree(leftover)  # a finished compaction's leftovers, or an abandoned --overwrite
             index = read_stream_index(final)
             log.info("%s/%s: already complete (%d stored)", shard, name, len(index.utt_ids))
+            self._report(len(self.rows))
             return StreamRun(shard, name, "already complete", len(index.utt_ids),
                              int((index.problems.severity == "error").sum()))
         self.writer = writer = StreamWriter(s.out, shard, name, extractor.provenance(), self.rows.utt_id.tolist(),
@@ -80,6 +88,8 @@ class StreamJob:
                                             flush_seconds=s.flush_seconds)
         run = StreamRun(shard, name, "extracted")
         start = time.monotonic()
+        log.info("%s/%s: %d of %d utterances to extract%s", shard, name, len(writer.remaining_ids), len(self.rows),
+                 f" ({len(self.rows) - len(writer.remaining_ids)} staged before)" if writer.done_ids else "")
         try:
             self._run_audio(run) if extractor.input == "audio" else self._run_text()
         except BaseException:
@@ -91,6 +101,9 @@ class StreamJob:
         run.failed = int((index.problems.severity == "error").sum())
         run.warnings = int((index.problems.severity == "warning").sum())
         run.seconds = time.monotonic() - start
+        log.info("%s/%s: %d stored, %d failed, %d warnings in %.1f s%s", shard, name, run.stored, run.failed,
+                 run.warnings, run.seconds,
+                 f" ({run.audio_seconds / max(run.seconds, 1e-9):.1f} audio-s/s)" if run.audio_seconds else "")
         if run.failed:
             log.warning("%s/%s: %d utterances failed; `sercache cache info %s` lists them", shard, name, run.failed,
                         s.out)
@@ -100,6 +113,9 @@ class StreamJob:
         """Record a problem; under --strict an error stops the run (finished batches are kept)."""
         assert self.writer is not None
         self.writer.add_problem(problem)
+        if problem.stage != self.extractor.kind:  # the extractor's own failures are logged where they happen
+            log.info("%s/%s: %s %s in %s: %s", self.shard, self.name, problem.utt_id,
+                     "skipped" if problem.severity == "error" else "warning", problem.stage, problem.reason)
         if self.s.strict and problem.severity == "error":
             raise StrictStop(f"--strict: {problem.utt_id} ({problem.path}) failed in {problem.stage}: "
                              f"{problem.reason}. Finished batches are kept; fix the input, or rerun without --strict "
@@ -116,8 +132,21 @@ class StreamJob:
         self.writer.end_batch()
 
     def _progress(self, total: int) -> tqdm:
-        return tqdm(total=total, desc=f"{self.shard}/{self.name}", unit="utt", disable=not self.s.progress,
-                    dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+        """The bar over the ``total`` utterances left to extract (the others are done, or recorded as failed)."""
+        bar = tqdm(total=total, desc=f"{self.shard}/{self.name}", unit="utt", disable=not self.s.progress,
+                   dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+        self._done = len(self.rows) - total
+        self._report(self._done)
+        return bar
+
+    def _advance(self, bar: tqdm, n: int) -> None:
+        bar.update(n)  # a disabled bar counts nothing: the hook gets its own count
+        self._done += n
+        self._report(self._done)
+
+    def _report(self, done: int) -> None:
+        if self.s.on_progress is not None:
+            self.s.on_progress(self.shard, self.name, done, len(self.rows))
 
     def _load(self, batch: list[PlanItem]) -> tuple[list[AudioItem], list[ExtractionProblem]]:
         good, bad = [], []
@@ -152,13 +181,19 @@ class StreamJob:
             start = time.monotonic()
             pending: Future | None = pool.submit(self._load, batches[0]) if batches else None
             for b, batch in enumerate(batches):
+                waited = time.monotonic()
                 good, bad = pending.result()  # type: ignore[union-attr]
                 pending = pool.submit(self._load, batches[b + 1]) if b + 1 < len(batches) else None  # decode ahead
+                began = time.monotonic()
                 for p in bad:
                     self._record(p)
                 self._store(good)
-                run.audio_seconds += sum(it.seconds for it in batch)
-                bar.update(len(batch))
+                seconds = sum(it.seconds for it in batch)
+                run.audio_seconds += seconds
+                log.debug("%s/%s batch %d/%d: %d utterances, %.1f audio-s in %.2f s (%.2f s waiting for audio)",
+                          self.shard, self.name, b + 1, len(batches), len(batch), seconds, time.monotonic() - began,
+                          began - waited)
+                self._advance(bar, len(batch))
                 bar.set_postfix_str(f"{run.audio_seconds / max(time.monotonic() - start, 1e-9):.1f} audio-s/s",
                                     refresh=False)
 
@@ -189,11 +224,15 @@ class StreamJob:
     def _run_text(self) -> None:
         texts = self._texts()
         items = [PlanItem(u, len(t), 0.0) for u, t in texts.items()]
+        batches = plan_batches(items, self.extractor.batch_policy())
         with self._progress(len(items)) as bar:
-            for batch in plan_batches(items, self.extractor.batch_policy()):
+            for b, batch in enumerate(batches):
+                began = time.monotonic()
                 self._store([TextItem(it.utt_id, str(self.by_id.loc[it.utt_id, "path"]), texts[it.utt_id])
                              for it in batch])
-                bar.update(len(batch))
+                log.debug("%s/%s batch %d/%d: %d texts in %.2f s", self.shard, self.name, b + 1, len(batches),
+                          len(batch), time.monotonic() - began)
+                self._advance(bar, len(batch))
 
 
 def safe_extract(extractor: Extractor, items: list[Any]) -> ExtractResult:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,17 @@ def load_audio_encoder(name: str, *, ctc: bool = False) -> Any:
     """The model's weights (an eval-mode torch module on the CPU)."""
     from transformers import AutoModel, AutoModelForCTC
 
-    cls = AutoModelForCTC if ctc else AutoModel
-    return cls.from_pretrained(name, trust_remote_code=False).eval()
+    return _timed_load(AutoModelForCTC if ctc else AutoModel, name)
+
+
+def _timed_load(cls: Any, name: str) -> Any:
+    """``cls.from_pretrained(name)`` in eval mode, logged with its size and time (``sercache -v``)."""
+    start = time.monotonic()
+    model = cls.from_pretrained(name, trust_remote_code=False).eval()
+    params = sum(p.numel() for p in model.parameters())
+    log.info("loaded %s (%s, %s parameters) in %.1f s", name, type(model).__name__, f"{params:,}",
+             time.monotonic() - start)
+    return model
 
 
 def ctc_tokenizer(name: str) -> Any:
@@ -229,7 +239,7 @@ def text_tokenizer(name: str) -> Any:
 def load_text_encoder(name: str) -> Any:
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(name, trust_remote_code=False).eval()
+    return _timed_load(AutoModel, name)
 
 
 def is_uncased(tokenizer: Any) -> bool:

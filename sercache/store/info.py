@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 
 from sercache._typing import Pathlike
-from sercache.store.layout import list_staging, list_stream_files, manifest_path
+from sercache.store.layout import list_staging, list_stream_files, manifest_path, staging_dir
 from sercache.store.reader import FeatureStore
+from sercache.store.staging import read_staged
 
 
 def _size(n: float) -> str:
@@ -38,6 +39,7 @@ def summarize(cache: FeatureStore) -> dict[str, Any]:
     streams = []
     for name, info in cache.streams.items():
         size = sum(list_stream_files(cache.path, s)[name].stat().st_size for s in info.shards)
+        staged = [read_staged(staging_dir(cache.path, s, name)) for s in info.in_progress]
         ident = info.provenance.get("identity", {})
         streams.append({
             "stream": name, "kind": info.kind, "model": ident.get("model") or ident.get("feature_set", ""), "layers": info.layers,
@@ -45,6 +47,8 @@ def summarize(cache: FeatureStore) -> dict[str, Any]:
             "dim": info.dim, "dtype": info.dtype, "frame_rate": info.frame_rate, "stored": info.n_utterances,
             "failed": info.n_failed, "bytes": size, "complete": info.complete,
             "missing_shards": info.missing_shards, "in_progress": info.in_progress,
+            # utterances already extracted in unfinished shards, waiting in .staging to be merged
+            "staged": sum(len(w.done_ids) for w in staged), "staged_bytes": sum(w.nbytes for w in staged),
             "provenance": info.provenance, "inconsistent": info.inconsistent,
         })
     errors = cache.errors
@@ -88,6 +92,8 @@ def overview_lines(summary: dict[str, Any], single_layer_kinds: Collection[str] 
         view = st[["stream", "kind", "model", "layers", "pooled_layers", "dim", "dtype", "frame_rate", "stored",
                    "failed", "complete"]].copy()
         view["size"] = st.bytes.map(_size)
+        if st.staged.any():  # an extraction under way (or interrupted): what it has done so far
+            view.insert(view.columns.get_loc("failed") + 1, "staged", st.staged)
         view["model"] = view.model.map(lambda m: m if len(m) <= 40 else "..." + m[-37:])
         single = view.kind.isin(list(single_layer_kinds))  # e.g. spectral streams: no layers to pick
         view["layers"] = [("-" if one else ",".join(map(str, x)) or "-") for x, one in zip(view.layers, single)]
@@ -100,6 +106,10 @@ def overview_lines(summary: dict[str, Any], single_layer_kinds: Collection[str] 
             if not s["complete"]:
                 out.append(f"  {s['stream']}: not finished in shard(s) {', '.join(s['missing_shards'])}"
                            + (f" (in progress: {', '.join(s['in_progress'])})" if s["in_progress"] else ""))
+            if s["staged"]:
+                out.append(f"  {s['stream']}: {s['staged']} more utterances extracted in unfinished shards "
+                           f"({_size(s['staged_bytes'])}), staged until their shard finishes (rerun an interrupted "
+                           "extraction to resume)")
             if s["inconsistent"]:
                 out.append(f"  {s['stream']}: {s['inconsistent']}")
         out += ["provenance:"]

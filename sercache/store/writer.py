@@ -27,10 +27,10 @@ from sercache.store.errors import CacheError, DiskFullError, StaleCacheError
 from sercache.store.layout import FORMAT_VERSION, staging_dir, stream_path
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem, UtteranceFeatures, problems_frame
+from sercache.store.staging import read_staged
 from sercache.store.streamfile import (
     CHECKSUMS,
     FRAMES,
-    H5_READ_ERRORS,
     PER_UTT,
     PROBLEMS,
     STREAM_FORMAT,
@@ -46,7 +46,6 @@ from sercache.store.tables import STR, as_str_array, write_table
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
-SEGMENT_GLOB = "seg-*.h5"
 
 
 class StreamWriter:
@@ -79,23 +78,14 @@ class StreamWriter:
         self._buffer_bytes = 0
         self._last_flush = time.monotonic()
         self._prepare_staging(overwrite)
-        self._segments = sorted(self.staging.glob(SEGMENT_GLOB))
-        self.done_ids: set[str] = set()
-        self.failed_ids: set[str] = set()
-        self._schema = Schema()
-        for seg in list(self._segments):
-            try:
-                with h5py.File(seg, "r", locking=False) as f:
-                    index = read_index(f, seg)
-            except H5_READ_ERRORS as exc:  # an unreadable segment is redone, not fatal
-                log.warning("discarding unreadable staged segment %s (%s); its utterances are redone", seg, exc)
-                seg.unlink()
-                self._segments.remove(seg)
-                continue
-            self.done_ids.update(index.utt_ids)
-            self.failed_ids.update(index.problems.loc[index.problems.severity == "error", "utt_id"])
-            if self._schema.empty:
-                self._schema = index.schema
+        staged = read_staged(self.staging, drop_unreadable=True)
+        self._segments = staged.segments
+        self.done_ids: set[str] = staged.done_ids
+        self.failed_ids: set[str] = staged.failed_ids
+        self._schema = staged.schema
+        if self._segments:
+            log.info("%s/%s: resuming from %d staged utterances (%d failed) in %d segment(s)", shard, stream,
+                     len(self.done_ids), len(self.failed_ids - self.done_ids), len(self._segments))
 
     # ------------------------------------------------------------------ staging
     def _prepare_staging(self, overwrite: bool) -> None:
@@ -162,6 +152,8 @@ class StreamWriter:
         if self._schema.empty:
             self._schema = schema
         self._segments.append(seg)
+        log.debug("%s/%s: staged %d utterances (%d problems, %.1f MB) in %s", self.shard, self.stream, len(records),
+                  len(problems), self._buffer_bytes / 2**20, seg.name)
         self.done_ids.update(r.utt_id for r in records)
         self.failed_ids.update(p.utt_id for p in problems if p.severity == "error")
         self._buffer, self._buffer_problems, self._buffer_bytes = [], [], 0

@@ -9,7 +9,7 @@ validation, the runner's extractors, predict's rebuilding from recorded provenan
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sercache.features.streams.base import (
@@ -24,12 +24,13 @@ from sercache.hooks import register_stream_check
 from sercache.named import package_modules
 
 __all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKind", "StreamOption", "all_options",
-           "build_extractor", "default_streams", "kind_of_identity", "options_of", "stream_checks", "stream_kinds"]
+           "build_extractor", "default_streams", "kind_of_identity", "options_of", "run_order", "stream_checks",
+           "stream_kinds"]
 
 
 @functools.lru_cache(maxsize=1)
 def stream_kinds() -> dict[str, StreamKind]:
-    """Kind name -> entry, in run order."""
+    """Kind name -> entry, in listing order (the help's, and the default ``--streams``')."""
     found = [kind for module in package_modules(__name__) for kind in getattr(module, "KINDS", ())]
     names = [k.name for k in found]
     if len(set(names)) != len(names):
@@ -54,6 +55,22 @@ def options_of(kind: StreamKind) -> list[StreamOption]:
     """The options a kind reads: its own and those it uses."""
     every = all_options()
     return list(kind.options) + [every[d] for d in kind.uses]
+
+
+def run_order(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The order streams run in: the user's, except that a stream comes after one it reads (asr before text_asr)."""
+    out: list[str] = []
+
+    def add(kind: str) -> None:
+        needed = stream_kinds()[kind].needs
+        if needed in kinds and needed not in out:
+            add(needed)
+        if kind not in out:
+            out.append(kind)
+
+    for kind in kinds:
+        add(kind)
+    return tuple(out)
 
 
 def default_streams() -> tuple[str, ...]:

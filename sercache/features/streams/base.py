@@ -84,7 +84,8 @@ class StreamKind:
         options: the ``sercache extract`` options this kind owns (shared ones are declared once,
             by the first kind, and listed by name in ``uses`` by the others).
         uses: option dests declared by another kind that this kind reads too.
-        order: kinds run in increasing order (text_asr reads what asr wrote).
+        order: position in listings (``--streams``' help, the default ``--streams``); streams run in the
+            order ``--streams`` gives them, a kind after the one it ``needs``.
         default: part of the default ``--streams``.
         model_option: the option that names this kind's model (None: no model); predict's messages.
         identity_kind: the ``kind`` its streams record in their identity (default: ``name``).
