@@ -141,7 +141,7 @@ def read_submissions(cache: Path) -> list[Submission]:
 def check_before_submitting(opts: ExtractOptions) -> None:
     """What can be checked on the submitting host: corpus root, models and layers (no weights loaded)."""
     from sercache.extract.corpora import CORPORA
-    from sercache.features.models import check_audio_encoder, check_ctc_model, check_text_encoder, resolve_layers
+    from sercache.features.models import check_asr_model, check_audio_encoder, check_text_encoder, resolve_layers
 
     if opts.shard is not None:
         raise ExtractError("--shard and --shards/--devices exclude each other: --shards N submits every i/N itself")
@@ -153,7 +153,7 @@ def check_before_submitting(opts: ExtractOptions) -> None:
         config = check_audio_encoder(opts.ssl_model)
         resolve_layers(opts.layers, config.num_hidden_layers, opts.ssl_model)
     if "asr" in opts.streams or "text_asr" in opts.streams:
-        check_ctc_model(opts.asr_model)
+        check_asr_model(opts.asr_model, opts.asr_language)  # CTC or Whisper, and Whisper's language
     if any(k.startswith("text_") for k in opts.streams):
         config = check_text_encoder(opts.text_model)
         resolve_layers(opts.text_layers, config.num_hidden_layers, opts.text_model, "--text-layers")
