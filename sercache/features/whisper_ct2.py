@@ -127,8 +127,7 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
                 text = self.tokenizer.decode([t[0] for t in tokens], skip_special_tokens=True).strip()
                 pieces = utf8_pieces(tokens, self.tokenizer)
             else:
-                pieces, language = self._decode_long(it.samples)
-                text = "".join(p[0] for p in pieces).strip()
+                pieces, text, language = self._decode_long(it.samples)
             result.records.append(transcript_record(it, as_stored(text, pieces, n_frames), n_frames,
                                                     language=language))
         return result
@@ -178,12 +177,14 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         return [(t, float(probability[k]), float(times[k + 1]), float(times[min(k + 2, len(times) - 1)]))
                 for k, t in enumerate(tokens)]
 
-    def _decode_long(self, wave: np.ndarray) -> tuple[list[Piece], str]:
+    def _decode_long(self, wave: np.ndarray) -> tuple[list[Piece], str, str]:
         segments, info = self.model.transcribe(
             wave, language=None if self.language == "detect" else self.language, task="transcribe", beam_size=1,
             best_of=1, temperature=0.0, condition_on_previous_text=False, word_timestamps=True, vad_filter=False,
             no_speech_threshold=None)
-        return [(w.word, w.probability, w.start, w.end) for s in segments for w in (s.words or [])], info.language
+        segments = list(segments)
+        words = [(w.word, w.probability, w.start, w.end) for s in segments for w in (s.words or [])]
+        return words, "".join(s.text for s in segments).strip(), info.language
 
     def _prompt(self, language: str) -> list[int]:
         task = [self.lang_to_id[f"<|{language}|>"], self.task_id] if self.lang_to_id else []
