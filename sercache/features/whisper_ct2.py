@@ -19,7 +19,9 @@ stored word by word (``token`` = a word with its leading space).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,7 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         return {"kind": self.kind, "model": self.model_name, "weights": self.fingerprint, "model_type": "whisper",
                 "decoder": "whisper-ctranslate2", "backend": self.backend, "compute_type": self.compute_type,
                 "search": "greedy", "task": "transcribe", "language": self.language if self.lang_to_id else "en",
-                "units": "tokens",
-                "timestamps": "alignment-heads", "precision": self.precision, "sample_rate": SAMPLE_RATE}
+                "units": "tokens", "timestamps": "alignment-heads", "precision": self.precision, "sample_rate": SAMPLE_RATE}
 
     def details(self) -> dict[str, Any]:
         import ctranslate2
@@ -94,7 +95,8 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         return BatchPolicy(budget_seconds=0.0, pad_safe=True, max_items=8, chunk_seconds=self.window / SAMPLE_RATE)
 
     def converted(self) -> Path:
-        return ct2_cache() / self.fingerprint.replace("sha256:", "")[:24]
+        """The CTranslate2 folder for these weights (named by model and weights, so a changed model converts anew)."""
+        return ct2_cache() / hashlib.sha256(f"{self.model_name}\n{self.fingerprint}".encode()).hexdigest()[:24]
 
     def load(self) -> None:
         if self.model is not None:
@@ -103,11 +105,16 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         from faster_whisper import WhisperModel
 
         folder = self.converted()
-        if not (folder / "model.bin").exists():
+        if not (folder / "model.bin").exists():  # converted once, beside and then renamed: shards may race
             from ctranslate2.converters import TransformersConverter
 
+            partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
             TransformersConverter(self.model_name, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
-                str(folder), force=True)
+                str(partial), force=True)
+            try:
+                partial.rename(folder)
+            except OSError:  # another process finished first
+                shutil.rmtree(partial, ignore_errors=True)
         device, _, index = self.device.partition(":")
         self.model = WhisperModel(str(folder), device=device, device_index=int(index or 0),
                                   compute_type=self.compute_type, cpu_threads=torch.get_num_threads())
