@@ -177,6 +177,8 @@ def test_nothing_extractable_exits_non_zero(models, tmp_path):
 @pytest.mark.parametrize("option,value,message", [
     ("--ssl-model", "text", "is a 'bert' model, not a speech encoder"),
     ("--asr-model", "ssl", "has no CTC head"),
+    ("--asr-model", "text", "is a 'bert' model, neither CTC nor Whisper"),
+    ("--asr-language", "de", "--asr-language 'de' applies to Whisper models"),
     ("--layers", "7", "layer 7 is beyond"),
     ("--streams", "ssl,wavlm", "unknown stream 'wavlm'; valid streams: ssl, asr, text_asr, text_gold, mfcc, logmel"),
 ])

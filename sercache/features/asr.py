@@ -14,12 +14,15 @@ from sercache.features.ssl import AudioModelExtractor
 from sercache.features.textnorm import normalize_for_wer
 from sercache.store.records import UtteranceFeatures
 
+#: what word_errors compares (recorded in every ASR stream's provenance details)
+WER_NORMALIZATION = "upper case; [tags] and punctuation removed; apostrophes kept"
+
 
 @dataclass
 class Decoded:
     text: str
     tokens: list[str]
-    confidence: np.ndarray   # (tokens,) mean posterior of the token over its frames
+    confidence: np.ndarray   # (tokens,) CTC: mean posterior of the token over its frames; Whisper: its probability
     start_frame: np.ndarray  # (tokens,) first frame of the token
     end_frame: np.ndarray    # (tokens,) one past its last frame
 
@@ -96,18 +99,28 @@ class CTCExtractor(AudioModelExtractor):
         return dict(super().identity(), decoder="greedy-ctc")
 
     def details(self) -> dict[str, Any]:
-        return dict(super().details(), wer_normalization="upper case; [tags] and punctuation removed; apostrophes kept")
+        return dict(super().details(), wer_normalization=WER_NORMALIZATION)
 
     def extract(self, items: list[AudioItem]) -> ExtractResult:
         result = ExtractResult()
         for it, (log_probs,) in zip(items, self._encode(items, result)):
             d = greedy_ctc(log_probs, self.id_to_token, self.blank_id, self.skip_ids, self.word_delimiter)
-            errors, n_ref = word_errors(it.transcript, d.text)
-            result.records.append(UtteranceFeatures(
-                it.utt_id,
-                {"token": np.array(d.tokens, dtype=object), "confidence": d.confidence,
-                 "start_frame": d.start_frame, "end_frame": d.end_frame},
-                {"text": d.text, "wer": np.float32(errors / n_ref if n_ref else np.nan),
-                 "word_errors": np.int32(errors), "ref_words": np.int32(n_ref),
-                 "n_frames": np.int32(log_probs.shape[0]), "n_samples": np.int64(len(it.samples))}))
+            result.records.append(transcript_record(it, d, log_probs.shape[0]))
         return result
+
+
+def transcript_record(item: AudioItem, d: Decoded, n_frames: int, **more: Any) -> UtteranceFeatures:
+    """An ``asr`` stream's record (CTC or Whisper): the tokens, and the text with its word errors.
+
+    Args:
+        n_frames: length of the frame grid that ``start_frame``/``end_frame`` index (50 frames/s).
+        more: further per-utterance fields (Whisper's ``language``).
+    """
+    errors, n_ref = word_errors(item.transcript, d.text)
+    return UtteranceFeatures(
+        item.utt_id,
+        {"token": np.array(d.tokens, dtype=object), "confidence": d.confidence,
+         "start_frame": d.start_frame, "end_frame": d.end_frame},
+        {"text": d.text, "wer": np.float32(errors / n_ref if n_ref else np.nan), "word_errors": np.int32(errors),
+         "ref_words": np.int32(n_ref), "n_frames": np.int32(n_frames), "n_samples": np.int64(len(item.samples)),
+         **more})

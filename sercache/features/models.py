@@ -94,14 +94,60 @@ def check_audio_encoder(name: str, role: str = "--ssl-model") -> Any:
     return config
 
 
+ASR_MODEL_HINT = "a fine-tuned CTC model such as facebook/wav2vec2-large-960h, or a Whisper model such as openai/whisper-large-v3"
+
+
 def check_ctc_model(name: str) -> Any:
-    config = check_audio_encoder(name, role="--asr-model")
+    config = _config(name, "--asr-model")
+    if config.model_type not in AUDIO_ENCODER_TYPES or not hasattr(config, "conv_stride"):
+        raise ModelError(f"--asr-model {name!r} is a {config.model_type!r} model, neither CTC nor Whisper; give "
+                         f"{ASR_MODEL_HINT}")
     architectures = config.architectures or []
     if not any(a.endswith("ForCTC") for a in architectures):
         raise ModelError(
             f"--asr-model {name!r} has no CTC head (its checkpoint architectures are {architectures or 'unset'}); "
-            "give a fine-tuned CTC model such as facebook/wav2vec2-large-960h")
+            f"give {ASR_MODEL_HINT}")
     return config
+
+
+def check_asr_model(name: str, language: str = "detect") -> Any:
+    """The config of a CTC or Whisper ASR model, with ``--asr-language`` checked against it (no weights read)."""
+    config = _config(name, "--asr-model")
+    if config.model_type == "whisper":
+        whisper_language(name, language)
+        return config
+    if language != "detect":
+        raise ModelError(f"--asr-language {language!r} applies to Whisper models; --asr-model {name!r} is a "
+                         f"{config.model_type!r} model, whose transcripts have no language setting. Leave it out.")
+    return check_ctc_model(name)
+
+
+def whisper_language(name: str, language: str = "detect") -> str:
+    """``--asr-language`` as the language code the Whisper model ``name`` knows (``de``), or ``"detect"``.
+
+    Accepts a code (``de``), a token (``<|de|>``) or an English name (``german``); an English-only
+    model transcribes English only.
+    """
+    from transformers import GenerationConfig
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    try:
+        generation = GenerationConfig.from_pretrained(name)
+    except OSError:
+        generation = None
+    known = sorted(t[2:-2] for t in getattr(generation, "lang_to_id", None) or {})
+    if language in ("detect", "", None):
+        return "detect"
+    wanted = str(language).strip().lower()
+    code = TO_LANGUAGE_CODE.get(wanted, wanted.removeprefix("<|").removesuffix("|>"))
+    if not known and generation is not None and getattr(generation, "is_multilingual", True) is False:
+        known = ["en"]  # an English-only model (whisper-*.en)
+    if code in known:
+        return code
+    which = f"it knows {', '.join(known)}" if known else "its generation config names no languages"
+    raise ModelError(f"--asr-language {language!r}: the Whisper model {name!r} has no such language ({which}). "
+                     "Give one of its codes, e.g. de or en, or leave --asr-language out to detect the language of "
+                     "each utterance.")
 
 
 def check_text_encoder(name: str) -> Any:
