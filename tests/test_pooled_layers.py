@@ -263,3 +263,16 @@ def test_missing_targets_are_left_out_and_said(whisper_cache):
     full = synthetic_manifest(2)
     full["y"] = 0
     assert target_notes(full, {"soft", "va", "chars"}) == []
+
+
+def test_recorded_roles_round_trip_and_refuse_odd_layers():
+    from sercache.train_heads.run_config import RunConfigError
+
+    old = {"audio": {"stream": "ssl", "layers": [12]}}  # runs from before several layers: unchanged JSON
+    assert RunConfig.from_dict({"roles": old}).to_dict()["roles"] == old
+    several = {"audio": {"stream": "whisper,egemaps", "layers": [[2, 3], 0], "select": True}}
+    assert RunConfig.from_dict({"roles": several}).to_dict()["roles"] == several
+    for bad in ({"stream": "w", "layers": [[2, "x"]]}, {"stream": "w", "layers": [[]]},
+                {"stream": "w", "layers": [2], "select": "yes"}, {"stream": "w", "layers": [2], "pick": True}):
+        with pytest.raises(RunConfigError, match="roles.audio"):
+            RunConfig.from_dict({"roles": {"audio": bad}})

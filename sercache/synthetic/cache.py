@@ -42,10 +42,10 @@ class SyntheticStream:
         dtype: storage dtype.
         signal: norm of the class direction added to every frame (noise has unit variance per dim).
         outliers: massive activations, as real encoders have them (whisper-base's layers 4 and 5 reach
-            |x| ~ 480 in two dimensions, on one frame near the end of about one utterance in ten): in
-            ``outlier_layers``, every other utterance has one frame, the sixth from its end, at ``+-outliers``
-            (the sign alternating by dimension) in its first ``outlier_dims`` dimensions. They carry no class
-            information.
+            |x| ~ 480 in one to three dimensions, mostly on the sixth frame from the end of one EmoDB clip
+            in ten to one in five): in ``outlier_layers``, every other utterance has one frame, the sixth
+            from its end, at ``+-outliers`` (the sign alternating by dimension) in its first ``outlier_dims``
+            dimensions. They carry no class information.
         outlier_layers: the layers that have them.
         outlier_dims: how many dimensions.
     """

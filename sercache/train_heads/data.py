@@ -126,11 +126,12 @@ class InMemoryData:
         Fit on the training utterances only, so nothing of the validation or test set leaks in. Two
         passes in float64: the plain mean and std, then both again over the values within
         :data:`Z_LIMIT` standard deviations of that mean (sigma clipping). Real encoders have massive
-        activations: whisper-base's layers 4 and 5 reach |x| ~ 480 on single frames of one utterance
-        in ten, in dimensions whose other values have a std of about 1; they would inflate that std
-        six-fold and squash every ordinary value. :meth:`batch` then clips z-scores at
-        ``+-Z_LIMIT``, so such a frame cannot dominate an attention or a max-pool. On Gaussian-like
-        features neither step changes anything (a value beyond 5 std has probability 6e-7).
+        activations: whisper-base's layers 4 and 5 reach |x| ~ 480 in one to three dimensions, on one
+        frame (mostly the sixth from the end) of one EmoDB clip in ten to one in five; those dimensions'
+        other values have a std of about 1, which the spikes would inflate six-fold, squashing them all.
+        :meth:`batch` then clips z-scores at ``+-Z_LIMIT``, so such a frame cannot dominate an attention
+        or a max-pool. On Gaussian-like features neither step changes anything (a value beyond 5 std has
+        probability 6e-7); on whisper-base's EmoDB features 0.03 % of layer 4-5 values are clipped.
         Returns ``{role: (mean, std)}`` with shapes ``(layers, dim)``.
         """
         stats = {}

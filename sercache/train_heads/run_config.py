@@ -197,11 +197,11 @@ def _roles(value: Any, where: str) -> dict[str, RoleSpec]:
 
 
 def _layer_entry(value: Any) -> bool:
-    """A layer number, or (a pooled role's stream) a list of them."""
+    """A layer number (None: a stream without stored layers), or (a pooled role's stream) a list of them."""
     def number(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    return number(value) or (isinstance(value, list) and bool(value) and all(number(v) for v in value))
+    return value is None or number(value) or (isinstance(value, list) and bool(value) and all(map(number, value)))
 
 
 def as_dict(config: Mapping[str, Any]) -> dict[str, Any]:
