@@ -217,7 +217,7 @@ def test_frame_heads_train_on_whisper_frames(whisper_cache, tmp_path, head, text
     """Whisper frames as audio, text tokens of ASR or gold transcripts; no valence/arousal, votes or some transcripts."""
     out = tmp_path / head
     args = ["train", str(whisper_cache), "--head", head, "--audio-stream", "whisper", "--text", text, "--fold", "3",
-            "--seeds", "1", "--epochs", "2", "--out", str(out), "--device", "cpu"]
+            "--seeds", "1", "--epochs", "1", "--out", str(out), "--device", "cpu"]
     for setting in SMALL.get(head, []):
         args += ["--set", setting]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
