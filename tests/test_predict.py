@@ -27,6 +27,8 @@ RUNS = {
     # regresses valence/arousal besides the classes
     "tmn": dict(hyperparameters={"fusion_dim": 32, "patch_size": 8, "mixer_dim": 32, "depth": 2},
                 train={"lr": 2e-3, "batch_size": 8, "epochs": 2}, seeds=1),
+    # each fold's layers of ssl chosen on validation: predict reads the ones each checkpoint recorded
+    "linear-select": dict(head="linear", layers={"audio": "select"}, train={"lr": 2e-2, "epochs": 3}, seeds=1),
 }
 
 
@@ -35,8 +37,9 @@ def runs(extracted_cache, tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("predict-runs")
     out = {}
-    for head, kw in RUNS.items():
-        out[head], results = run_training(TrainRequest(cache=extracted_cache, head=head, out=root / head, fold="1,2",
+    for name, kw in RUNS.items():
+        kw = {"head": name, **kw}
+        out[name], results = run_training(TrainRequest(cache=extracted_cache, out=root / name, fold="1,2",
                                                        device="cpu", **kw), progress=lambda m: None)
         assert all(r["ok"] for r in results), results
     return out

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from sercache.cli import cli
 from sercache.train_heads.config_file import OPTION_KEYS, RECORD_KEYS, load_train_file
+from sercache.train_heads.roles import RecordedLayers
 
 TIMINGS = {"train_seconds", "train_seconds_per_epoch", "test_inference_seconds"}
 RECORDS = {"command", "created", "protocol_default"}  # what a replay records differently, by design
@@ -188,7 +189,7 @@ def test_load_train_file_maps_a_record_back_to_options(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(record))
     file = load_train_file(path)
-    assert file.record and file.layers == {"audio": [0, 2]} and file.train == {"schedule": "step"}
+    assert file.record and file.layers == {"audio": RecordedLayers((0, 2))} and file.train == {"schedule": "step"}
     o = file.options
     assert (o["protocol"], o["ratios"], o["seeds"], o["split_seed"], o["lr"]) == ("random", "0.7,0.2,0.1", 2, 3, 0.5)
     assert o["settings"] == ("dropout=0.1", 'x="1"') and o["audio_stream"] == "mfcc,ssl" and "layer" not in o

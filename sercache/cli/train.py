@@ -37,6 +37,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
         "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate",
         "sercache train cache/emodb --head svm --audio-stream egemaps --out runs/svm        # lospk: EmoDB's default",
         "sercache train cache/ravdess --head logreg --audio-stream egemaps,mfcc --folds EmoBox/data/ravdess",
+        "sercache train cache/emodb --head logreg --audio-stream whisper,egemaps --layer select --out runs/lr-sel",
         "sercache train cache/iemocap --head tmn --set depth=6 --lr 3e-4 --out runs/tmn --tensorboard",
         "sercache train --config runs/gate/config.json --out runs/gate-again    # reproduce a run",
         "sercache train --config gate.yaml --lr 1e-4                   # a YAML file; options override it"))
@@ -51,8 +52,11 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
               help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
 @click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
 @stream_role_options
-@click.option("--layer", type=int, default=None, help="Audio-stream layer (default: the stream's last stored layer).")
-@click.option("--text-layer", type=int, default=None, help="Text-stream layer.")
+@click.option("--layer", default=None, metavar="LAYER",
+              help="Audio-stream layer (default: the stream's last stored layer). Pooled heads (linear, mlp, svm, "
+              "logreg) also take several, their statistics concatenated (2,3,4), all, or select: each single layer "
+              "and all of them tried, one chosen per fold on the validation speakers.")
+@click.option("--text-layer", default=None, metavar="LAYER", help="Text-stream layer (pooled heads: as --layer).")
 @protocol_setting_options()
 @click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")

@@ -26,6 +26,7 @@ from typing import Any
 
 from sercache.splits.registry import RoutingError, cli_options, recorded_options, route
 from sercache.train_heads.head_catalog import stream_roles
+from sercache.train_heads.roles import RecordedLayers
 from sercache.train_heads.run import RunError, TrainRequest
 from sercache.train_heads.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
 from sercache.train_heads.trainer import TrainConfig
@@ -65,8 +66,8 @@ class TrainFile:
     options: dict[str, Any] = field(default_factory=dict)
     #: TrainConfig fields with no option (from ``train:``, or all of a run's recorded ones)
     train: dict[str, Any] = field(default_factory=dict)
-    #: role -> recorded layers that no single --layer expresses (several pooled streams; mfcc, text_aug)
-    layers: dict[str, list[int]] = field(default_factory=dict)
+    #: role -> recorded layers that no --layer expresses (several pooled streams; mfcc, text_aug)
+    layers: dict[str, RecordedLayers] = field(default_factory=dict)
     record: bool = False  # a run's config.json
     recorded: dict[str, Any] | None = None  # that config.json, to show how a replay differs from it
 
@@ -245,17 +246,19 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
     for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:
         if name in train:
             o[name] = train.pop(name)
-    layers: dict[str, list[int]] = {}
+    layers: dict[str, RecordedLayers] = {}
     for role, spec in rec.roles.items():
         if role not in ROLE_STREAM:
             raise ConfigFileError(f"{path}: roles: unknown role {role!r}; roles: {', '.join(ROLE_STREAM)}")
         o[ROLE_STREAM[role]] = spec.stream
         if role in head.multi_layer_roles:  # every stored layer, resolved again
             continue
-        if role in ROLE_LAYER and len(spec.layers) == 1:
-            o[ROLE_LAYER[role]] = spec.layers[0]
+        if role in ROLE_LAYER and spec.select:  # the candidates are every pooled layer, resolved again
+            o[ROLE_LAYER[role]] = "select"
+        elif role in ROLE_LAYER and len(spec.layers) == 1:  # one stream: its layer(s) as --layer writes them
+            o[ROLE_LAYER[role]] = ",".join(map(str, spec.stream_layers()[0]))
         else:
-            layers[role] = [int(v) for v in spec.layers]
+            layers[role] = RecordedLayers(tuple(spec.layers))
     o.update(recorded_options(cfg["protocol"], cfg["protocol_options"]))  # folds: its path; session, ratios...
     return TrainFile(path, o, train, layers, record=True, recorded=cfg)
 

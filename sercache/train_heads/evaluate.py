@@ -36,6 +36,8 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
     Every consumer of checkpoints (eval, predict) goes through here, so they all rebuild heads alike.
     """
     ckpt = load_checkpoint(Path(seed_dir) / CHECKPOINT)
+    if hasattr(data, "use_layers"):  # pooled heads: the layers this head read (--layer select: chosen per fold)
+        data.use_layers(ckpt.get("layers"))
     if ckpt["dims"] != data.dims:
         raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, these features give "
                         f"{data.dims}; the features must come from the same encoders and layers")
@@ -43,6 +45,8 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
     head.load_state_dict(ckpt["state_dict"])
     data.normalization = ({r: (v["mean"], v["std"]) for r, v in ckpt["normalization"].items()}
                           if ckpt.get("normalization") else None)
+    if hasattr(data, "z_limit"):  # frame heads: z-scores clipped as in training (checkpoints before that: not)
+        data.z_limit = ckpt.get("z_limit")
     return head.to(data.device)
 
 

@@ -2,15 +2,20 @@
 
 Every stream a role names contributes one vector per utterance, read from the statistics stored
 at extraction time (no frame is loaded): openSMILE streams give their functionals; every other
-stream gives the mean and standard deviation over time of the chosen layer (``pooling="meanstd"``)
-or the mean only (``"mean"``). A role naming several streams (``--audio-stream mfcc,logmel,egemaps``)
-concatenates their vectors.
+stream gives the mean and standard deviation over time of each chosen layer (``pooling="meanstd"``)
+or the mean only (``"mean"``), layer after layer (``--layer 2,3,4``, ``all``: see
+:mod:`sercache.train_heads.roles`). A role naming several streams (``--audio-stream whisper,egemaps``)
+concatenates their vectors. Every dimension is then standardised with training statistics alone,
+so layers whose activations are hundreds of times larger than others' (whisper-base's layers 4
+and 5 reach |x| ~ 460) weigh like any other; the statistics are computed in float64.
 
 The fold is pooled once, when it is loaded, into one float32 tensor per role. Normalisation is
 applied once to the whole tensor when it is set, so an epoch only slices rows: a batch costs one
 index gather, whatever the batch size.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -24,23 +29,40 @@ from sercache.train_heads.heads.base import Batch, Head, StreamBatch
 POOLINGS = ("meanstd", "mean")
 
 
-def utterance_vectors(cache: FeatureStore, spec: RoleSpec, utt_ids: list[str], pooling: str = "meanstd") -> np.ndarray:
-    """``(n_utterances, dim)`` float32: each of the role's streams pooled, concatenated in order."""
-    if pooling not in POOLINGS:
-        raise DataError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
-    parts = []
-    for stream, layer in zip(spec.streams, spec.layers):
-        info = cache.streams[stream]
-        if "functionals" in info.per_utterance_fields:
-            parts.append(cache.per_utterance(stream, "functionals", utt_ids).reshape(len(utt_ids), -1))
-        else:
-            parts.append(cache.pooled(stream, layer, pooling, utt_ids))
+def _stream_statistics(cache: FeatureStore, stream: str, layers: list[int], pooling: str,
+                       utt_ids: list[str]) -> list[np.ndarray]:
+    """One ``(n_utterances, width)`` block per layer: its mean (and std) over time; each field read once."""
+    info = cache.streams[stream]
+    if "functionals" in info.per_utterance_fields:
+        return [cache.per_utterance(stream, "functionals", utt_ids).reshape(len(utt_ids), -1)]
+    how = ("mean", "std") if pooling == "meanstd" else ("mean",)
+    stats = {h: cache.per_utterance(stream, f"pooled_{h}", utt_ids) for h in how}  # (n, pooled layers, dim)
+    at = [info.pooled_layers.index(layer) for layer in layers]
+    return [np.concatenate([stats[h][:, i].astype(np.float32) for h in how], axis=1) for i in at]
+
+
+def _role_blocks(cache: FeatureStore, spec: RoleSpec, utt_ids: list[str],
+                 pooling: str) -> tuple[np.ndarray, dict[tuple[str, int], slice]]:
+    """A role's every stream and layer as one float32 matrix, and the columns of each ``(stream, layer)``."""
+    parts, blocks, start = [], {}, 0
+    for stream, layers in zip(spec.streams, spec.stream_layers()):
+        for layer, block in zip(layers, _stream_statistics(cache, stream, layers, pooling, utt_ids)):
+            parts.append(block)
+            blocks[(stream, layer)] = slice(start, start + block.shape[1])
+            start += block.shape[1]
     x = np.concatenate(parts, axis=1).astype(np.float32)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise DataError(f"stream(s) {spec.stream!r} hold NaN/inf statistics for {int(bad.sum())} utterances "
                         f"(e.g. {utt_ids[int(np.flatnonzero(bad)[0])]}); run `sercache cache verify {cache.path}`")
-    return x
+    return x, blocks
+
+
+def utterance_vectors(cache: FeatureStore, spec: RoleSpec, utt_ids: list[str], pooling: str = "meanstd") -> np.ndarray:
+    """``(n_utterances, dim)`` float32: each of the role's streams pooled (each of its layers), concatenated in order."""
+    if pooling not in POOLINGS:
+        raise DataError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+    return _role_blocks(cache, spec, utt_ids, pooling)[0]
 
 
 class PooledData:
@@ -50,23 +72,74 @@ class PooledData:
     (``batch``, ``indices``, ``length_of``, ``fit_normalization``, ``normalization``...); a batch
     holds each role as a one-"frame" sequence ``(batch, 1, dim)`` with a true mask, so pooled
     heads keep the common head contract.
+
+    Every layer a role may read is loaded once; :meth:`use_layers` narrows what batches hold to
+    one choice of layers (``--layer select`` tries each of :meth:`layer_choices`; a checkpoint
+    records the one its head was trained on).
     """
 
     def __init__(self, cache: FeatureStore, table: pd.DataFrame, roles: dict[str, RoleSpec], preset: LabelPreset,
                  pooling: str = "meanstd", device: str | torch.device = "cpu") -> None:
+        if pooling not in POOLINGS:
+            raise DataError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
         self.device = torch.device(device)
         self.table = table.reset_index(drop=True)
         self.utt_ids = self.table.utt_id.tolist()
         self.position = {u: i for i, u in enumerate(self.utt_ids)}
         self.roles = roles
-        self._raw = {role: torch.from_numpy(utterance_vectors(cache, spec, self.utt_ids, pooling)).to(self.device)
-                     for role, spec in roles.items()}
-        self._x = dict(self._raw)
-        self.dims = {role: int(x.shape[1]) for role, x in self._raw.items()}
+        self._all: dict[str, torch.Tensor] = {}
+        self._blocks: dict[str, dict[tuple[str, int], slice]] = {}
+        #: streams read as openSMILE functionals (no layers: logs name them alone)
+        self.functionals = {st for spec in roles.values() for st in spec.streams
+                            if "functionals" in cache.streams[st].per_utterance_fields}
+        for role, spec in roles.items():
+            x, self._blocks[role] = _role_blocks(cache, spec, self.utt_ids, pooling)
+            self._all[role] = torch.from_numpy(x).to(self.device)
         self.y = torch.as_tensor(self.table.y.to_numpy(copy=True), dtype=torch.long, device=self.device)
         self.n_classes = len(preset.classes)
         self.soft = self.va = self.chars = self.char_lengths = None
-        self._normalization: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.use_layers(None)
+
+    # --------------------------------------------------------------- layer choice
+    def layer_choices(self) -> list[dict[str, RoleSpec]]:
+        """The fixed choices of layers a fold picks among on validation (``--layer select``); [] when fixed."""
+        for role, spec in self.roles.items():
+            if spec.select:
+                return [{**self.roles, role: choice} for choice in spec.choices()]
+        return []
+
+    def use_layers(self, view: Mapping[str, RoleSpec | list] | None) -> None:
+        """Batches hold only ``view``'s layers (role -> RoleSpec, or the layers a checkpoint recorded); None: all.
+
+        The normalisation is reset: statistics belong to one choice of columns.
+        """
+        specs = {role: spec.choices()[-1] if spec.select else spec for role, spec in self.roles.items()}
+        for role, chosen in (view or {}).items():
+            layers = chosen.layers if isinstance(chosen, RoleSpec) else list(chosen)
+            specs[role] = RoleSpec(role, self.roles[role].stream, layers)
+        self._raw = {}
+        for role, spec in specs.items():
+            try:
+                columns = [self._blocks[role][(stream, layer)] for stream, layers in
+                           zip(spec.streams, spec.stream_layers()) for layer in layers]
+            except KeyError:
+                raise DataError(f"role {role!r} reads {spec.describe()}, and only {self.roles[role].describe()} was "
+                                "loaded: the checkpoint does not belong to this run's features") from None
+            index, every = torch.cat([torch.arange(c.start, c.stop) for c in columns]), self._all[role]
+            whole = len(index) == every.shape[1] and torch.equal(index, torch.arange(len(index)))
+            self._raw[role] = every if whole else every[:, index.to(self.device)]
+        self.view = specs
+        self.dims = {role: int(x.shape[1]) for role, x in self._raw.items()}
+        self.normalization = None
+
+    @property
+    def layers_in_use(self) -> dict[str, list]:
+        """Role -> the layers batches hold now, per stream (as RoleSpec.layers; recorded in checkpoints)."""
+        return {role: spec.layers for role, spec in self.view.items()}
+
+    def describe_layers(self) -> dict[str, str]:
+        """Role -> ``whisper:3``-style words of the layers in use (metrics.json, logs, the report)."""
+        return {role: spec.describe(self.functionals) for role, spec in self.view.items()}
 
     # --------------------------------------------------------------- normalisation
     def fit_normalization(self, idx: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -25,6 +25,7 @@ from sercache.train_heads import run_layout
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.metrics import METRIC_KEYS, METRIC_NAMES, bootstrap_ci, classification_metrics, confusion
 from sercache.train_heads.report_tables import chance_line, per_class_columns, per_class_sections, run_warnings
+from sercache.train_heads.roles import RoleSpec
 from sercache.train_heads.run_config import REQUIRED_KEYS, RunConfig
 
 #: tabulate would re-parse the formatted figures as numbers and print 61.00 as 61: keep them as written.
@@ -115,9 +116,17 @@ def summarize(run: RunResults, n_boot: int = 1000) -> dict[str, Any]:
     return out
 
 
+def _layer_words(spec: RoleSpec | None, encoder: dict[str, Any]) -> str:
+    """``ssl layer(s) 12``; several layers of a pooled stream as ``whisper:0-6``, and how select chose among them."""
+    if spec is None or not any(isinstance(v, list) for v in spec.layers):
+        return f"{encoder.get('stream')} layer(s) {','.join(map(str, encoder.get('layers', [])))}"
+    return spec.describe() + (" (per fold, one of each single layer or all, chosen on validation: --layer select)"
+                              if spec.select else "")
+
+
 def header(run: RunResults) -> list[str]:
     c = run.config
-    enc = "; ".join(f"{role}: {e.get('stream')} layer(s) {','.join(map(str, e.get('layers', [])))}"
+    enc = "; ".join(f"{role}: {_layer_words(c.roles.get(role), e)}"
                     f"{' (' + str(e['model']) + ')' if e.get('model') else ''}"
                     f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c.encoders.items())
     proto = c.protocol + (f" ({c.subset} subset)" if c.subset != "all" else "")
@@ -134,6 +143,7 @@ def header(run: RunResults) -> list[str]:
             f"features: {enc}",
             f"folds x seeds: {run.metrics.fold.nunique()} x {run.metrics.seed.nunique()}; model selection: "
             + ("C/gamma" if get_head(c.head).closed_form else "best epoch")
+            + (" and layers" if any(spec.select for spec in c.roles.values()) else "")
             + " by validation UA (validation carved from the training side; the test fold is never used)"
             + ("; then refit on training + validation" if c.train.refit else ""),
             f"cache: {c.cache}"]
@@ -217,6 +227,9 @@ def per_fold_table(run: RunResults) -> pd.DataFrame:
     else:
         table["best epoch"] = g.best_epoch.mean().map(lambda v: f"{v:.1f}")
         table["s/epoch"] = g.train_seconds_per_epoch.mean().map(lambda v: f"{v:.2f}")
+    if any(spec.select for spec in run.config.roles.values()) and "layers" in run.metrics:  # chosen per fold
+        table["layers"] = g.layers.agg(lambda v: "; ".join(sorted({"; ".join(d.values()) for d in v
+                                                                   if isinstance(d, dict)})))
     table["test inference s"] = g.test_inference_seconds.mean().map(lambda v: f"{v:.3f}")
     return pd.DataFrame(table)
 

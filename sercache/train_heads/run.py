@@ -40,6 +40,7 @@ from sercache.train_heads.run_config import (  # noqa: F401 - RESUMABLE_KEYS, de
     settings_changes,
 )
 from sercache.train_heads.run_layout import DONE, FAILED, task_dir  # noqa: F401 - FAILED: kept here
+from sercache.train_heads.targets import target_notes
 from sercache.train_heads.task import describe_result, exit_with_parent, result_warnings, train_task  # noqa: F401
 from sercache.train_heads.tblog import require_tensorboard
 from sercache.train_heads.trainer import TrainConfig
@@ -67,7 +68,8 @@ class TrainRequest:
     subset: str = "all"
     text: str = "asr"
     streams: dict[str, str] = field(default_factory=dict)
-    layers: dict[str, int | None] = field(default_factory=dict)
+    #: role -> --layer/--text-layer: None, a layer, several ("2,3,4" or a list), "all" or "select" (see roles.py)
+    layers: dict[str, Any] = field(default_factory=dict)
     seeds: int = 3
     jobs: int = 1
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -165,6 +167,14 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     return config, select_folds(folds, req.fold), cache
 
 
+def missing_targets(cache: FeatureStore, config: RunConfig) -> list[str]:
+    """What of its extra targets (votes, valence/arousal, transcripts) the head finds missing, and what it does instead."""
+    needs = get_head(config.head).needs
+    if not needs:
+        return []
+    return target_notes(labelled_utterances(cache, get_preset(config.labels.preset), config.roles), needs)
+
+
 def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
     """``all``, a 1-based fold number (``2``: the second fold, Session 2 under loso), or fold names."""
     if spec == "all":
@@ -218,6 +228,8 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
     config, folds, cache = plan_run(req)
     for warning in config.fold_warnings or []:  # before any training, so a bad fold file is seen early
         progress(f"warning: {warning}")
+    for note in missing_targets(cache, config):  # e.g. tmn on a corpus without valence/arousal
+        progress(f"{config.head}: {note}")
     streams = sorted(config.streams)
     # Every byte training will read is checked once here (checksums, NaN/inf, completeness), so a
     # damaged cache is refused before any fold starts, with the shards and utterances to re-extract.

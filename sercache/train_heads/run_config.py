@@ -187,11 +187,21 @@ def _roles(value: Any, where: str) -> dict[str, RoleSpec]:
         raise RunConfigError(f"{where}roles: expected role -> {{stream, layers}}, found {value!r}")
     out = {}
     for role, spec in value.items():
-        if (not isinstance(spec, Mapping) or set(spec) != {"stream", "layers"} or not isinstance(spec["stream"], str)
-                or not isinstance(spec["layers"], list)):
-            raise RunConfigError(f"{where}roles.{role}: expected {{\"stream\": NAME, \"layers\": [...]}}, found {spec!r}")
-        out[str(role)] = RoleSpec(str(role), spec["stream"], list(spec["layers"]))
+        if (not isinstance(spec, Mapping) or not {"stream", "layers"} <= set(spec) <= {"stream", "layers", "select"}
+                or not isinstance(spec["stream"], str) or not isinstance(spec["layers"], list)
+                or not all(_layer_entry(v) for v in spec["layers"]) or not isinstance(spec.get("select", False), bool)):
+            raise RunConfigError(f"{where}roles.{role}: expected {{\"stream\": NAME, \"layers\": [...]}} (and "
+                                 f"\"select\": true where layers were chosen on validation), found {spec!r}")
+        out[str(role)] = RoleSpec(str(role), spec["stream"], list(spec["layers"]), bool(spec.get("select", False)))
     return out
+
+
+def _layer_entry(value: Any) -> bool:
+    """A layer number (None: a stream without stored layers), or (a pooled role's stream) a list of them."""
+    def number(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return value is None or number(value) or (isinstance(value, list) and bool(value) and all(map(number, value)))
 
 
 def as_dict(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class SegmentTable:
         x = frames[0, rows].float()
         if self.data.normalization is not None:
             mean, std = (t.to(x.device)[0] for t in self.data.normalization[self.role])
-            x = (x - mean) / std * mask[..., None]
+            x = self.data.clip((x - mean) / std) * mask[..., None]
         return x, mask, self.y[sel]
 
     def utterance_logits(self, segment_logits: Tensor, n_utterances: int) -> Tensor:

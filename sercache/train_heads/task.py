@@ -23,6 +23,7 @@ from sercache.train_heads.heads import get_head
 from sercache.train_heads.pooled import load_fold
 from sercache.train_heads.run_config import RunConfig
 from sercache.train_heads.run_layout import FAILED, TRAIN_LOG, task_dir
+from sercache.train_heads.targets import target_notes
 from sercache.train_heads.trainer import TrainingError, train_fold
 
 
@@ -90,6 +91,8 @@ def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: RunConfig,
         data = load_fold(cache, table[table.utt_id.isin(ids)], roles, preset, head_cls, config.hyperparameters,
                          device)
         cache.close()
+        for note in target_notes(data.table, head_cls.needs):
+            print(f"{config.head}: {note}", file=logfile)
         start = time.perf_counter()
         metrics = train_fold(out, head_name=config.head, hyperparameters=config.hyperparameters,
                              cfg=config.train, data=data, train_ids=fold["train"],
@@ -113,6 +116,8 @@ def describe_result(config: RunConfig, res: dict[str, Any]) -> str:
         return f"{where}: FAILED: {res['error']}"
     chosen = (" ".join(f"{k}={v}" for k, v in res["selected"].items()) if res.get("selected")
               else f"best epoch {res['best_epoch']} of {res['epochs_run']} run")
+    if res.get("layer_choices"):  # --layer select: what this fold chose on validation
+        chosen = f"layers {'; '.join(res['layers'].values())}, {chosen}"
     if not res.get("selected") and res["best_epoch"] == config.train.epochs:
         chosen += "; the last epoch allowed: undertrained? raise --epochs"
     return (f"{where}: test UA {100 * res['ua']:.2f}% WA {100 * res['wa']:.2f}% "

@@ -8,7 +8,8 @@ each epoch ends (step: the epoch):
 * a refit on training + validation: ``refit/train_loss``, ``refit/lr``;
 * closed-form heads (svm, logreg) have no epochs: each candidate of the validation grid is one step
   (its number) of ``grid/valid_ua`` and ``grid/valid_wa``;
-* at the end, ``test/ua`` and ``test/wa`` (step: the selected epoch, or candidate).
+* at the end, ``test/ua`` and ``test/wa`` (step: the selected epoch, or candidate);
+* ``--layer select``: each layer choice's selection scalars under ``layers <choice>/``.
 
 ``tensorboard`` is an optional dependency (``pip install 'sercache[tensorboard]'``), imported only here.
 """
@@ -54,18 +55,22 @@ class CurveLog:
             shutil.rmtree(self.dir)
         self.writer = SummaryWriter(log_dir=str(self.dir))
 
-    def row(self, phase: str, row: dict[str, Any]) -> None:
-        """One curve.csv row of ``phase`` (select or refit): an epoch, or a closed-form candidate."""
+    def row(self, phase: str, row: dict[str, Any], layers: str | None = None) -> None:
+        """One curve.csv row of ``phase`` (select or refit): an epoch, or a closed-form candidate.
+
+        ``layers``: the layer choice being tried (``--layer select``), whose tags go under ``layers <choice>/``.
+        """
         if "epoch" in row:
             tags, step = TAGS[phase], int(row["epoch"])
         elif "candidate" in row and phase == "select":
             tags, step = GRID_TAGS, int(row["candidate"])
         else:
             return
+        prefix = f"layers {layers}/" if layers else ""
         for key, tag in tags.items():
             value = row.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(tag, float(value), step)
+                self.writer.add_scalar(prefix + tag, float(value), step)
         self.writer.flush()  # a running `tensorboard` shows the epoch now, not minutes later
 
     def test(self, metrics: dict[str, Any], step: int) -> None:

@@ -31,6 +31,7 @@ from sercache.train_heads.data import InMemoryData, bucket_batches
 from sercache.train_heads.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.train_heads.heads import HEADS
 from sercache.train_heads.heads.base import Head, HeadOutput
+from sercache.train_heads.layer_selection import choose_layers
 from sercache.train_heads.metrics import REGRESSION, ccc, classification_metrics
 from sercache.train_heads.run_layout import CHECKPOINT, CURVE, DONE, METRICS, PREDICTIONS
 from sercache.train_heads.segments import SegmentTable
@@ -204,10 +205,19 @@ def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], 
                 train_ids: list[str], valid_ids: list[str], test_ids: list[str], seed: int, label_names: list[str],
                 run_config: Mapping[str, Any], log: Any, report: Progress, curves: CurveLog | None) -> dict[str, Any]:
     tr, va, te = data.indices(train_ids), data.indices(valid_ids), data.indices(test_ids)
-    head, fit, seconds = _fit(head_name, hyperparameters, cfg, data, tr, va, seed=seed, epochs=None, selected=None,
-                              progress=report, log=log, where=str(out_dir),
-                              on_row=(lambda row: curves.row("select", row)) if curves else None)
-    curve = [{"phase": "select", **row} for row in fit.curve]
+
+    def fit_here(layers: str | None = None) -> tuple[Head, FitResult, float]:
+        on_row = (lambda row: curves.row("select", row, layers)) if curves else None
+        return _fit(head_name, hyperparameters, cfg, data, tr, va, seed=seed, epochs=None, selected=None,
+                    progress=report, log=log, where=str(out_dir), on_row=on_row)
+
+    layer_choices = None
+    if len(getattr(data, "layer_choices", list)()) > 1:  # --layer select: one more dimension of the selection
+        head, fit, seconds, curve, layer_choices = choose_layers(data, fit_here, va, progress=report, log=log,
+                                                                 where=str(out_dir))
+    else:
+        head, fit, seconds = fit_here()
+        curve = [{"phase": "select", **row} for row in fit.curve]
     final_train = tr
     if cfg.refit and len(va):
         final_train = np.concatenate([tr, va])
@@ -237,6 +247,10 @@ def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], 
                    test_inference_seconds=test_seconds, n_train=len(final_train), n_valid=len(va), n_test=len(te),
                    n_parameters=sum(p.numel() for p in head.parameters())
                    + sum(b.numel() for b in head.buffers() if head.closed_form))
+    if hasattr(data, "describe_layers"):  # pooled heads: the layers read (chosen on validation with select)
+        metrics["layers"] = data.describe_layers()
+    if layer_choices is not None:
+        metrics["layer_choices"] = layer_choices
     report(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
            + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
               f" ({' '.join(f'{k}={v}' for k, v in fit.selected.items())} selected on validation)"), force=True)
@@ -282,6 +296,8 @@ def write_records(out_dir: Path, head: Head, run_config: Mapping[str, Any], hype
                   "normalization": {r: {"mean": m.cpu(), "std": sd.cpu()} for r, (m, sd) in
                                     (data.normalization or {}).items()}, "hyperparameters": hyperparameters, "train": asdict(cfg),
                   "dims": data.dims, "n_classes": data.n_classes, "labels": label_names,
+                  **({"layers": data.layers_in_use} if hasattr(data, "layers_in_use") else {}),
+                  **({"z_limit": data.z_limit} if getattr(data, "z_limit", None) is not None else {}),
                   "run": json.loads(json.dumps(dict(run_config), default=str))}  # a RunConfig reads as its JSON
     _atomic_write(out_dir / CHECKPOINT, lambda p: torch.save(checkpoint, p))
     _atomic_write(out_dir / CURVE, lambda p: pd.DataFrame(curve).to_csv(p, index=False))

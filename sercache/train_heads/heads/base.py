@@ -191,7 +191,8 @@ def attend(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, s
 
 
 #: Characters of gold transcripts for CTC targets (MMER's auxiliary loss). Id 0 is the CTC blank
-#: (and the padding of ``Batch.chars``); other characters are dropped before encoding.
+#: (and the padding of ``Batch.chars``). Other alphabets are spelled with these letters (ä -> AE, é -> E) and
+#: what remains outside is dropped: see sercache.train_heads.targets.transcript_chars.
 CHAR_VOCAB = ("<blank>", " ", "'", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 

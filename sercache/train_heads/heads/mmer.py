@@ -16,7 +16,9 @@ session, and the code's ``evaluate_metrics`` calls mean per-class recall "wa" (a
 What we reproduce. The same fusion graph, pooling, classifier, loss weights, temperature and
 optimiser, on cached frozen features: ``audio`` frames (wav2vec2-base last layer in the paper's
 setting) and ``text`` token embeddings of the gold transcript. CTC targets are the
-``batch.chars`` gold-transcript characters over :data:`CHAR_VOCAB`.
+``batch.chars`` gold-transcript characters over :data:`CHAR_VOCAB` (other alphabets spelled with
+it: :func:`sercache.train_heads.targets.transcript_chars`); an utterance without a gold transcript
+adds no CTC term.
 
 Where we differ.
 
@@ -229,10 +231,13 @@ class MMERHead(Head):
             return HeadOutput(logits)
 
         terms: list[Tensor] = []
-        if self.ctc_weight and batch.chars is not None:
-            log_probs = self.ctc(self.dropout(a1)).float().log_softmax(-1).transpose(0, 1)  # (frames, batch, vocab)
+        # Utterances without a transcript (char length 0) have no CTC target: they add no CTC term.
+        has_text = batch.char_lengths > 0 if batch.chars is not None else None
+        if self.ctc_weight and has_text is not None and has_text.any():
+            log_probs = self.ctc(self.dropout(a1[has_text])).float().log_softmax(-1).transpose(0, 1)  # (frames, b, vocab)
             # zero_infinity: an utterance with fewer frames than characters cannot be aligned.
-            ctc = F.ctc_loss(log_probs, batch.chars, audio.lengths, batch.char_lengths, blank=0, zero_infinity=True)
+            ctc = F.ctc_loss(log_probs, batch.chars[has_text], audio.lengths[has_text], batch.char_lengths[has_text],
+                             blank=0, zero_infinity=True)
             terms.append(self.ctc_weight * ctc)
         z = F.normalize(fused, dim=-1)
         if self.supcon_weight:

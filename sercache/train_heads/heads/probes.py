@@ -46,7 +46,9 @@ class LinearProbe(_PooledProbe):
 
     Point ``--audio-stream`` at any stream, or several joined by commas (``mfcc,logmel,egemaps``):
     each contributes its mean+std over time of the chosen layer (``pooling="mean"`` for the mean
-    only), or its functionals for openSMILE streams. ``with_text`` adds the text stream's statistics.
+    only), or its functionals for openSMILE streams. ``--layer 2,3,4`` or ``all`` concatenate several
+    layers' statistics; ``--layer select`` chooses them per fold on validation (train_heads/roles.py).
+    ``with_text`` adds the text stream's statistics.
 
     Args:
         pooling: ``"meanstd"`` or ``"mean"`` (how frame streams are summarised per utterance).
