@@ -74,20 +74,20 @@ FUSION = ("gate", "cmgi", "tmn", "mmer")
 #: batch 32, up to 50 epochs, patience 8): the comparison with wsum is then about the fusion, not the optimiser.
 #: tmn and mmer keep their own defaults (AdamW, lr 1e-4 / 5e-5).
 AS_WSUM = ["--lr", "5e-4", "--batch-size", "32", "--epochs", "50", "--patience", "8"]
-WHISPER_HEADS = [
+WHISPER_HEADS = [  # the fusion rows right after wsum, the audio-only row they are compared with
     ("logreg: whisper, all layers", ["--head", "logreg", *W, "--layer", "all", "--seeds", "1"], False),
     ("logreg: whisper, layer selected on validation", ["--head", "logreg", *W, "--layer", "select", "--seeds", "1"],
      False),
-    ("svm: whisper, all layers", ["--head", "svm", *W, "--layer", "all", "--seeds", "1"], False),
-    ("linear: whisper, all layers", ["--head", "linear", *W, "--layer", "all", "--seeds", "3"], False),
-    ("mlp: whisper, all layers", ["--head", "mlp", *W, "--layer", "all", "--seeds", "3"], False),
-    ("logreg: whisper all layers + egemaps + compare",
-     ["--head", "logreg", "--audio-stream", "whisper,egemaps,compare", "--layer", "all", "--seeds", "1"], False),
     ("wsum: whisper frames, every hidden state", ["--head", "wsum", *W, "--seeds", "1"], False),
     *[(f"{head}: whisper frames + MiniLM of the {'Whisper transcripts' if text == 'asr' else 'gold text'}",
        ["--head", head, *W, "--text", text, "--seeds", "1", *(AS_WSUM if head in ("gate", "cmgi") else [])],
        head in ("tmn", "mmer"))
-      for head in FUSION for text in ("asr", "gold")],
+      for text in ("asr", "gold") for head in FUSION],
+    ("logreg: whisper all layers + egemaps + compare",
+     ["--head", "logreg", "--audio-stream", "whisper,egemaps,compare", "--layer", "all", "--seeds", "1"], False),
+    ("svm: whisper, all layers", ["--head", "svm", *W, "--layer", "all", "--seeds", "1"], False),
+    ("linear: whisper, all layers", ["--head", "linear", *W, "--layer", "all", "--seeds", "3"], False),
+    ("mlp: whisper, all layers", ["--head", "mlp", *W, "--layer", "all", "--seeds", "3"], False),
 ]
 
 
@@ -175,6 +175,25 @@ def opensmile_features(paths: list[str], feature_set: str, native: bool):  # noq
     return np.stack(rows)
 
 
+def peer_features(work: Path, paths: list[str]) -> tuple[dict, float]:
+    """The outside baselines' openSMILE functionals, computed once per workdir (kept as .npy, no pickle), and the
+    seconds one feature set took when they were computed."""
+    import numpy as np
+
+    peer, stamp = {}, work / "peer-features.seconds.json"
+    for fs in ("eGeMAPSv02", "ComParE_2016"):
+        for native in (False, True):
+            saved = work / f"peer-{fs}-{'native' if native else '16k'}.npy"
+            if not saved.exists():
+                start = time.perf_counter()
+                np.save(saved, opensmile_features(paths, fs, native))
+                spent = json.loads(stamp.read_text()) if stamp.exists() else {}
+                stamp.write_text(json.dumps({**spent, saved.name: time.perf_counter() - start}))
+            peer[(fs, native)] = np.load(saved, allow_pickle=False)
+    seconds = json.loads(stamp.read_text()) if stamp.exists() else {}
+    return peer, float(np.mean(list(seconds.values()))) if seconds else 0.0
+
+
 def classic(x, y, folds: list[dict], index: dict[str, int], model: str):  # noqa: ANN001, ANN201
     """Per-fold UA, WA of a standardised scikit-learn model trained on every non-test utterance."""
     import numpy as np
@@ -201,6 +220,35 @@ def fmt(values: list[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
 
 
+def fusion_on_some_folds(args, heads: list, work: Path, cache_dir: Path, protocol: list[str]) -> dict:  # noqa: ANN001
+    """``--fusion-folds``: each fusion head and wsum on the same few folds, so the two can be compared on a CPU."""
+    import numpy as np
+
+    chosen = [h for h in heads if h[1][1] in (*FUSION, "wsum") and not (h[2] and args.skip_slow)]
+    tag = "folds-" + args.fusion_folds.replace(",", "-")
+    out_rows = {}
+    for preset in args.fusion_presets.split(","):
+        rows = []
+        for name, extra, _ in chosen:
+            out = work / "runs" / preset / ("".join(c if c.isalnum() else "-" for c in name) + "-" + tag)
+            seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--fold", args.fusion_folds,
+                                      "--labels", preset, "--jobs", args.jobs, "--out", str(out), "--device", "cpu",
+                                      "--no-progress")
+            seconds = recorded_seconds(out, seconds)
+            ua, _ = run_metrics(out)
+            rows.append((name, ua, seconds))
+            print(f"  [{preset}, folds {args.fusion_folds}] {name}: UA {fmt(ua)} ({seconds:.0f} s)", flush=True)
+        wsum = next((r for r in rows if r[0].startswith("wsum")), None)
+        print(f"\n### {preset}: fusion heads against audio-only wsum, folds {args.fusion_folds} only\n")
+        print("| head | UA % per fold | mean UA % | vs wsum, same folds | wall s |\n|---|---|---|---|---|")
+        for name, ua, seconds in rows:
+            gap = f"{100 * (np.mean(ua) - np.mean(wsum[1])):+.1f}" if wsum and name != wsum[0] else ""
+            per_fold = " / ".join(f"{100 * u:.1f}" for u in ua)
+            print(f"| {name} | {per_fold} | {100 * np.mean(ua):.1f} | {gap} | {seconds:.0f} |", flush=True)
+        out_rows[preset] = {name: [float(u) for u in ua] for name, ua, _ in rows}
+    return out_rows
+
+
 def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--root", default=str(DEFAULT_ROOT))
@@ -213,6 +261,9 @@ def main() -> None:
                     help="a Whisper model folder (or hub id) for the real-encoder rows")
     ap.add_argument("--no-whisper", action="store_true", help="leave out the real-encoder rows")
     ap.add_argument("--fusion-presets", default="emodb7", help="presets the fusion heads (gate, cmgi, tmn, mmer) run for")
+    ap.add_argument("--fusion-folds", default=None,
+                    help="train the fusion heads only on these folds (e.g. 1,2,3), each against a wsum run on the same "
+                         "folds, first and in a table of their own (a CPU's budget); default: every fold, in the table")
     ap.add_argument("--only", default=None, help="only the rows whose name contains this text (a quick look)")
     args = ap.parse_args()
 
@@ -240,19 +291,18 @@ def main() -> None:
     paths = dict(zip(cache.utterances.utt_id, cache.utterances.path))
     ids = sorted(paths)
     index = {u: i for i, u in enumerate(ids)}
-    start = time.perf_counter()
-    peer = {(fs, native): opensmile_features([paths[u] for u in ids], fs, native)
-            for fs in ("eGeMAPSv02", "ComParE_2016") for native in (False, True)}
-    peer_seconds = (time.perf_counter() - start) / 4
-    stats = np.concatenate([cache.pooled(s, 0, "meanstd", ids) for s in ("mfcc", "logmel")], 1)
     protocol = ["--folds", args.folds] if args.folds else ["--protocol", "lospk"]
     summary = {}
+    if args.fusion_folds:
+        summary["fusion_on_some_folds"] = fusion_on_some_folds(args, heads, work, cache_dir, protocol)
+    peer, peer_seconds = peer_features(work, [paths[u] for u in ids])
+    stats = np.concatenate([cache.pooled(s, 0, "meanstd", ids) for s in ("mfcc", "logmel")], 1)
     for preset in args.presets.split(","):
         rows = []
         for name, extra, slow in heads:
             if slow and args.skip_slow:
                 continue
-            if extra[1] in FUSION and preset not in args.fusion_presets.split(","):
+            if extra[1] in FUSION and (preset not in args.fusion_presets.split(",") or args.fusion_folds):
                 continue
             out = work / "runs" / preset / "".join(c if c.isalnum() else "-" for c in name)
             seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--labels", preset, "--jobs", args.jobs,

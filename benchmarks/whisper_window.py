@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, benchmark_parser, machine, workdir
-from real_speech import DEFAULT_ROOT, fmt, run_metrics, sercache_cli
+from real_speech import DEFAULT_ROOT, fmt, recorded_seconds, run_metrics, sercache_cli
 
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "whisper-base"
 #: (extraction name, sercache extract arguments)
@@ -137,11 +137,11 @@ def main() -> None:
         for window in ("full", "audio"):
             out = work / "runs" / window / "".join(c if c.isalnum() else "-" for c in name)
             start = time.perf_counter()
-            # a run already in this workdir resumes: its finished tasks are kept (its wall time is then the check's)
+            # a run already in this workdir resumes (finished tasks kept): the wall time is the first run's
             sercache_cli("train", str(caches[window]), "--audio-stream", "whisper", *extra, "--protocol", "lospk",
                          "--labels", args.labels, "--jobs", args.jobs, "--out", str(out), "--device", "cpu",
                          "--no-progress")
-            wall[window] = time.perf_counter() - start
+            wall[window] = recorded_seconds(out, time.perf_counter() - start)
             ua[window], _ = run_metrics(out)
         full, audio = np.array(ua["full"]), np.array(ua["audio"])
         se = full.std(ddof=1) / np.sqrt(len(full))

@@ -28,7 +28,7 @@ from sercache.synthetic.corpus import IEMOCAP4_CODE_COUNTS, proportional_counts
 DEMO_TRAIN = {"lr": 3e-3, "batch_size": 8, "epochs": 25, "patience": 8}
 DEMO_HEADS = ("gate", "cmgi")
 #: Hidden size of the stand-in speech and text encoders: wide enough that the heads' published settings
-#: (lr 1e-5, made for 1024-d HuBERT frames) leave chance on this corpus too, as README's commands need.
+#: (lr 1e-5, made for 1024-d HuBERT frames) leave chance on this corpus too, as README's and docs' commands need.
 DEMO_WIDTH = 256
 #: 200 utterances in IEMOCAP's proportions of the 4-class codes (neu 62, hap 21, exc 38, sad 39,
 #: ang 40: neutral 31.0%, happy 29.5%, angry 20.0%, sad 19.5%; real: 30.9, 29.6, 19.9, 19.6).

@@ -230,10 +230,13 @@ def test_every_command_help_has_examples_and_every_option_says_what_it_does(comm
 
 
 def readme_commands(prefix: str) -> list[list[str]]:
-    """Every command starting with ``prefix`` in README's bash blocks (continuations joined, comments cut)."""
+    """Every command starting with ``prefix`` in the bash blocks of README and docs/ (continuations joined,
+    comments cut)."""
     import re
 
-    text = (REPO / "README.md").read_text()
+    from tests.documentation import documentation_text
+
+    text = documentation_text()
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():

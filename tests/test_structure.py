@@ -1,4 +1,4 @@
-"""The code's shape, as README's design notes promise it: one-way layers and small modules.
+"""The code's shape, as the design notes (docs/design.md) promise it: one-way layers and small modules.
 
 * Imports go one way, ``cli -> extract/train_heads -> features/splits -> corpora -> store``: a module may import
   its own package or a package of a lower layer, never one of its own layer or above. Function-level

@@ -200,7 +200,7 @@ def test_load_train_file_maps_a_record_back_to_options(tmp_path):
 def test_the_readme_yaml_example_is_a_valid_config_file(tmp_path):
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("# gate.yaml"))
     (tmp_path / "gate.yaml").write_text(block)
     file = load_train_file(tmp_path / "gate.yaml")

@@ -10,7 +10,7 @@ order by its own thread through its own open file description. Cold, that keeps 
 in flight (what a virtual disk or a network filesystem needs for throughput) while every stream
 stays sequential, so the kernel's readahead, kept per open file, ramps up for each. Threads that
 shared one descriptor and took 32 MB pieces in turn (the earlier engine) made each other's
-accesses look random to readahead: 0.5-0.8x a raw sequential read cold (README, "Cache reads").
+accesses look random to readahead: 0.5-0.8x a raw sequential read cold (docs/benchmarks.md, "Cache reads").
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def gated_attention(gate: TemporalGate, x: Tensor, query: Tensor, key: Tensor, v
     ``W_c (A v) = A (v W_c^T)``: projecting the t' values before attention instead of the t attended
     frames after it is the same gate for a fraction of the cost when t' << t (a few dozen text
     tokens against hundreds of audio frames). The head's largest product, frames x 2d x d, and its
-    gradient with respect to ``c`` are gone (README, "Cache vs recompute").
+    gradient with respect to ``c`` are gone (docs/benchmarks.md, "Cache vs recompute").
     """
     px, pv = gate.halves(x, value)
     both = attend(query, key, torch.cat([value, pv], dim=-1), key_mask)
