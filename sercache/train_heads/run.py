@@ -17,6 +17,7 @@ from sercache import __version__
 from sercache.splits import (
     DEFAULT_PRESET,
     Fold,
+    check_fold_names,
     default_protocol,
     filter_subset,
     get_preset,
@@ -143,6 +144,7 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
             protocol = default_protocol(corpus, table)
             extra = {"protocol_default": f"{protocol}, the default for {corpus or 'this'} caches"}
         folds = make_folds(table, protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
+    check_fold_names(folds)  # a fold becomes a directory of the run: refused here, before the run writes anything
     train_cfg = TrainConfig.for_head(req.head, req.train)
     encoders = {role: {"stream": spec.stream, "layers": spec.layers,
                        **{k: v for stream in spec.streams for k, v in
@@ -247,18 +249,18 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
         progress("--config: replaying a recorded run " + (f"with these differences: {changes}" if changes
                                                            else "with the same settings"))
     run = Path(req.out) if req.out else default_run_dir(req, config.protocol)
+    device = resolve_device(req.device)  # the last refusal: a refused run writes nothing, not even its lock
     # One `sercache train` per run directory: a second one would train the same tasks and interleave logs.
     with ExclusiveLock(run_layout.lock_path(run), f"{run} is being trained into by another `sercache train` ({{holder}}). Wait "
                        "for it to finish, or give a new --out."):
-        return _train_locked(req, run, config, folds, progress)
+        return _train_locked(req, run, config, folds, device, progress)
 
 
-def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[Fold],
+def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[Fold], device: str,
                   progress: Any) -> tuple[Path, list[dict[str, Any]]]:
     from joblib import Parallel, delayed
 
     config = prepare_run_dir(run, config, folds)
-    device = resolve_device(req.device)
     todo = [(f, s) for f in folds for s in config.seeds if not run_layout.is_done(task_dir(run, f.name, s))]
     skipped = len(folds) * len(config.seeds) - len(todo)
     if skipped:
