@@ -15,7 +15,7 @@ _EXPORTS = {
                                "soft_labels"),
     "sercache.splits.protocols": ("DEFAULT_PROTOCOL", "PROTOCOLS", "Fold", "ProtocolError", "check_fold_names",
                                   "default_protocol", "filter_subset", "load_folds", "make_folds", "save_folds"),
-    "sercache.splits.registry": ("get_protocol", "protocols", "register_protocol"),
+    "sercache.splits.registry": ("complete_options", "get_protocol", "protocols", "register_protocol"),
     "sercache.splits.corpora": ("get_corpus", "register_corpus"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
