@@ -203,8 +203,8 @@ def test_missing_file(tmp_path):
         load_audio(tmp_path / "nope.wav")
     with pytest.raises(AudioError, match="^file not found$"):
         probe_audio(tmp_path / "nope.wav")
-    with pytest.raises(AudioError, match="^file not found$"):
-        load_audio(tmp_path)  # a folder is not a file
+    with pytest.raises(AudioError, match="^a directory, not an audio file"):
+        load_audio(tmp_path)  # a folder is not a file, and is named for what it is
 
 
 # ----------------------------------------------------------------------------- probe

@@ -96,3 +96,27 @@ def test_a_full_disk_fails_each_training_task_alone(signal_cache, tmp_path):
         again = CliRunner().invoke(cli, [*args, "--seeds", "3", "--out", str(run)])
         assert again.exit_code == 0, again.output
         assert len(list(run.glob("loso-1/seed*/DONE"))) == 3
+
+
+def fill(disk: Path) -> None:
+    """Fill ``disk`` to the last byte (files can still be created, as on a real full disk: inodes remain)."""
+    with open(disk / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("command", ["extract", "train"])
+def test_a_completely_full_disk_is_a_clear_message(small_cache, tmp_path, command):
+    with tmpfs(tmp_path / "disk", 1 << 20) as disk:
+        fill(disk)
+        if command == "extract":
+            root = write_corpus(tmp_path / "corpus", 2, 0.5)
+            args = ["extract", str(root), "--corpus", "csv", "--streams", "mfcc", "--no-progress",
+                    "--out", str(disk / "cache")]
+        else:
+            args = ["train", str(small_cache), "--head", "linear", "--audio-stream", "mfcc", "--fold", "1",
+                    "--device", "cpu", "--no-progress", "--out", str(disk / "run")]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert not isinstance(result.exception, OSError) and "Traceback" not in result.output
+        assert "no space left on the disk of" in result.output and "rerun the same command" in result.output

@@ -250,3 +250,34 @@ def test_train_defaults_to_the_corpus_speaker_independent_protocol(tmp_path):
     iemocap = synthetic_manifest(n_per_speaker_label=1)
     assert default_protocol("iemocap", iemocap) == "loso" and default_protocol("csv", iemocap) == "loso"
     assert default_protocol("csv", iemocap.assign(session="")) == "lospk"
+
+
+def test_a_refused_train_writes_nothing_and_the_corrected_retry_runs(small_cache, tmp_path):
+    """#23.8: a fold name that cannot be a folder, or a missing GPU, refuses the run before anything is written."""
+    import torch
+
+    from sercache.cli import cli
+    from sercache.store import open_cache
+
+    ids = list(open_cache(small_cache).utterances.utt_id)
+    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    pd.DataFrame({"utt_id": ids, "fold": ["a/b" if i % 2 else "c" for i in range(len(ids))]}).to_csv(bad, index=False)
+    pd.DataFrame({"utt_id": ids, "fold": ["b" if i % 2 else "c" for i in range(len(ids))]}).to_csv(good, index=False)
+    run = tmp_path / "run"
+    args = ["train", str(small_cache), "--head", "linear", "--audio-stream", "mfcc", "--epochs", "1", "--seeds", "1",
+            "--no-progress", "--out", str(run)]
+    refused = CliRunner().invoke(cli, [*args, "--folds", str(bad), "--device", "cpu"])
+    assert refused.exit_code == 2 and "'fold-a/b'" in refused.output, refused.output
+    assert not run.exists()
+    if not torch.cuda.is_available():
+        no_gpu = CliRunner().invoke(cli, [*args, "--folds", str(good), "--device", "cuda"])
+        assert no_gpu.exit_code == 2 and "--device cuda" in no_gpu.output, no_gpu.output
+        assert not run.exists()
+    retry = CliRunner().invoke(cli, [*args, "--folds", str(good), "--device", "cpu"])
+    assert retry.exit_code == 0, retry.output
+    (run / "folds.json").unlink()  # a run directory without its folds: report and eval say so, not Errno 2
+    for command in ("report", "eval"):
+        result = CliRunner().invoke(cli, [command, str(run)])
+        assert result.exit_code == 2 and "Errno" not in result.output, result.output
+        assert f"{run / 'folds.json'} is missing" in result.output
+

@@ -86,6 +86,22 @@ def test_demo_rerun_reuses_everything(demo):
     assert "RANDOM stand-in models" in lines[0]
 
 
+@pytest.mark.slow
+def test_each_demo_run_replays_its_own_config_into_its_own_directory(demo, tmp_path):
+    """#23.9: the demo's runs (made through the Python API) replay exactly, as CLI-made runs do."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    for head, run in demo.runs.items():
+        copy = shutil.copytree(run, tmp_path / head)  # the demo fixture is read-only
+        result = CliRunner().invoke(cli, ["train", "--config", str(copy / "config.json"), "--out", str(copy),
+                                          "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "replaying a recorded run with the same settings" in result.output
+        assert "0 to train" in result.output
+
+
 def run_notebook(cache: Path, run: Path, workdir: Path) -> list[dict]:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -75,6 +75,45 @@ def test_overwrite_deletes_only_recorded_streams(tmp_path):
     assert not (shard / "logmel.h5").exists()  # recorded, stale, deleted
 
 
+def users_own_file(path: Path, how: str) -> bytes:
+    """A file of the user's at a path sercache would use: an HDF5 file of their own datasets, or any bytes."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "hdf5":
+        with h5py.File(path, "w") as f:
+            f["my_features"] = np.arange(10.0)
+    else:
+        path.write_bytes(b"the user's own notes")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("name,how", [("mfcc.h5", "hdf5"), ("mfcc.h5", "bytes"), ("utterances.h5", "hdf5")])
+def test_the_users_own_files_in_the_way_are_refused_before_any_work(tmp_path, overwrite, name, how):
+    root = write_corpus(tmp_path / "corpus", ["1", "1"])
+    mine = tmp_path / "mine"  # the user's folder: no sercache.json
+    theirs = mine / "Session1" / name
+    content = users_own_file(theirs, how)
+    before = files_under(mine)
+    result = extract(root, mine, *(["--overwrite"] if overwrite else []))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (KeyError, OSError))
+    assert str(theirs) in result.output and "not written by sercache" in result.output
+    assert theirs.read_bytes() == content
+    assert files_under(mine) == before  # refused before anything was written: no registry, lock or manifest
+
+
+def test_a_cache_whose_registry_was_deleted_still_resumes(tmp_path):
+    root = write_corpus(tmp_path / "corpus", ["1", "1"])
+    out = tmp_path / "cache"
+    assert extract(root, out).exit_code == 0
+    (out / "sercache.json").unlink()  # what a damaged-registry message advises
+    again = extract(root, out)
+    assert again.exit_code == 0, again.output
+    assert "already complete" in again.output
+
+
 def small_cache(path: Path) -> Path:
     from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
     from tests.conftest import synthetic_manifest

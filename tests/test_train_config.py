@@ -228,3 +228,25 @@ def test_a_fold_file_run_replays_with_its_files_and_says_when_they_changed(small
     folds.write_text(folds.read_text().replace(",1\n", ",2\n", 3))  # three utterances move to the other fold
     changed = invoke("--config", tmp_path / "run" / "config.json", "--out", tmp_path / "changed", "--no-progress")
     assert changed.exit_code == 0 and "with these differences: protocol_options.sha1: stored" in changed.stderr
+
+
+@pytest.mark.parametrize("protocol,options,made_before", [
+    ("loso", {}, False), ("loso", {}, True), ("lospk", {"valid": "fraction"}, False), ("session-holdout", {}, True),
+    ("random", {}, True)])
+def test_a_run_made_through_the_api_replays_into_its_own_directory(small_cache, tmp_path, protocol, options,
+                                                                   made_before):
+    """#23.9: the demo trains through the Python API; its config.json replays exactly, as a CLI-made run's does."""
+    from sercache.train_heads.run import TrainRequest, run_training
+
+    run = tmp_path / "run"
+    run_training(TrainRequest(cache=small_cache, head="linear", out=run, fold="1", protocol=protocol,
+                              protocol_options=options, seeds=1, train={"epochs": 1}, device="cpu"),
+                 progress=lambda message: None)
+    if made_before:  # what the demo recorded until this fix: no defaults spelled out
+        config = json.loads((run / "config.json").read_text())
+        config["protocol_options"] = options
+        (run / "config.json").write_text(json.dumps(config))
+    again = invoke("--config", run / "config.json", "--out", run, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert "replaying a recorded run with the same settings" in again.stderr
+    assert "1 fold/seed result(s) already done, 0 to train" in again.stderr

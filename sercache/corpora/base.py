@@ -1,6 +1,7 @@
 """The manifest: one row per utterance, the same columns for every corpus (what every reader builds)."""
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Iterable
@@ -82,3 +83,27 @@ def read_text(path: Path, problems: list[ExtractionProblem]) -> str:
         problems.append(ExtractionProblem("", str(path), "manifest", f"not valid UTF-8 (byte {exc.start}); "
                                           "decoded as latin-1", severity="warning", line=line))
         return raw.decode("latin-1")
+
+
+def read_csv_rows(path: Path, what: str = "a CSV manifest") -> pd.DataFrame:
+    """Every row of a CSV file with a header, as text ('' where empty).
+
+    Raises ValueError naming the line of a row with more fields than the header (pandas would
+    silently take its first value as the row's index, shifting every column), and for a file with
+    a header and no rows.
+    """
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path} is empty: {what} needs a header line and one row per utterance")
+        rows = 0
+        for row in reader:
+            if len(row) > len(header):
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {len(header)} "
+                    f"({','.join(header)}). Quote a value that holds a comma (\"a, b\"), or remove the extra field.")
+            rows += bool(row)
+    if not rows:
+        raise ValueError(f"{path} has a header ({','.join(header)}) and no rows: add one row per utterance")
+    return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from sercache._typing import Pathlike
 from sercache.corpora import Corpus, register_corpus
-from sercache.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table
+from sercache.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table, read_csv_rows
 from sercache.store.records import ExtractionProblem
 
 OPTIONAL = ("label", "speaker", "session", "gender", "transcript", "valence", "arousal", "dominance", "fold",
@@ -24,7 +22,7 @@ def read_csv_manifest(root: Pathlike, sessions: list[str] | None = None) -> Mani
     csv = root / "manifest.csv" if root.is_dir() else root
     if not csv.is_file():
         raise FileNotFoundError(f"no CSV manifest at {csv}: give a .csv file with columns utt_id,path,...")
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    df = read_csv_rows(csv)
     missing = [c for c in ("utt_id", "path") if c not in df.columns]
     if missing:
         raise ValueError(f"{csv} lacks required column(s) {missing}; it has {list(df.columns)}")
@@ -33,6 +31,10 @@ def read_csv_manifest(root: Pathlike, sessions: list[str] | None = None) -> Mani
     for lineno, rec in enumerate(df.to_dict("records"), start=2):
         if not rec["utt_id"]:
             problems.append(ExtractionProblem("", str(csv), "manifest", "empty utt_id; row skipped", line=lineno))
+            continue
+        if not rec["path"].strip():  # Path("") is the CSV's own folder: never "file not found" there
+            problems.append(ExtractionProblem(rec["utt_id"], str(csv), "manifest", "empty path; row skipped",
+                                              line=lineno))
             continue
         path = Path(rec["path"])
         row = {k: v for k, v in rec.items()}

@@ -25,12 +25,14 @@ from sercache.extract.options import ExtractError, ExtractOptions, assign_shards
 from sercache.extract.stream_job import ProgressHook, RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
 from sercache.features.streams import Runtime, build_extractor, kind_of_identity, stream_kinds
-from sercache.store.errors import StaleCacheError
+from sercache.store.errors import CacheCorruptError, StaleCacheError
 from sercache.store.layout import check_name, list_shards, manifest_path, staging_dir, stream_path
 from sercache.store.lock import ShardLock
 from sercache.store.manifest import read_manifest, read_stream_index, register_streams, registered_streams, write_manifest
+from sercache.store.ownership import refuse_foreign_files
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem
+from sercache.store.streamfile import H5_READ_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,9 @@ def run_extract(opts: ExtractOptions, on_progress: ProgressHook | None = None) -
         job.check_name()
     report = ExtractReport(manifest_problems=len(manifest.problems),
                            manifest_errors=sum(p.severity == "error" for p in manifest.problems))
+    # the user's own files in the way are refused before anything is written, --overwrite or not
+    shards = [*list_shards(opts.out), *(job.shard for job in jobs)]
+    refuse_foreign_files(opts.out, {shard: list(extractors) for shard in shards})
     opts.out.mkdir(parents=True, exist_ok=True)
     targets = {job.shard for job in jobs}
     with contextlib.ExitStack() as locks:
@@ -266,7 +271,11 @@ class ShardJob:
 
     @staticmethod
     def _difference(path: Any, extractor: Extractor) -> str:
-        stored = identity_of(read_stream_index(path).attrs.get("provenance", {}))
+        try:
+            stored = identity_of(read_stream_index(path).attrs.get("provenance", {}))
+        except H5_READ_ERRORS as exc:
+            raise CacheCorruptError(f"{path} cannot be read ({str(exc).splitlines()[0]}): run `sercache cache verify`, "
+                                    "then re-extract it with --overwrite (or move it away).") from exc
         kind = kind_of_identity(stored)
         return describe_difference(kind.completed(stored) if kind else stored, extractor.identity())
 

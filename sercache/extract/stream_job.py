@@ -162,6 +162,7 @@ class StreamJob:
                                              severity="warning"))
             bad.extend(ExtractionProblem(it.utt_id, row.path, "audio", n, severity="warning")
                        for n in audio.notes if n.startswith("truncated"))
+            bad.extend(ExtractionProblem(it.utt_id, row.path, "audio", w, severity="warning") for w in audio.warnings)
             good.append(AudioItem(it.utt_id, row.path, audio.samples, row.transcript))
         return good, bad
 

@@ -1,7 +1,9 @@
 """Read any audio file into float32 mono at the encoder's rate, or say exactly why not."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
@@ -14,6 +16,10 @@ from sercache._typing import Pathlike
 from sercache.features.longaudio import LONG_AUDIO_SECONDS, load_long
 
 TARGET_RATE = 16_000
+#: Below this a file's header is more likely wrong than its audio (telephone speech is 8 kHz).
+MIN_SPEECH_RATE = 4_000
+#: Full scale is 1.0; a float file can hold slight overs after processing, but not this much.
+MAX_PLAUSIBLE_PEAK = 4.0
 
 
 class AudioError(Exception):
@@ -37,13 +43,30 @@ class Audio:
     samples: np.ndarray  # (num_samples,) float32 at ``sample_rate``
     sample_rate: int
     notes: list[str] = field(default_factory=list)  # what was done to it (resampled, downmixed...)
+    #: what the user should check (an implausible rate or level): stored as warnings with the features
+    warnings: list[str] = field(default_factory=list)
+
+
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` (where ``is_file()`` is False) cannot be read as a file, in the words a user acts on."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself): point it at the audio file"
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return "file not found"
+    if path.is_dir():
+        return "a directory, not an audio file: give the file's own path"
+    return "not a regular file (a device, socket or pipe): give an audio file"
 
 
 def probe_audio(path: Pathlike) -> AudioInfo:
     """Header facts and a SHA-1 of the file bytes (cheap: no decoding)."""
     p = Path(path)
     if not p.is_file():
-        raise AudioError("file not found")
+        raise AudioError(why_not_a_file(p))
     if p.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
@@ -66,7 +89,7 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
     """
     p = Path(path)
     if not p.is_file():
-        raise AudioError("file not found")
+        raise AudioError(why_not_a_file(p))
     try:
         info = sf.info(str(p))
         if info.frames > LONG_AUDIO_SECONDS * info.samplerate:  # bounded memory: block by block
@@ -74,7 +97,7 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise AudioError(f"not readable as audio ({_clean(exc)}); is it a WAV/FLAC file with an intact header?") from None
-    notes = []
+    notes: list[str] = []
     if data.shape[0] == 0:
         raise AudioError("zero-length audio (the file holds no samples)")
     if not np.isfinite(data).all():
@@ -90,7 +113,21 @@ def load_audio(path: Pathlike, target_rate: int = TARGET_RATE) -> Audio:
         notes.append(f"resampled {rate}->{target_rate} Hz")
     if not np.any(samples):
         notes.append("silent (all samples are zero)")
-    return Audio(samples=samples.astype(np.float32, copy=False), sample_rate=target_rate, notes=notes)
+    warnings = implausible(rate, data.shape[0], float(np.max(np.abs(data))))
+    return Audio(samples=samples.astype(np.float32, copy=False), sample_rate=target_rate, notes=notes,
+                 warnings=warnings)
+
+
+def implausible(rate: int, num_samples: int, peak: float) -> list[str]:
+    """Warnings for audio that decodes but is unlikely to be what the file was meant to hold."""
+    out = []
+    if rate < MIN_SPEECH_RATE:
+        out.append(f"sample rate {rate} Hz is implausibly low for speech (below {MIN_SPEECH_RATE} Hz): its "
+                   f"{num_samples} samples were stored as {num_samples / rate:.1f} s of audio; check the file's header")
+    if peak > MAX_PLAUSIBLE_PEAK:
+        out.append(f"peak amplitude {peak:.3g} is far above full scale (1.0): the encoders expect samples in "
+                   "[-1, 1] and the file is not rescaled; check how it was written")
+    return out
 
 
 def _load_long(p: Path, info: sf._SoundFileInfo, target_rate: int) -> Audio:
@@ -101,7 +138,10 @@ def _load_long(p: Path, info: sf._SoundFileInfo, target_rate: int) -> Audio:
     notes += truncation_notes(p, int(info.frames))
     if not _any_nonzero(samples):
         notes.append("silent (all samples are zero)")
-    return Audio(samples=samples, sample_rate=target_rate, notes=notes)
+    peak = max((float(np.max(np.abs(samples[i: i + (1 << 22)]))) for i in range(0, len(samples), 1 << 22)),
+               default=0.0)  # of the resampled signal, block by block: bounded memory
+    return Audio(samples=samples, sample_rate=target_rate, notes=notes,
+                 warnings=implausible(int(info.samplerate), int(info.frames), peak))
 
 
 def _any_nonzero(samples: np.ndarray, block: int = 1 << 22) -> bool:

@@ -13,9 +13,9 @@ _EXPORTS = {
     "sercache.splits.foldfiles": ("FoldFileResult", "FoldSource", "folds_from_file", "read_fold_source"),
     "sercache.splits.labels": ("DEFAULT_PRESET", "PRESETS", "LabelPreset", "apply_preset", "get_preset",
                                "soft_labels"),
-    "sercache.splits.protocols": ("DEFAULT_PROTOCOL", "PROTOCOLS", "Fold", "ProtocolError", "default_protocol",
-                                  "filter_subset", "load_folds", "make_folds", "save_folds"),
-    "sercache.splits.registry": ("get_protocol", "protocols", "register_protocol"),
+    "sercache.splits.protocols": ("DEFAULT_PROTOCOL", "PROTOCOLS", "Fold", "ProtocolError", "check_fold_names",
+                                  "default_protocol", "filter_subset", "load_folds", "make_folds", "save_folds"),
+    "sercache.splits.registry": ("complete_options", "get_protocol", "protocols", "register_protocol"),
     "sercache.splits.corpora": ("get_corpus", "register_corpus"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -247,17 +247,25 @@ def filter_subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def save_folds(folds: list[Fold], path: Pathlike) -> None:
+def check_fold_names(folds: list[Fold]) -> None:
+    """Refuse a fold whose name cannot be a directory of the run (checked before a run writes anything)."""
     for fold in folds:
         if not is_folder_name(fold.name):
             raise ProtocolError(f"fold name {fold.name!r} cannot be a folder of the run (it comes from a session, "
                                 "speaker or fold value): rename that value in the manifest or fold file")
+
+
+def save_folds(folds: list[Fold], path: Pathlike) -> None:
+    check_fold_names(folds)
     write_text_atomic(Path(path), json.dumps([asdict(f) for f in folds], indent=1))
 
 
 def load_folds(path: Pathlike) -> list[Fold]:
     """Folds of a run directory, each checked: its name becomes a directory inside the run."""
     fix = "Delete the run directory and train again (or copy folds.json from a backup)."
+    if not Path(path).is_file():  # config.json without folds.json: a run that never started training
+        raise ProtocolError(f"{path} is missing, so {Path(path).parent} holds no folds to read: the run was never "
+                            f"trained, or the file was deleted. {fix}")
     data = read_json(Path(path), "the run's folds", fix)
     if not isinstance(data, list):
         raise ProtocolError(f"{path}: expected a list of folds, got {type(data).__name__}. {fix}")

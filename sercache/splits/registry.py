@@ -182,6 +182,25 @@ def route(o: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     return protocol, options
 
 
+def complete_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with every default the protocol applies spelled out, as :func:`route` records them.
+
+    A run made through the Python API (the demo's) then records the same ``protocol_options`` as the
+    same run made by the CLI, so either replays exactly; an unknown protocol's options are kept as given.
+    """
+    out = dict(options)
+    entry = protocols().get(protocol)
+    if entry is None:
+        return out
+    for key in entry.options:
+        if key not in out:
+            option = OPTIONS[key]
+            out[key] = option.parse(option.default) if option.parse else option.default
+    if entry.validation == "always" or (entry.validation == "given" and out.get("valid") is not None):
+        out.setdefault("valid_fraction", OPTIONS["valid_fraction"].default)
+    return out
+
+
 def recorded_options(protocol: str, recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A run's ``protocol`` and ``protocol_options`` -> the train options (parameter -> value) that give them.
 

@@ -5,6 +5,7 @@ so a crashed extraction never leaves a stale lock behind.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.store.errors import CacheLockedError
+from sercache.store.errors import CacheError, CacheLockedError, DiskFullError
 from sercache.store.layout import LOCK_FILE, shard_dir
 
 
@@ -29,8 +30,7 @@ class ExclusiveLock:
         self._fd: int | None = None
 
     def __enter__(self) -> ExclusiveLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -39,8 +39,13 @@ class ExclusiveLock:
             raise CacheLockedError(self.refusal.replace("{holder}", holder)) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(sys.argv)}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:  # a full disk fails here first: the record is the first byte a command writes
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise lock_write_error(self.path, exc) from exc
         self._fd = fd
         return self
 
@@ -64,6 +69,24 @@ class ShardLock(ExclusiveLock):
                          "different shards can be extracted in parallel.")
 
 
+def lock_write_error(path: Path, exc: OSError) -> CacheError:
+    """A clear error for a lock file that cannot be created or written (a full disk, above all)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"cannot write the lock file {path}: no space left on the disk of {path.parent} "
+                             f"({exc.strerror}). Nothing was written: free some space there (or use another "
+                             "directory), then rerun the same command.")
+    return CacheError(f"cannot write the lock file {path} ({exc.strerror or exc}): check that {path.parent} is a "
+                      "writable directory, or use another one.")
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise lock_write_error(path, exc) from exc
+
+
 def describe_holder(info: dict) -> str:
     """``pid 123 on host since 2026-12-01 17:30:04``: a lock file's holder record, as messages show it."""
     return f"pid {info['pid']} on {info['host']} since {info['since']}"
@@ -79,8 +102,7 @@ def _read_holder(fd: int) -> str:
 @contextmanager
 def short_lock(path: Path) -> Iterator[None]:
     """A blocking lock for brief read-modify-write updates (the registry file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

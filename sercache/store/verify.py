@@ -12,6 +12,7 @@ Checks, per shard and stream:
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,27 @@ class VerifyProblem:
         return f"{where}: {self.utt_id + ': ' if self.utt_id else ''}{self.problem}"
 
 
-def _fix(registry: dict[str, Any], shard: str, stream: str) -> str:
+def _fix(registry: dict[str, Any], shard: str, stream: str, cache: Path) -> str:
     cmd = registry.get("shards", {}).get(shard, {}).get("streams", {}).get(stream, {}).get("command", "")
     if cmd:
+        cmd = aimed_at(cmd, cache)
         return f"re-extract it: {cmd}" + ("" if "--overwrite" in cmd else " --overwrite")
     return f"re-extract shard {shard} (sercache extract ... --overwrite)"
+
+
+def aimed_at(command: str, cache: Path) -> str:
+    """A recorded extract command with its ``--out`` made ``cache``: a copied or moved cache is repaired where
+    it is now, never by writing into the folder it was copied from."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # an edited registry: show it as it is
+        return command
+    for i, word in enumerate(words):
+        if word == "--out" and i + 1 < len(words):
+            words[i + 1] = str(cache.resolve())
+        elif word.startswith("--out="):
+            words[i] = f"--out={cache.resolve()}"
+    return shlex.join(words)
 
 
 #: A stream kind's own check, run on every stream file once the generic checks passed:
@@ -92,14 +109,14 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
         if shard not in shards:
             problems.append(VerifyProblem(shard, "", "", f"shard missing: {manifest_path(cache, shard)} does not "
                                           "exist (the extraction stopped before this shard, or it was deleted); "
-                                          f"{_fix(registry, shard, next(iter(entry['streams']), ''))}"))
+                                          f"{_fix(registry, shard, next(iter(entry['streams']), ''), cache)}"))
             continue
         for stream in entry.get("streams", {}):
             if streams and stream not in streams:
                 continue
             if stream not in list_stream_files(cache, shard):
                 state = ("interrupted (staged work only): rerun the same extract command to resume"
-                         if stream in list_staging(cache, shard) else f"missing; {_fix(registry, shard, stream)}")
+                         if stream in list_staging(cache, shard) else f"missing; {_fix(registry, shard, stream, cache)}")
                 problems.append(VerifyProblem(shard, stream, "", f"stream not finished: {state}"))
     for shard in shards:
         try:
@@ -114,7 +131,7 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
             if streams and stream not in streams:
                 continue
             problems += verify_stream_file(file, table, shard, stream, checksums=checksums, values=values,
-                                           fix=_fix(registry, shard, stream), checks=checks)
+                                           fix=_fix(registry, shard, stream, cache), checks=checks)
     return problems
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import soundfile as sf
 
-from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample
+from sercache.corpora.base import read_csv_rows
+from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample, why_not_a_file
 
 #: File endings taken from a folder (libsndfile decodes these).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -70,12 +70,17 @@ def _manifest_sources(csv: Path) -> list[Source]:
     """A CSV with a ``path`` column (relative to the CSV's folder) and optionally ``transcript``."""
     if not csv.is_file():
         raise PredictError(f"no CSV manifest at {csv}")
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    try:
+        df = read_csv_rows(csv, "a predict manifest")
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
     if "path" not in df.columns:
         raise PredictError(f"{csv} lacks a path column (it has {list(df.columns)}); give one path per row, and "
                            "optionally a transcript column")
     out = []
-    for rec in df.to_dict("records"):
+    for lineno, rec in enumerate(df.to_dict("records"), start=2):
+        if not rec["path"].strip():  # Path("") would be the CSV's folder, reported as "file not found"
+            raise PredictError(f"{csv}, line {lineno}: empty path; give an audio file on every row")
         p = Path(rec["path"])
         p = p if p.is_absolute() else csv.parent / p
         out.append(Source(str(p), p, rec.get("transcript")))
@@ -87,7 +92,7 @@ def check_sources(sources: list[Source], needs_transcript: str | None) -> None:
     for s in sources:
         if s.path is not None:
             if not s.path.is_file():
-                raise PredictError(f"{s.path}: file not found")
+                raise PredictError(f"{s.path}: {why_not_a_file(s.path)}")
             try:
                 sf.info(str(s.path))  # the header only: decoding waits until the models are ready
             except (RuntimeError, sf.LibsndfileError) as exc:

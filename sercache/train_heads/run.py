@@ -17,6 +17,8 @@ from sercache import __version__
 from sercache.splits import (
     DEFAULT_PRESET,
     Fold,
+    check_fold_names,
+    complete_options,
     default_protocol,
     filter_subset,
     get_preset,
@@ -129,20 +131,24 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     corpus = str(cache.utterances.corpus.iloc[0]) if len(cache.utterances) else ""
     preset = get_preset(req.labels or DEFAULT_PRESET.get(corpus, "iemocap4"))
     table = labelled_utterances(cache, preset, roles)
-    protocol, options, extra = req.protocol, req.protocol_options, {}
+    protocol, extra = req.protocol, {}
     if req.folds is not None:
         if not (reader := get_protocol(req.protocol or "folds")).fold_files:  # folds (any file), emobox...
             raise RunError(f"--folds {req.folds} replaces --protocol; drop --protocol {req.protocol}")
+        asked = complete_options(reader.name, req.protocol_options)
         found = reader.function()(filter_subset(table, req.subset), req.folds, cache_ids=list(cache.utterances.utt_id),
-                                  seed=req.split_seed, **req.protocol_options)
+                                  seed=req.split_seed, **asked)
         # path + SHA-1 of the files in protocol_options: resuming with other fold files is refused
-        folds, protocol, options = found.folds, reader.name, {**req.protocol_options, **found.options}
+        folds, protocol, options = found.folds, reader.name, {**asked, **found.options}
         extra = {"fold_warnings": found.warnings}
     else:
         if protocol is None:
             protocol = default_protocol(corpus, table)
             extra = {"protocol_default": f"{protocol}, the default for {corpus or 'this'} caches"}
-        folds = make_folds(table, protocol, subset=req.subset, seed=req.split_seed, **req.protocol_options)
+        # every default spelled out, as the CLI records it: a run made through the API replays exactly
+        options = complete_options(protocol, req.protocol_options)
+        folds = make_folds(table, protocol, subset=req.subset, seed=req.split_seed, **options)
+    check_fold_names(folds)  # a fold becomes a directory of the run: refused here, before the run writes anything
     train_cfg = TrainConfig.for_head(req.head, req.train)
     encoders = {role: {"stream": spec.stream, "layers": spec.layers,
                        **{k: v for stream in spec.streams for k, v in
@@ -198,11 +204,17 @@ def default_run_dir(req: TrainRequest, protocol: str) -> Path:
     return Path("runs") / "-".join(parts)
 
 
+def with_protocol_defaults(config: RunConfig) -> RunConfig:
+    """A stored config with its protocol's defaults spelled out (runs made through the API before they were)."""
+    return replace(config, protocol_options=complete_options(config.protocol, config.protocol_options or {}))
+
+
 def prepare_run_dir(run: Path, config: RunConfig, folds: list[Fold]) -> RunConfig:
     """Create, or resume into, ``run``; refuse one made with other settings. Returns the run's config."""
     cfg_path, folds_path = run_layout.config_path(run), run_layout.folds_path(run)
     if cfg_path.exists():
-        old = RunConfig.load(cfg_path, "Delete the run directory and train again, or give a new --out.")
+        old = with_protocol_defaults(RunConfig.load(cfg_path, "Delete the run directory and train again, or give a "
+                                                    "new --out."))
         changes = settings_changes(old, config)
         if changes:
             raise RunError(f"{run} holds a run made with other settings: {changes}. Give a new --out, or delete that "
@@ -243,22 +255,24 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
     if config.protocol_default is not None:
         progress(f"protocol: {config.protocol_default} (--protocol to choose another)")
     if req.recorded is not None:
-        changes = settings_changes(req.recorded, config)
+        recorded = dict(req.recorded, protocol_options=complete_options(str(req.recorded.get("protocol")),
+                                                                         req.recorded.get("protocol_options") or {}))
+        changes = settings_changes(recorded, config)
         progress("--config: replaying a recorded run " + (f"with these differences: {changes}" if changes
                                                            else "with the same settings"))
     run = Path(req.out) if req.out else default_run_dir(req, config.protocol)
+    device = resolve_device(req.device)  # the last refusal: a refused run writes nothing, not even its lock
     # One `sercache train` per run directory: a second one would train the same tasks and interleave logs.
     with ExclusiveLock(run_layout.lock_path(run), f"{run} is being trained into by another `sercache train` ({{holder}}). Wait "
                        "for it to finish, or give a new --out."):
-        return _train_locked(req, run, config, folds, progress)
+        return _train_locked(req, run, config, folds, device, progress)
 
 
-def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[Fold],
+def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[Fold], device: str,
                   progress: Any) -> tuple[Path, list[dict[str, Any]]]:
     from joblib import Parallel, delayed
 
     config = prepare_run_dir(run, config, folds)
-    device = resolve_device(req.device)
     todo = [(f, s) for f in folds for s in config.seeds if not run_layout.is_done(task_dir(run, f.name, s))]
     skipped = len(folds) * len(config.seeds) - len(todo)
     if skipped:

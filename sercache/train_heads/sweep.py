@@ -91,12 +91,12 @@ def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tup
     if problems:
         raise RunError(f"{req.cache} fails verification: {problems[0]} (and {len(problems) - 1} more); "
                        "run `sercache cache verify` and repair it first")
+    device = resolve_device(requests[0].device)  # refused before the sweep writes anything
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / run_layout.SWEEP_FILE, json.dumps(
         {"cache": str(Path(req.cache).resolve()), "heads": req.heads, "layers": req.layers, "seeds": req.seeds,
          "backend": req.backend, "runs": [r.out.name for r in requests], "command": req.command}, indent=1))
-    device = resolve_device(requests[0].device)
     with contextlib.ExitStack() as locks:
         tasks = []
         for r, (config, folds, _) in zip(requests, plans):
