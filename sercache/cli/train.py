@@ -50,7 +50,8 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
 @click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
               help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
-@click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
+@click.option("--text", default=None, type=click.Choice(["asr", "gold"]),
+              help="Text source: text_asr or text_gold. Default: the source of --text-stream, else asr.")
 @stream_role_options
 @click.option("--layer", default=None, metavar="LAYER",
               help="Audio-stream layer (default: the stream's last stored layer). Pooled heads (linear, mlp, svm, "
@@ -155,7 +156,7 @@ def _file_value_problem(param: click.Parameter, value: Any) -> str:
     click converts what it is given (true -> 1, 2.5 -> 2, .inf -> OverflowError): a typed YAML or
     JSON value must already be of the option's kind. Text is converted as if typed.
     """
-    if getattr(param, "multiple", False):  # --set: KEY=VALUE words, made by the file reader
+    if getattr(param, "multiple", False) or value is None:  # --set: KEY=VALUE words, made by the file reader
         return ""
     if getattr(param, "is_flag", False):
         return "" if isinstance(value, bool) else "expected true or false"

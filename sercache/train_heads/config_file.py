@@ -51,7 +51,7 @@ ROLE_STREAM = {r.name: r.param for r in stream_roles().values()}
 ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
 #: An option given on the command line also drops these values of the file, which would contradict it.
 DROPS = {"protocol": ("fold_file",), "fold_file": ("protocol",), "valid": ("valid_speakers",),
-         "valid_speakers": ("valid",), "text": ("text_stream", "text_layer"), "text_stream": ("text_layer",),
+         "valid_speakers": ("valid",), "text": ("text_stream", "text_layer"), "text_stream": ("text", "text_layer"),
          "audio_stream": ("layer",)}
 
 
