@@ -9,5 +9,7 @@ def parse_pairs(specs: list[str], option: str, form: str, example: str, error: t
         if "=" not in spec:
             raise error(f"{option} {spec!r}: use {form}, e.g. {option} {example}")
         key, value = (s.strip() for s in spec.split("=", 1))
+        if key in out:  # the last would win silently
+            raise error(f"{option} {key}={out[key]} and {option} {spec}: {key} is given twice; give it once")
         out[key] = value
     return out

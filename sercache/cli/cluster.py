@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from sercache.cli.common import FiniteFloat
 from sercache.cli.folds import protocol_choice_options, protocol_setting_options
 from sercache.cli.help import examples
 
@@ -178,11 +179,12 @@ def cache_status_command(path: Path) -> None:
 @click.option("--fold", default="all", help="Folds: all, 1-based numbers (1,2) or names.")
 @protocol_choice_options()
 @protocol_setting_options()
-@click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0,
+              help="Seed of the fold protocol (random splits, fractions).")
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus).")
 @click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: each head's).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
 @click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
 @click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")

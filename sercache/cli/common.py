@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shlex
 import sys
@@ -34,6 +35,25 @@ class LazyChoice(click.Choice):
     @choices.setter
     def choices(self, value: Sequence[Any]) -> None:  # click's __init__ sets it; the registry decides
         pass
+
+
+class FiniteFloat(click.FloatRange):
+    """A ``click.FloatRange`` that also refuses inf and nan (nan passes every range comparison)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = super().convert(value, param, ctx)
+        except OverflowError:  # float() of an integer beyond the float range (a YAML value, say)
+            self.fail(f"{str(value)[:20]}... is too large for a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: The largest count or seed an integer option takes (beyond it, torch and numpy overflow).
+MAX_INT = 2**31 - 1
 
 
 def setup_logging(verbose: int) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sercache.cli.catalog import head_names
-from sercache.cli.common import CONTEXT, fail, replayable_command
+from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, fail, replayable_command
 from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
 from sercache.train_heads.head_catalog import stream_roles
@@ -50,7 +50,8 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus; see `sercache labels`).")
 @click.option("--subset", default="all", type=click.Choice(["all", "impro", "script"]),
               help="IEMOCAP's improvised or scripted dialogs only (filtered before folding).")
-@click.option("--text", default="asr", type=click.Choice(["asr", "gold"]), help="Text source: text_asr or text_gold.")
+@click.option("--text", default=None, type=click.Choice(["asr", "gold"]),
+              help="Text source: text_asr or text_gold. Default: the source of --text-stream, else asr.")
 @stream_role_options
 @click.option("--layer", default=None, metavar="LAYER",
               help="Audio-stream layer (default: the stream's last stored layer). Pooled heads (linear, mlp, svm, "
@@ -58,17 +59,18 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
               "and all of them tried, one chosen per fold on the validation speakers.")
 @click.option("--text-layer", default=None, metavar="LAYER", help="Text-stream layer (pooled heads: as --layer).")
 @protocol_setting_options()
-@click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, help="Folds x seeds trained in parallel (joblib).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0,
+              help="Seed of the fold protocol (random splits, fractions).")
+@click.option("--seeds", type=click.IntRange(1, MAX_INT), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--jobs", type=click.IntRange(1, MAX_INT), default=1, help="Folds x seeds trained in parallel (joblib).")
+@click.option("--epochs", type=click.IntRange(1, MAX_INT), default=None,
               help="Maximum epochs. Default: the head's (`sercache heads`), as for every optimisation option.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_INT), default=None,
               help="Utterances per step (segments for glam, apcnn, mhcnn).")
-@click.option("--patience", type=click.IntRange(min=1), default=None,
+@click.option("--patience", type=click.IntRange(1, MAX_INT), default=None,
               help="Epochs without a better validation UA before stopping.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay.")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="Weight decay.")
 @click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer.")
 @click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
 @click.option("--normalize/--no-normalize", default=None,
@@ -77,7 +79,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--refit/--no-refit", default=None,
               help="After selecting on validation, retrain on training + validation with the selected epochs (or "
               "C/gamma) before testing. Default per head.")
-@click.option("--progress-every", type=click.FloatRange(min=0), default=10.0,
+@click.option("--progress-every", type=FiniteFloat(min=0), default=10.0,
               help="Seconds between progress lines inside a fold (epochs, batches, validation UA); 0: every one.")
 @click.option("--no-progress", is_flag=True, help="No progress lines inside folds (fold results are still printed).")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
@@ -127,17 +129,41 @@ def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainF
     """Options not given on the command line take the --config file's values, checked as if typed."""
     from click.core import ParameterSource
 
-    from sercache.train_heads.config_file import OPTION_KEYS, ConfigFileError
+    from sercache.train_heads.config_file import OPTION_KEYS, ConfigFileError, short
 
     given = {name: value for name, value in options.items()
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
     file = file.overridden_by(given)
     params = {p.name: p for p in ctx.command.params}
     for name, value in file.options.items():
+        key = next(k for k, n in OPTION_KEYS.items() if n == name)
+        problem = _file_value_problem(params[name], value)
+        if problem:
+            raise ConfigFileError(f"{file.path}: {key}: {problem}, found {short(value)}")
         try:
             options[name] = params[name].type_cast_value(ctx, value)
         except click.BadParameter as exc:
-            key = next(k for k, n in OPTION_KEYS.items() if n == name)
             raise ConfigFileError(f"{file.path}: {key}: {exc.message}") from None
+        except OverflowError:  # float() of an integer beyond the float range
+            raise ConfigFileError(f"{file.path}: {key}: {short(value)} is too large for a number") from None
     ctx.params.update(options)  # the recorded command spells out the file's values too
     return file
+
+
+def _file_value_problem(param: click.Parameter, value: Any) -> str:
+    """Why a file's value is not one the option takes; "" if it is.
+
+    click converts what it is given (true -> 1, 2.5 -> 2, .inf -> OverflowError): a typed YAML or
+    JSON value must already be of the option's kind. Text is converted as if typed.
+    """
+    if getattr(param, "multiple", False) or value is None:  # --set: KEY=VALUE words, made by the file reader
+        return ""
+    if getattr(param, "is_flag", False):
+        return "" if isinstance(value, bool) else "expected true or false"
+    if isinstance(value, bool):
+        return f"expected a value for {max(param.opts, key=len)}, not true or false"
+    if isinstance(param.type, click.types.IntParamType) and not isinstance(value, (int, str)):
+        return "expected a whole number"
+    if not isinstance(value, (int, float, str)):
+        return f"expected one value for {max(param.opts, key=len)}"
+    return ""

@@ -1,6 +1,7 @@
 """What one ``sercache extract`` call asks for, resolved and validated before any work."""
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import MISSING, dataclass, field, fields
@@ -94,6 +95,8 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         self.root, self.out = Path(self.root), Path(self.out)
+        if not self.streams:
+            raise ExtractError(f"--streams: no stream given; choose from {', '.join(STREAM_KINDS)}")
         unknown = [s for s in self.streams if s not in STREAM_KINDS]
         if unknown:
             raise ExtractError(f"unknown stream {unknown[0]!r}; valid streams: {', '.join(STREAM_KINDS)}")
@@ -101,6 +104,9 @@ class ExtractOptions:
             if kind not in STREAM_KINDS:
                 raise ExtractError(f"--stream-name {kind}={name}: {kind!r} is not a stream; valid: {', '.join(STREAM_KINDS)}")
             check_name(name, "stream")
+            if kind not in self.streams:
+                raise ExtractError(f"--stream-name {kind}={name}: no {kind} stream is extracted (--streams "
+                                   f"{','.join(self.streams)}); add {kind} to --streams or drop this --stream-name")
         names = [self.name_of(k) for k in self.streams]
         if len(set(names)) != len(names):
             raise ExtractError(f"two streams would share a name: {names}")
@@ -120,6 +126,8 @@ class ExtractOptions:
         ] + [(o.flag or o.dest.replace("_", " "), self.options[d], o.check[0](self.options[d]), o.check[1])
              for d, o in all_options().items() if o.check]
         for option, value, ok, rule in checks:
+            if isinstance(value, float) and not math.isfinite(value):  # inf passes ">= 1"; nan fails every check
+                raise ExtractError(f"{option} {value}: must be a finite number")
             if not ok:
                 raise ExtractError(f"{option} {value}: must be {rule}")
 

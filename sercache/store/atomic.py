@@ -64,6 +64,8 @@ def read_json(path: Path, what: str, fix: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedFileError(f"{path} ({what}) is damaged: {exc}. {fix}") from None
+    except RecursionError:  # the parser recurses once per level: a crafted file must not end in a traceback
+        raise DamagedFileError(f"{path} ({what}) is damaged: nested too deeply to be a sercache record. {fix}") from None
 
 
 class DamagedFileError(ValueError):

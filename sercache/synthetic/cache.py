@@ -101,7 +101,8 @@ def write_synthetic_cache(out: Pathlike, manifest: pd.DataFrame, streams: list[S
         register_streams(out, shard, [s.name for s in streams], "synthetic")
         for s in streams:
             prov = {"identity": {"kind": s.kind if s.kind != "text" else "text", "synthetic": True, "dim": s.dim,
-                                 "layers": list(s.layers), "dtype": s.dtype, "signal": s.signal, "seed": seed},
+                                 "layers": list(s.layers), "dtype": s.dtype, "signal": s.signal, "seed": seed,
+                                 **_text_source(s)},
                     "details": {}}
             writer = StreamWriter(out, shard, s.name, prov, rows.utt_id.tolist(), flush_bytes=int(flush_mb * 2**20))
             for r in rows.itertuples():
@@ -149,3 +150,9 @@ def _add_outliers(x: np.ndarray, size: float, dims: int) -> None:
 def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
     v = rng.standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+def _text_source(stream: SyntheticStream) -> dict[str, str]:
+    """A text stream named as extraction names them (text_asr, text_gold) records its source, as they do."""
+    source = stream.name.rpartition("_")[2]
+    return {"source": source} if stream.kind == "text" and source in ("asr", "gold") else {}

@@ -19,6 +19,8 @@ on the command line override the file; one that contradicts other values of the 
 from __future__ import annotations
 
 import json
+import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -49,8 +51,12 @@ ROLE_STREAM = {r.name: r.param for r in stream_roles().values()}
 ROLE_LAYER = {"audio": "layer", "text": "text_layer"}
 #: An option given on the command line also drops these values of the file, which would contradict it.
 DROPS = {"protocol": ("fold_file",), "fold_file": ("protocol",), "valid": ("valid_speakers",),
-         "valid_speakers": ("valid",), "text": ("text_stream", "text_layer"), "text_stream": ("text_layer",),
+         "valid_speakers": ("valid",), "text": ("text_stream", "text_layer"), "text_stream": ("text", "text_layer"),
          "audio_stream": ("layer",)}
+
+
+#: A ``set`` key: a hyperparameter's name.
+SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigFileError(RunError):
@@ -112,7 +118,7 @@ def load_train_file(path: Path | str) -> TrainFile:
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name in seen:
-            raise ConfigFileError(f"{path}: {key!r} and {seen[name]!r} are the same option; give it once")
+            raise ConfigFileError(f"{path}: {short(key)} and {short(seen[name])} are the same option; give it once")
         seen[name] = str(key)
         if name == "train":
             train = _train_section(path, value)
@@ -123,7 +129,7 @@ def load_train_file(path: Path | str) -> TrainFile:
         else:
             why = (" (a record of a run's config.json: a hand-written file gives options)" if name in RECORD_KEYS
                    else "")
-            raise ConfigFileError(f"{path}: unknown key {key!r}{why}; valid keys: "
+            raise ConfigFileError(f"{path}: unknown key {short(key)}{why}; valid keys: "
                                   + ", ".join(sorted([*OPTION_KEYS, "train"])))
     for name in TRAIN_OPTIONS:  # train: {lr: ...} is the option lr
         if name in train:
@@ -138,18 +144,11 @@ def _read(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(f"--config {path}: cannot be read ({exc})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ConfigFileError(f"--config {path} is not valid JSON ({exc})") from None
-    else:
-        import yaml
-
-        try:
-            data = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 - a SafeLoader, duplicate keys refused
-        except yaml.YAMLError as exc:
-            raise ConfigFileError(f"--config {path} is not valid YAML ({exc})") from None
+    try:
+        data = _parse(path, text)
+    except RecursionError:  # both parsers recurse once per level: a hostile file must not end in a traceback
+        raise ConfigFileError(f"--config {path}: nested too deeply to read; a config file holds option names "
+                              "and plain values (lr: 3e-4, set: {dropout: 0.2})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -158,22 +157,59 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _unique_keys_loader() -> type:
-    """PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last silently)."""
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigFileError(f"--config {path} is not valid JSON ({exc})") from None
     import yaml
 
-    class UniqueKeys(yaml.SafeLoader):
+    try:
+        return yaml.load(text, Loader=_config_loader())  # noqa: S506 - a SafeLoader: no aliases, no duplicate keys
+    except _AliasRefused as exc:
+        raise ConfigFileError(f"--config {path}: line {exc.line}: YAML anchors and aliases (&name, *name) are not "
+                              "accepted in a config file (a few of them can expand a small file into gigabytes); "
+                              "write each value out") from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"--config {path} is not valid YAML ({exc})") from None
+
+
+class _AliasRefused(Exception):
+    """An anchor or alias in a config file (``line``: where, counting from 1)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _config_loader() -> type:
+    """PyYAML's SafeLoader, refusing anchors and aliases, and a key given twice (PyYAML keeps the last).
+
+    An alias is a reference: loading keeps it small, but anything that walks the values (serialising
+    ``set``, an error message) expands it, and ten nested aliases reach gigabytes ("billion laughs").
+    Refused while composing, before any value is built.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _AliasRefused(event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                    raise yaml.constructor.ConstructorError(None, None, f"key {short(key)} is given twice",
                                                             key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
-    return UniqueKeys
+    return ConfigLoader
 
 
 def parse_value(text: str) -> Any:
@@ -185,14 +221,31 @@ def parse_value(text: str) -> Any:
 
 
 def settings_words(path: Path, value: Any) -> tuple[str, ...]:
-    """A file's ``set`` (mapping, or list of KEY=VALUE) as --set words that parse back to the same values."""
+    """A file's ``set`` (mapping, or list of KEY=VALUE) as --set words that parse back to the same values.
+
+    The names are checked before any value is serialised, and an error shows a value shortened.
+    """
     if isinstance(value, Mapping):
+        bad = next((k for k in value if not isinstance(k, str) or not SETTING_NAME.fullmatch(k)), None)
+        if bad is not None:
+            raise ConfigFileError(f"{path}: set: {short(bad)} is not a hyperparameter name (letters, digits and _; "
+                                  "see `sercache heads` for each head's)")
         return tuple(f"{k}={v if isinstance(v, str) and parse_value(v) == v else json.dumps(v)}"
                      for k, v in value.items())
     if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
         return tuple(value)
+    found = (f"a list whose entry {short(next(v for v in value if not isinstance(v, str) or '=' not in v))} is not "
+             "KEY=VALUE") if isinstance(value, list) else f"a {type(value).__name__}"
     raise ConfigFileError(f"{path}: set: give a mapping (set: {{dropout: 0.2}}) or a list of KEY=VALUE strings, "
-                          f"not {value!r}")
+                          f"found {found}")
+
+
+def short(value: Any) -> str:
+    """``repr(value)``, cut short (a value from a file can be as large as the file)."""
+    shorten = reprlib.Repr()
+    shorten.maxstring = shorten.maxother = 60
+    text = shorten.repr(value)  # (integers are not shortened before Python 3.12)
+    return text if len(text) <= 80 else text[:60] + "..."
 
 
 def _train_section(path: Path, value: Any) -> dict[str, Any]:
@@ -202,7 +255,7 @@ def _train_section(path: Path, value: Any) -> dict[str, Any]:
     out = {}
     for key, v in value.items():
         if key not in types:
-            raise ConfigFileError(f"{path}: unknown key 'train.{key}'; valid keys: {', '.join(types)}")
+            raise ConfigFileError(f"{path}: unknown key {short(f'train.{key}')}; valid keys: {', '.join(types)}")
         want = types[key]
         if want is float and isinstance(v, str):  # YAML reads 1e-4 (no dot) as text
             try:
@@ -212,7 +265,7 @@ def _train_section(path: Path, value: Any) -> dict[str, Any]:
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise ConfigFileError(f"{path}: train.{key}: {v!r} is not a {want.__name__}")
+            raise ConfigFileError(f"{path}: train.{key}: {short(v)} is not a {want.__name__}")
         out[key] = v
     return out
 

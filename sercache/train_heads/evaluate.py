@@ -26,6 +26,9 @@ from sercache.train_heads.report import load_run
 from sercache.train_heads.run_layout import CHECKPOINT, PREDICTIONS, finished_tasks, folds_path, seed_of
 from sercache.train_heads.trainer import build_head, evaluate, load_checkpoint
 
+#: What restoring a head reads from its checkpoint, and the type of each.
+CHECKPOINT_KEYS = {"head": str, "dims": dict, "n_classes": int, "hyperparameters": dict, "normalization": dict}
+RETRAIN = "delete that task's seed directory and rerun `sercache train` to retrain it"
 #: The largest logit difference to the recorded predictions that still counts as reproducing them.
 REPRODUCED_TOLERANCE = 1e-3
 
@@ -35,19 +38,35 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
 
     Every consumer of checkpoints (eval, predict) goes through here, so they all rebuild heads alike.
     """
-    ckpt = load_checkpoint(Path(seed_dir) / CHECKPOINT)
+    ckpt = _checked(Path(seed_dir) / CHECKPOINT, head_name)
     if hasattr(data, "use_layers"):  # pooled heads: the layers this head read (--layer select: chosen per fold)
         data.use_layers(ckpt.get("layers"))
     if ckpt["dims"] != data.dims:
         raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, these features give "
                         f"{data.dims}; the features must come from the same encoders and layers")
-    head = build_head(head_name, ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
-    head.load_state_dict(ckpt["state_dict"])
+    try:  # a checkpoint that is not this run's: its hyperparameters or weights do not fit the head
+        head = build_head(head_name, ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
+        head.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{seed_dir}/{CHECKPOINT} does not rebuild this run's {head_name} head ({exc}); {RETRAIN}") from None
     data.normalization = ({r: (v["mean"], v["std"]) for r, v in ckpt["normalization"].items()}
                           if ckpt.get("normalization") else None)
     if hasattr(data, "z_limit"):  # frame heads: z-scores clipped as in training (checkpoints before that: not)
         data.z_limit = ckpt.get("z_limit")
     return head.to(data.device)
+
+
+def _checked(path: Path, head_name: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, refused unless it holds a ``head_name`` head with every record restoring needs."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k, kind in CHECKPOINT_KEYS.items() if not isinstance(ckpt.get(k), kind)]
+    if missing:
+        raise DataError(f"{path}: not a checkpoint of `sercache train` (no valid {', '.join(missing)}); {RETRAIN}")
+    if ckpt["head"] != head_name:
+        where = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+        raise DataError(f"{path}{where} holds a {ckpt['head'][:40]!r} head, and this run trains {head_name!r}: it "
+                        f"comes from another run; {RETRAIN}")
+    return ckpt
 
 
 def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | Path | None = None,

@@ -68,7 +68,7 @@ class TrainRequest:
     folds: Path | None = None
     labels: str | None = None
     subset: str = "all"
-    text: str = "asr"
+    text: str | None = None  # asr | gold; None: the text stream's source (its provenance), else asr
     streams: dict[str, str] = field(default_factory=dict)
     #: role -> --layer/--text-layer: None, a layer, several ("2,3,4" or a list), "all" or "select" (see roles.py)
     layers: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +97,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def text_source(req: TrainRequest, cache: FeatureStore) -> str:
+    """``asr`` or ``gold``: --text, which a --text-stream must not contradict; without it, that stream's source."""
+    if req.text not in (None, "asr", "gold"):
+        raise RunError(f"--text {req.text!r}: use asr or gold")
+    stream = req.streams.get("text")
+    found = cache.streams[stream].provenance.get("identity", {}).get("source") if stream in cache.streams else None
+    if req.text is not None and found in ("asr", "gold") and found != req.text:
+        raise RunError(f"--text {req.text} and --text-stream {stream} contradict each other: stream {stream!r} "
+                       f"encodes the {found} transcript; give --text {found}, or a --text-stream of {req.text} "
+                       f"transcripts (text_{req.text})")
+    return req.text or (found if found in ("asr", "gold") else "asr")
+
+
 def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
     if req.seeds < 1 or req.jobs < 1:
@@ -116,9 +129,8 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
         raise RunError(str(exc)) from None
     hyper = {**valid, **req.hyperparameters}
     streams = dict(req.streams)
-    if req.text not in ("asr", "gold"):
-        raise RunError(f"--text {req.text!r}: use asr or gold")
-    streams.setdefault("text", f"text_{req.text}")
+    text = text_source(req, cache)
+    streams.setdefault("text", f"text_{text}")
     roles = resolve_roles(cache, head_cls.required_roles(hyper), head_cls.multi_layer_roles, streams, req.layers,
                           pooled=head_cls.pooled_input)
     for role in head_cls.multi_layer_roles:
@@ -164,7 +176,7 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
         cache=str(Path(req.cache).resolve()), head=req.head, hyperparameters=hyper, train=train_cfg, roles=roles,
         encoders=encoders, labels=RunLabels(preset.name, list(preset.classes), preset.describe()),
         protocol=protocol, protocol_options=options, **extra, subset=req.subset, split_seed=req.split_seed,
-        text_source=req.text if "text" in roles else None,
+        text_source=text if "text" in roles else None,
         speaker_independent=all(f.speaker_independent for f in folds), n_utterances=len(table),
         dropped_utterances=int(len(cache.utterances) - len(table)), seeds=list(range(req.seeds)),
         fold_selection=req.fold, jobs=req.jobs, tensorboard=req.tensorboard,

@@ -100,6 +100,8 @@ class RunConfig(MappingView):
             raise RunConfigError(f"{where}seeds: expected a list of integers, found {seeds!r}")
         if not isinstance(values.get("head", ""), str):
             raise RunConfigError(f"{where}head: expected a head's name, found {values['head']!r}")
+        if values.get("head"):
+            _check_head(values["head"], where)
         return cls(**values)
 
     @classmethod
@@ -156,6 +158,17 @@ def unknown_key(data: Mapping[str, Any], path: Pathlike | None = None) -> str:
     if unknown:
         return f"{where}unknown training setting {unknown[0]!r}; valid ones: " + ", ".join(names)
     return ""
+
+
+def _check_head(name: str, where: str) -> None:
+    """A recorded head must be one this sercache has: its name picks the class that rebuilds checkpoints."""
+    from sercache.train_heads.heads import HEADS, get_head
+
+    try:
+        get_head(name)
+    except KeyError:
+        raise RunConfigError(f"{where}head: {name[:60]!r} is not a sercache head (heads: {', '.join(sorted(HEADS))}); "
+                             "this config.json was edited, or written by a sercache with other heads") from None
 
 
 def _train(value: Any, where: str) -> TrainConfig:

@@ -307,16 +307,33 @@ def write_records(out_dir: Path, head: Head, run_config: Mapping[str, Any], hype
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint as data: never executes code from the file (``weights_only=True``)."""
+    """A checkpoint as data: never executes code from the file (``weights_only=True``).
+
+    Anything but a mapping with a ``state_dict`` (another file linked or copied in its place) is
+    refused with the path, and where it links to.
+    """
     import pickle
 
+    path = Path(path)
+    where = f"{path} (a link to {path.resolve()})" if path.is_symlink() else str(path)
+    fix = "delete that task's seed directory and rerun `sercache train` to retrain it."
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise TrainingError(f"{where} is not a readable checkpoint ({exc}); {fix}") from None
+    if not magic.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a bare pickle (refused below)
+        raise TrainingError(f"{where} is not a checkpoint written by `sercache train` (neither a PyTorch archive nor "
+                            f"a pickle: it starts with {magic!r}); {fix}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(f"{path}: refused for safety. It holds objects other than tensors and plain values, "
+        raise TrainingError(f"{where}: refused for safety. It holds objects other than tensors and plain values, "
                             f"which could run code when loaded ({first}). sercache never loads such files; use "
                             "checkpoints written by `sercache train`.") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise TrainingError(f"{path} is not a readable checkpoint ({exc}); delete that task's seed directory and "
-                            "rerun `sercache train` to retrain it.") from None
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails on foreign bytes in no documented way
+        raise TrainingError(f"{where} is not a readable checkpoint ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise TrainingError(f"{where} is not a checkpoint written by `sercache train` (no state_dict); {fix}")
+    return ckpt
