@@ -59,7 +59,9 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--text-layer", default=None, metavar="LAYER", help="Text-stream layer (pooled heads: as --layer).")
 @protocol_setting_options()
 @click.option("--split-seed", type=int, default=0, help="Seed of the fold protocol (random splits, fractions).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds per fold (0..N-1). Default: 3, or 1 for deterministic heads (svm, logreg), whose every "
+              "seed gives the same result.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, help="Folds x seeds trained in parallel (joblib).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Maximum epochs. Default: the head's (`sercache heads`), as for every optimisation option.")
@@ -101,7 +103,7 @@ def train(**options: Any) -> None:
     from sercache.store.errors import CacheError
     from sercache.train_heads.config_file import load_train_file, request_from_options
     from sercache.train_heads.data import DataError
-    from sercache.train_heads.outcome import training_outcome
+    from sercache.train_heads.outcome import finished_results, training_outcome
     from sercache.train_heads.run import RunError, run_training
 
     ctx = click.get_current_context()
@@ -115,12 +117,24 @@ def train(**options: Any) -> None:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
         fail(exc)
-    outcome = training_outcome(run, results)
+    outcome = training_outcome(run, results, n_classes=_n_classes(run), finished=finished_results(run))
+    if outcome.scores:
+        click.echo(outcome.scores)
     click.echo(outcome.summary)
     for line in outcome.failures:
         click.echo(line, err=True)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def _n_classes(run: Path) -> int | None:
+    from sercache.train_heads import run_layout
+    from sercache.train_heads.run_config import RunConfig
+
+    try:
+        return len(RunConfig.load(run_layout.config_path(run)).labels.classes)
+    except (OSError, ValueError):
+        return None
 
 
 def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainFile) -> TrainFile:
