@@ -53,6 +53,14 @@ class RunError(ValueError):
     """A training request that cannot be carried out (named option and the fix)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while training ``run``: ``kept`` of its ``total`` selected fold x seed tasks are finished and kept."""
+
+    def __init__(self, run: Path, kept: int, total: int) -> None:
+        super().__init__(f"{run}: kept {kept} of {total} fold/seed tasks")
+        self.run, self.kept, self.total = run, kept, total
+
+
 @dataclass
 class TrainRequest:
     """What ``sercache train`` takes (see the CLI help)."""
@@ -84,6 +92,16 @@ class TrainRequest:
     tensorboard: bool = False
     #: The config.json of a run this request replays (``--config RUN/config.json``): differences are shown.
     recorded: dict[str, Any] | None = None
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when a C extension re-raised it as another error (h5py: a SystemError caused by it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def resolve_device(device: str) -> str:
@@ -290,9 +308,15 @@ def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[F
         progress(f"{run}: training {config.head} on {len(todo)} fold/seed task(s), {jobs} at a time")
     tasks = (delayed(train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every, os.getpid())
              for f, s in todo)
-    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-        results.append(res)
-        progress(describe_result(config, res))
+    try:
+        for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            results.append(res)
+            progress(describe_result(config, res))
+    except BaseException as exc:  # a task's records are written by rename, DONE last: each is done or to redo
+        if not is_interrupt(exc):
+            raise
+        kept = sum(run_layout.is_done(task_dir(run, f.name, s)) for f in folds for s in config.seeds)
+        raise TrainingInterrupted(run, kept, len(folds) * len(config.seeds)) from None
     for warning in result_warnings(results, len(config.labels.classes)):
         progress(warning)
     return run, results
