@@ -106,3 +106,30 @@ def test_a_root_without_the_corpus_layout_is_told_the_layout(corpus, tmp_path, m
                                       "--streams", "mfcc"])
     assert result.exit_code == 2 and f"--corpus {corpus} expects" in result.output, result.output
     assert layout.split(" ")[0] in result.output, result.output
+
+
+def test_predict_names_every_missing_model_folder_before_loading_any(small_corpus, models, tmp_path, monkeypatch):
+    import shutil
+
+    import sercache.train_heads.predict as predict
+    from sercache.extract.options import ExtractOptions
+    from sercache.extract.runner import run_extract
+    from sercache.train_heads.run import TrainRequest, run_training
+
+    ssl, text = Path(shutil.copytree(models["ssl"], tmp_path / "hubert")), Path(shutil.copytree(models["text"],
+                                                                                                 tmp_path / "bert"))
+    cache = tmp_path / "cache"
+    run_extract(ExtractOptions(root=small_corpus, corpus="iemocap", out=cache, streams=("ssl", "text_gold"),
+                               ssl_model=str(ssl), text_model=str(text), sessions=["1", "2", "3"], device="cpu",
+                               progress=False))
+    run, _ = run_training(TrainRequest(cache=cache, head="gate", out=tmp_path / "run", fold="1", text="gold",
+                                       device="cpu", train={"epochs": 1}), progress=lambda m: None)
+    ssl.rename(tmp_path / "hubert-moved")
+    text.rename(tmp_path / "bert-moved")
+    monkeypatch.setattr(predict, "extractor_for", lambda *a, **k: pytest.fail("a model was loaded first"))
+    wav = next(small_corpus.rglob("*.wav"))
+    result = CliRunner().invoke(cli, ["predict", str(run), str(wav), "--device", "cpu", "--no-progress",
+                                      "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2, result.output
+    assert "2 model folders the run needs are missing (nothing was loaded)" in result.output, result.output
+    assert str(ssl) in result.output and str(text) in result.output and "--model ssl=FOLDER" in result.output
