@@ -7,6 +7,7 @@ they skip without one unless SERCACHE_REQUIRE_SLURM=1, which `.ci/run` sets so C
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -215,8 +216,28 @@ def _slurm_up() -> bool:
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
-slurm = pytest.mark.skipif(not _slurm_up() and os.environ.get("SERCACHE_REQUIRE_SLURM") != "1",
-                           reason="no SLURM cluster here: export SLURM_CONF=$(bash ci/slurm/start.sh) first")
+#: Set by `.ci/run`: there a missing SLURM, or a missing module of the `cluster` extra, fails instead of skipping.
+REQUIRE_ENV = "SERCACHE_REQUIRE_SLURM"
+REQUIRED = os.environ.get(REQUIRE_ENV) == "1"
+
+
+def importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def cluster_extra(module: str) -> pytest.MarkDecorator:
+    """Skip when the `cluster` extra's ``module`` is missing (as the opensmile and browser tests do), unless required."""
+    return pytest.mark.skipif(not REQUIRED and not importable(module),
+                              reason=f"{module} not installed: pip install -e '.[cluster]' ({REQUIRE_ENV}=1 fails instead)")
+
+
+slurm = pytest.mark.skipif(not REQUIRED and not (importable("submitit") and _slurm_up()),
+                           reason="no SLURM cluster or no submitit here: pip install -e '.[cluster]' and "
+                           "export SLURM_CONF=$(bash ci/slurm/start.sh) first")
 
 
 def _squeue(job: str) -> str:

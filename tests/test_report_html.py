@@ -247,3 +247,35 @@ def test_curves_and_ua_figures_stay_a_page_wide_with_many_folds(tmp_path, n_fold
     assert curves.size == (round(report_plots.WIDE * report_plots.DPI), round(rows * 4.6 * report_plots.DPI))
     ua = Image.open(io.BytesIO(report_plots.ua_per_fold_figure([run])))
     assert ua.width <= report_plots.WIDE * report_plots.DPI
+
+
+def test_whole_best_epochs_shared_curve_scales_and_one_colour_meaning(runs, monkeypatch):
+    """Issue 21: "best epoch" 2, not 2.0; every fold's curve panel on one scale; a hue means a run everywhere."""
+    from matplotlib.colors import rgb_to_hsv, to_rgb
+
+    from sercache.train_heads.report import per_fold_table
+
+    loaded = [load_run(r) for r in runs]
+    for run in loaded:
+        assert all(re.fullmatch(r"\d+(–\d+)?", v) for v in per_fold_table(run)["best epoch"]), per_fold_table(run)
+    figures: list = []
+    monkeypatch.setattr(report_plots, "to_png", lambda fig: figures.append(fig) or b"")
+
+    def hsv(colour) -> np.ndarray:  # noqa: ANN001 - any matplotlib colour
+        return rgb_to_hsv(np.array(to_rgb(colour)))
+
+    report_plots.curves_figure(loaded[1], 1)
+    curves = figures.pop()
+    loss, ua = curves.axes[:2], curves.axes[2:4]  # 2 folds: the loss row, then the validation-UA row
+    assert loss[0].get_ylim() == loss[1].get_ylim() and ua[0].get_ylim() == ua[1].get_ylim()
+    hue = hsv(report_plots.run_colour(1))[0]
+    lines = [line for ax in curves.axes for line in ax.get_lines()]
+    assert lines and all(abs(hsv(line.get_color())[0] - hue) < 0.02 for line in lines)  # shades of run 1's hue
+
+    report_plots.paired_figure(loaded[0], loaded[1])
+    paired = figures.pop()
+    assert all(hsv(line.get_color())[1] == 0 for line in paired.axes[0].get_lines())  # black and grey only
+
+    report_plots.layer_weights_figure(report_plots.layer_weights(loaded[2]), 2)
+    bars = figures.pop().axes[0].patches
+    assert bars and all(np.allclose(to_rgb(b.get_facecolor()), to_rgb(report_plots.run_colour(2))) for b in bars)

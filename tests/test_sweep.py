@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from tests.test_cluster import slurm
+from tests.test_cluster import cluster_extra, slurm
 
 TIMING = ("train s/epoch", "test inference s", "train s", "seconds")
 ARGS = ["--heads", "linear,mlp,wsum", "--layers", "1,2", "--seeds", "2", "--fold", "1,2", "--epochs", "3",
@@ -69,6 +69,7 @@ def test_sweep_expands_the_grid_into_runs_and_one_report(loky_sweep):
     assert recorded["runs"] == CONFIGS and recorded["backend"] == "loky"
 
 
+@cluster_extra("dask.distributed")
 def test_dask_cluster_gives_the_loky_numbers(signal_cache, loky_sweep, tmp_path):
     from dask.distributed import LocalCluster
 

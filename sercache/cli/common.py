@@ -76,6 +76,12 @@ def fail(exc: Exception, status: int = 2) -> None:
     sys.exit(status)
 
 
+def stopped_before_work() -> None:
+    """Ctrl-C before a command stored anything: say so (not click's bare ``Aborted!``); exit 130."""
+    click.echo("\ninterrupted before anything was stored; nothing to resume: run the command again", err=True)
+    sys.exit(130)
+
+
 def replayable_command(ctx: click.Context, skip: tuple[str, ...] = ("no_progress", "progress_every")) -> str:
     """The command as resolved, every setting spelled out (model ids included, defaults too).
 

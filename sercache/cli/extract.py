@@ -15,7 +15,7 @@ from sercache.cli.cluster import (
     run_on_cluster,
     say_resuming,
 )
-from sercache.cli.common import CONTEXT, LazyChoice, fail, replayable_command
+from sercache.cli.common import CONTEXT, LazyChoice, fail, replayable_command, stopped_before_work
 from sercache.cli.help import Sectioned, examples
 from sercache.features.streams import all_options, default_streams, stream_kinds
 
@@ -91,6 +91,12 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
     met a failing utterance; 2 for a bad request (unknown option value, missing model, cache
     settings that differ without --overwrite); 130 when interrupted.
     """
+    # Said at once: importing torch and reading the corpus take seconds before anything else is shown.
+    click.echo(f"extract: reading {root} as {corpus} (streams {streams}) into {out}", err=True)
+    try:
+        from sercache.extract.runner import run_extract
+    except KeyboardInterrupt:
+        stopped_before_work()
     from sercache.extract.options import (
         ExtractError,
         ExtractOptions,
@@ -99,12 +105,12 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
         parse_shard,
         parse_stream_names,
     )
-    from sercache.extract.runner import run_extract
     from sercache.features.models import ModelError
     from sercache.store.errors import CacheError
 
     stream_values = {o.dest: more.pop(o.dest) for o in STREAM_FLAGS}
     cluster = more
+    opts: ExtractOptions | None = None
     try:
         opts = ExtractOptions(
             root=root, corpus=corpus, out=out, sessions=parse_sessions(list(sessions)),
@@ -120,7 +126,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
         say_resuming(opts)
         report = run_extract(opts)
     except KeyboardInterrupt:  # finished batches were flushed on the way out
-        interrupted(opts)
+        interrupted(opts) if opts is not None else stopped_before_work()
     except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
         fail(exc, status=1)
     except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sercache.cli.catalog import head_names
-from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, fail, replayable_command
+from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, fail, replayable_command, stopped_before_work
 from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
 from sercache.train_heads.head_catalog import stream_roles
@@ -61,7 +61,9 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @protocol_setting_options()
 @click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0,
               help="Seed of the fold protocol (random splits, fractions).")
-@click.option("--seeds", type=click.IntRange(1, MAX_INT), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--seeds", type=click.IntRange(1, MAX_INT), default=None,
+              help="Seeds per fold (0..N-1). Default: 3, or 1 for deterministic heads (svm, logreg), whose every "
+              "seed gives the same result.")
 @click.option("--jobs", type=click.IntRange(1, MAX_INT), default=1, help="Folds x seeds trained in parallel (joblib).")
 @click.option("--epochs", type=click.IntRange(1, MAX_INT), default=None,
               help="Maximum epochs. Default: the head's (`sercache heads`), as for every optimisation option.")
@@ -99,12 +101,15 @@ def train(**options: Any) -> None:
     speakers); the test fold is evaluated once, with the selected checkpoint. --config takes the
     options from a YAML/JSON file; a run's own config.json replays that run.
     """
-    from sercache.splits import ProtocolError
-    from sercache.store.errors import CacheError
-    from sercache.train_heads.config_file import load_train_file, request_from_options
-    from sercache.train_heads.data import DataError
-    from sercache.train_heads.outcome import training_outcome
-    from sercache.train_heads.run import RunError, run_training
+    try:  # torch and the heads: seconds, during which Ctrl-C must not end in a bare "Aborted!"
+        from sercache.splits import ProtocolError
+        from sercache.store.errors import CacheError
+        from sercache.train_heads.config_file import load_train_file, request_from_options
+        from sercache.train_heads.data import DataError
+        from sercache.train_heads.outcome import finished_results, training_outcome
+        from sercache.train_heads.run import RunError, TrainingInterrupted, run_training
+    except KeyboardInterrupt:
+        stopped_before_work()
 
     ctx = click.get_current_context()
     try:
@@ -117,12 +122,30 @@ def train(**options: Any) -> None:
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
         fail(exc)
-    outcome = training_outcome(run, results)
+    except TrainingInterrupted as stop:
+        click.echo(f"\ninterrupted. kept {stop.kept} of {stop.total} fold/seed tasks in {stop.run} (finished ones "
+                   "are not trained again); rerun the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:  # while planning: no task had started
+        stopped_before_work()
+    outcome = training_outcome(run, results, n_classes=_n_classes(run), finished=finished_results(run))
+    if outcome.scores:
+        click.echo(outcome.scores)
     click.echo(outcome.summary)
     for line in outcome.failures:
         click.echo(line, err=True)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def _n_classes(run: Path) -> int | None:
+    from sercache.train_heads import run_layout
+    from sercache.train_heads.run_config import RunConfig
+
+    try:
+        return len(RunConfig.load(run_layout.config_path(run)).labels.classes)
+    except (OSError, ValueError):
+        return None
 
 
 def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainFile) -> TrainFile:

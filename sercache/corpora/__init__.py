@@ -39,6 +39,8 @@ class Corpus:
             utterance (a malformed label file) belongs to; None: the ``Session<k>`` named in the path,
             else every shard.
         summary: one line for the help.
+        layout: where one utterance's audio lies under ROOT, as an example path (``wav/03a01Fa.wav``);
+            what `extract` shows when ROOT holds none of this corpus's utterances.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Corpus:
     shards: Callable[[Any], Any] | None = None
     problem_shards: Callable[[str, list[str]], list[str]] | None = None
     summary: str = ""
+    layout: str = ""
 
 
 _CORPORA: Registry[Corpus] = Registry("corpus", CORPUS_PACKAGE)

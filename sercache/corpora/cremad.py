@@ -49,4 +49,5 @@ def _cremad_genders(root: Path) -> dict[str, str]:
 
 
 register_corpus(Corpus("cremad", read_cremad, labels="cremad4", protocol="lospk",
-                       summary="CREMA-D, AudioWAV/1001_DFA_ANG_XX.wav"))
+                       summary="CREMA-D, AudioWAV/1001_DFA_ANG_XX.wav",
+                       layout="AudioWAV/1001_DFA_ANG_XX.wav (actor, sentence, emotion, level)"))

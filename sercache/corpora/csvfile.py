@@ -58,4 +58,5 @@ def read_csv_manifest(root: Pathlike, sessions: list[str] | None = None) -> Mani
 
 
 register_corpus(Corpus("csv", read_csv_manifest,
-                       summary="a manifest .csv (utt_id,path,...); default folds by session, else by speaker"))
+                       summary="a manifest .csv (utt_id,path,...); default folds by session, else by speaker",
+                       layout="a .csv file (or ROOT/manifest.csv) with columns utt_id,path,... (paths relative to it)"))

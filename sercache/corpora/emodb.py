@@ -45,4 +45,5 @@ def read_emodb(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
 
 
 register_corpus(Corpus("emodb", read_emodb, labels="emodb4", protocol="lospk",
-                       summary="EmoDB (Berlin), wav/SSTTTEV.wav"))
+                       summary="EmoDB (Berlin), wav/SSTTTEV.wav",
+                       layout="wav/03a01Fa.wav (speaker 03, text a01, emotion F, version a)"))

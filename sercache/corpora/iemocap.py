@@ -126,4 +126,6 @@ def read_iemocap(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
 
 
 register_corpus(Corpus("iemocap", read_iemocap, labels="iemocap4", protocol="loso",
-                       summary="IEMOCAP_full_release (Session1..5), shards by session"))
+                       summary="IEMOCAP_full_release (Session1..5), shards by session",
+                       layout="Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav, with labels in "
+                       "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"))

@@ -106,4 +106,5 @@ def partition_shards(table: object) -> object:
 
 
 register_corpus(Corpus("msp-podcast", read_msp_podcast, labels="msp4", protocol="partition", shards=partition_shards,
-                       summary="MSP-Podcast release (Audios/, Labels/labels_consensus.csv, Transcripts/)"))
+                       summary="MSP-Podcast release (Audios/, Labels/labels_consensus.csv, Transcripts/)",
+                       layout="Audios/MSP-PODCAST_0001_0008.wav, listed in Labels/labels_consensus.csv"))

@@ -32,4 +32,6 @@ def read_ravdess(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
 
 
 register_corpus(Corpus("ravdess", read_ravdess, labels="ravdess4", protocol="lospk",
-                       summary="RAVDESS speech, Actor_XX/03-01-EE-II-SS-RR-AA.wav"))
+                       summary="RAVDESS speech, Actor_XX/03-01-EE-II-SS-RR-AA.wav",
+                       layout="Actor_01/03-01-05-01-01-01-01.wav (modality, channel, emotion, intensity, statement, "
+                       "repetition, actor)"))

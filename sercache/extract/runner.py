@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from sercache.extract.corpora import read_corpus
+from sercache.extract.corpora import get_corpus, read_corpus
+from sercache.extract.corpora.base import probe_all
 from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
 from sercache.extract.stream_job import ProgressHook, RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
@@ -105,20 +106,24 @@ def run_extract(opts: ExtractOptions, on_progress: ProgressHook | None = None) -
         on_progress: told ``(shard, stream, done, total)`` for every shard and stream at the start, then
             after each batch (how a shard task reports to the process that started it).
     """
+    # The corpus layout first, from file names alone: a wrong ROOT or --corpus is the commonest
+    # mistake, and it is found in a moment, before torch and the models take their time.
+    start = time.monotonic()
+    manifest = _read_layout(opts)
+    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard, opts.corpus))
+    table = table[table.shard != ""].reset_index(drop=True)
+    if table.empty:
+        raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
+                           f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})"
+                           + ("" if len(manifest.table) else f"; {layout_hint(opts.corpus, len(manifest.problems))}"))
     bound_kernel_cache()
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    extractors = build_extractors(opts, device, precision)  # model configs and layers first: cheap, and fail fast
+    extractors = build_extractors(opts, device, precision)  # model configs and layers: fail before probing the audio
     log.info("streams, in the order they run: %s (device %s, precision %s)", ", ".join(extractors), device, precision)
-    start = time.monotonic()
-    manifest = read_corpus(opts.corpus, opts.root, opts.sessions)
+    table = probe_all(table, manifest.problems)  # headers and checksums of the utterances this run extracts
     log.info("read %s corpus %s: %d utterances, %d problems in %.1f s", opts.corpus, opts.root, len(manifest.table),
              len(manifest.problems), time.monotonic() - start)
-    table = manifest.table.assign(shard=assign_shards(manifest.table, opts.shard, opts.corpus))
-    table = table[table.shard != ""]
-    if table.empty:
-        raise ExtractError(f"no utterances to extract from {opts.root} (corpus {opts.corpus}, sessions "
-                           f"{opts.sessions or 'all'}, shard {opts.shard or 'all'})")
     problems = _problems_by_shard(manifest.problems, table, opts.corpus)
     log.info("%d utterances in %d shard(s): %s", len(table), table.shard.nunique(), ", ".join(sorted(set(table.shard))))
     jobs = [ShardJob(opts, shard, rows.drop(columns="shard").reset_index(drop=True), problems.get(shard, []),
@@ -158,6 +163,24 @@ def run_extract(opts: ExtractOptions, on_progress: ProgressHook | None = None) -
                 report.runs.append(job.run_stream(name, settings))
             extractor.close()
     return report
+
+
+def layout_hint(corpus: str, skipped: int = 0) -> str:
+    """What ``--corpus`` expects under ROOT (the corpus's declared layout), for a ROOT that holds none of it."""
+    layout = get_corpus(corpus).layout
+    hint = f"--corpus {corpus} expects " + (f"ROOT/{layout}" if layout and "/" in layout.split(" ")[0] else
+                                            layout or "its release layout")
+    if skipped:
+        hint += f"; {skipped} file(s) there do not follow it (`sercache -v extract` names them)"
+    return hint
+
+
+def _read_layout(opts: ExtractOptions) -> Any:
+    """The corpus's manifest from its file names and label files, audio not yet probed."""
+    try:
+        return read_corpus(opts.corpus, opts.root, opts.sessions, probe=False)
+    except FileNotFoundError as exc:
+        raise ExtractError(f"{exc}; {layout_hint(opts.corpus)}") from None
 
 
 def manifest_attrs(opts: ExtractOptions) -> dict[str, Any]:

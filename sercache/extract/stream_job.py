@@ -132,10 +132,14 @@ class StreamJob:
         self.writer.end_batch()
 
     def _progress(self, total: int) -> tqdm:
-        """The bar over the ``total`` utterances left to extract (the others are done, or recorded as failed)."""
-        bar = tqdm(total=total, desc=f"{self.shard}/{self.name}", unit="utt", disable=not self.s.progress,
-                   dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+        """The bar over the shard's utterances, ``total`` of them left to extract.
+
+        The others (stored before an interruption, or recorded as failed) are counted from the start,
+        so a resumed run's bar reads 33/40, not 0/7.
+        """
         self._done = len(self.rows) - total
+        bar = tqdm(total=len(self.rows), initial=self._done, desc=f"{self.shard}/{self.name}", unit="utt",
+                   disable=not self.s.progress, dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
         self._report(self._done)
         return bar
 

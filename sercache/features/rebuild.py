@@ -33,6 +33,27 @@ def _model_source(stream: str, option: str, recorded: str, override: str | None)
     return model
 
 
+def missing_models(provenances: dict[str, dict[str, Any]], models: dict[str, str] | None = None) -> list[str]:
+    """Why each stream's model folder is missing (the recorded one, or its ``--model`` replacement), one line each.
+
+    Checked for every stream before any model loads: a run whose model folders moved has them all
+    named at once, not one per attempt after a long load.
+    """
+    from sercache.features.streams import kind_of_identity
+
+    found = []
+    for stream, provenance in provenances.items():
+        ident = dict(provenance.get("identity", {}))
+        entry = kind_of_identity(ident)
+        if entry is None or entry.model_option is None:
+            continue
+        try:
+            _model_source(stream, entry.model_option, str(ident.get("model", "")), (models or {}).get(stream))
+        except ModelError as exc:
+            found.append(str(exc))
+    return found
+
+
 def _hub_hint(model: str) -> str:
     try:
         from huggingface_hub import constants

@@ -46,6 +46,29 @@ def labelled_utterances(cache: FeatureStore, preset: LabelPreset, roles: dict[st
     return table[table.utt_id.isin(have)].reset_index(drop=True)
 
 
+def label_summary(cache: FeatureStore, preset: LabelPreset, roles: dict[str, RoleSpec]) -> str:
+    """One line: the preset, its classes, and how many utterances training leaves out, and why.
+
+    E.g. ``labels: emodb4 (angry, happy, neutral, sad); 339 of 535 utterances used, 196 dropped: labels
+    outside the preset (boredom 81, disgust 46, fear 69)``.
+    """
+    everything = cache.utterances
+    mapped = apply_preset(everything, preset)
+    used = labelled_utterances(cache, preset, roles)
+    line = (f"labels: {preset.name} ({', '.join(preset.classes)}); {len(used)} of {len(everything)} utterances used")
+    reasons = []
+    outside = everything[~everything.utt_id.isin(set(mapped.utt_id))]
+    if len(outside):
+        counts = outside.label.astype(str).value_counts().sort_index()
+        reasons.append("labels outside the preset (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    if len(mapped) > len(used):
+        reasons.append(f"{len(mapped) - len(used)} not stored in every stream read")
+    dropped = len(everything) - len(used)
+    if dropped:
+        line += f", {dropped} dropped: " + "; ".join(reasons) + " (--labels: another preset, see `sercache labels`)"
+    return line
+
+
 def _all_finite(frames: np.ndarray, rows: int = 1 << 16) -> bool:
     """np.isfinite(frames).all() in slices, without a boolean copy of the whole fold."""
     return all(np.isfinite(frames[a:a + rows]).all() for a in range(0, len(frames), rows))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sercache._typing import Pathlike
 from sercache.features.base import AudioItem, Extractor, TextItem
-from sercache.features.rebuild import extractor_for
+from sercache.features.rebuild import extractor_for, missing_models
 from sercache.keyvalue import parse_pairs
 from sercache.splits import get_preset, load_folds
 from sercache.store import open_cache
@@ -122,6 +122,12 @@ class Predictor:
             if unknown:
                 raise PredictError(f"--model {unknown[0]}=...: the run computes no stream {unknown[0]!r} (it uses "
                                    f"{', '.join(streams)})")
+            absent = missing_models({n: store.streams[n].provenance for n in streams}, models)
+            if len(absent) > 1:
+                raise PredictError(f"{len(absent)} model folders the run needs are missing (nothing was loaded):\n  "
+                                   + "\n  ".join(absent))
+            if absent:
+                raise PredictError(absent[0])
             built = {n: extractor_for(n, store.streams[n].provenance, device=self.device, model=models.get(n),
                                       allow_different_weights=allow) for n in streams}
         finally:

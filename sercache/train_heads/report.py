@@ -216,6 +216,12 @@ def subset_section(summary: dict[str, Any]) -> list[str]:
     return [] if table is None else [f"{SUBSET_CAPTION}:", "", table.to_markdown(**KEEP_TEXT), ""]
 
 
+def epoch_range(epochs: pd.Series) -> str:
+    """Selected epochs of a fold's seeds as whole numbers: ``2``, or ``2–5`` when the seeds differ."""
+    low, high = int(epochs.min()), int(epochs.max())
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def per_fold_table(run: RunResults) -> pd.DataFrame:
     g = run.metrics.groupby("fold", sort=False)
     table = {"UA": g.ua.mean().map(lambda v: f"{100 * v:.2f}"), "WA": g.wa.mean().map(lambda v: f"{100 * v:.2f}"),
@@ -225,7 +231,7 @@ def per_fold_table(run: RunResults) -> pd.DataFrame:
                                                                         for d in v if isinstance(d, dict)})))
         table["fit s"] = g.train_seconds.mean().map(lambda v: f"{v:.2f}")
     else:
-        table["best epoch"] = g.best_epoch.mean().map(lambda v: f"{v:.1f}")
+        table["best epoch"] = g.best_epoch.agg(epoch_range)
         table["s/epoch"] = g.train_seconds_per_epoch.mean().map(lambda v: f"{v:.2f}")
     if any(spec.select for spec in run.config.roles.values()) and "layers" in run.metrics:  # chosen per fold
         table["layers"] = g.layers.agg(lambda v: "; ".join(sorted({"; ".join(d.values()) for d in v

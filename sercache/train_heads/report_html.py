@@ -141,12 +141,13 @@ def _paired_section(runs: list[RunResults]) -> tuple[str, list[str]]:
         if png is not None:
             figures.append(_figure(png, f"paired differences {other.path.name} - {base.path.name}",
                                    f"<b>Paired differences, {_e(other.path.name)} − {_e(base.path.name)}</b>: UA "
-                                   "and WA difference of each fold x seed (dots) and their mean (dashed); above 0: "
+                                   "(black dots) and WA (grey squares) difference of each fold x seed and their means (dashed, "
+                                   "dotted); above 0: "
                                    f"{_e(other.path.name)} better."))
     return "".join(parts), figures
 
 
-def _run_figures(run: RunResults) -> tuple[list[str], list[str]]:
+def _run_figures(run: RunResults, index: int) -> tuple[list[str], list[str]]:
     """Half-width figures (confusion matrices, layer weights) and full-width ones (training curves)."""
     name = _e(run.path.name)
     seeds = run.metrics.seed.nunique()
@@ -156,19 +157,20 @@ def _run_figures(run: RunResults) -> tuple[list[str], list[str]]:
                    + "; left counts, right % of each true class (rows = true, columns = predicted).")]
     weights = plots.layer_weights(run)
     if weights is not None:
-        out.append(_figure(plots.layer_weights_figure(weights), f"learned layer weights of {run.path.name}",
+        out.append(_figure(plots.layer_weights_figure(weights, index), f"learned layer weights of {run.path.name}",
                            f"<b>{name}: learned layer weights</b> (softmax), mean over folds x seeds (bar) and "
                            "each fold x seed (dots); dashed: uniform weighting. Mean per layer: "
                            + _e(", ".join(f"{layer}: {w:.3f}" for layer, w in
                                           weights.groupby("layer", sort=False).weight.mean().items())) + "."))
     wide = []
-    curves = plots.curves_figure(run)
+    curves = plots.curves_figure(run, index)
     if curves is not None:
         refit = " Refit on training + validation then repeats the selected number of epochs." \
             if run.config.train.refit else ""
         wide.append(_figure(curves, f"training curves of {run.path.name}",
-                           f"<b>{name}: training curves</b> per fold (columns), one colour per seed: train loss "
-                           "(solid) and validation loss (dashed) on top, validation UA below; the dotted line and "
+                           f"<b>{name}: training curves</b> per fold (columns, on shared scales), in the run's "
+                           "colour, one shade per seed: train loss (solid) and validation loss (dashed) on top, "
+                           "validation UA below; the dotted line and "
                            f"star mark the epoch selected by validation UA.{refit}"))
     return out, wide
 
@@ -193,7 +195,7 @@ def build_html(runs: list[RunResults], summaries: list[dict[str, Any]]) -> str:
     ua_caption = ("<b>Test UA per fold</b>: mean over seeds (bar), each seed (dots), std over seeds (whisker); "
                   "dashed: chance UA (1/k).")
     figures = [_figure(plots.ua_per_fold_figure(runs), "test UA per fold", ua_caption), *paired_figures]
-    per_run = [_run_figures(run) for run in runs]
+    per_run = [_run_figures(run, i) for i, run in enumerate(runs)]
     figures += [f for half, _ in per_run for f in half] + [f for _, wide in per_run for f in wide]
     body = [f"<header><h1>sercache report: {_e(names)}</h1>",
             f'<p class="sub">{len(runs)} run(s) · generated {_e(time.strftime("%Y-%m-%d %H:%M"))} by sercache '

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 #: Heads whose checkpoint holds learned per-layer logits, by state_dict key (softmax gives the weights).
 LAYER_WEIGHT_KEYS = {"wsum": "layer_weights"}
+#: One colour meaning per page: a hue of tab10 is a run (its bars, its curves, its layer weights); seeds
+#: are shades of their run's hue; black and grey are references (chance, zero, differences, means).
+RUN_PALETTE = "tab10"
+NEUTRAL = ("black", "dimgrey")
 DPI = 100
 #: Figure widths in inches at DPI: a half-width grid cell of the page (~600 px) and a full-width row (~1240 px),
 #: so that images show at their natural size and their text stays readable.
@@ -64,6 +68,28 @@ def to_png(fig: Figure) -> bytes:
 def _width(n_groups: int) -> float:
     """Half a row for a few folds, up to a full row for many (the page lays out wide figures alone)."""
     return min(max(HALF, 0.35 * n_groups + 1.5), WIDE)
+
+
+def run_colour(index: int) -> Any:
+    """The colour of the ``index``-th run of a report (as ``ua_per_fold_figure`` draws it)."""
+    return _plt().get_cmap(RUN_PALETTE)(index % 10)
+
+
+def seed_shade(colour: Any, k: int, n: int) -> tuple[float, float, float]:
+    """Seed ``k`` of ``n``: the run's colour, mixed with up to 55% white (same hue, lighter)."""
+    from matplotlib.colors import to_rgb
+
+    t = 0.55 * k / max(1, n - 1)
+    return tuple(float((1 - t) * c + t) for c in to_rgb(colour))  # type: ignore[return-value]
+
+
+def share_y(axes: list[Any]) -> None:
+    """One y-range for all of ``axes`` (every fold's panel on the same scale, so folds compare by eye)."""
+    if axes:
+        limits = [ax.get_ylim() for ax in axes]
+        low, high = min(lo for lo, _ in limits), max(hi for _, hi in limits)
+        for ax in axes:
+            ax.set_ylim(low, high)
 
 
 def _fold_ticks(ax: Any, folds: list[str]) -> None:
@@ -113,8 +139,11 @@ def read_curves(run: RunResults) -> pd.DataFrame:
 
 
 @_styled
-def curves_figure(run: RunResults) -> bytes | None:
-    """Per fold: train/validation loss and validation UA per epoch, one colour per seed, the selected epoch marked.
+def curves_figure(run: RunResults, index: int = 0) -> bytes | None:
+    """Per fold: train/validation loss and validation UA per epoch, the selected epoch marked.
+
+    Drawn in the colour of the page's ``index``-th run, one shade per seed; every fold's loss panel
+    shares one y-range, and so does every validation-UA panel.
 
     None for closed-form heads (no epochs: their selection is a C/gamma grid, shown in the per-fold table).
     """
@@ -124,7 +153,7 @@ def curves_figure(run: RunResults) -> bytes | None:
     plt = _plt()
     folds = list(dict.fromkeys(run.metrics.fold))
     seeds = sorted(run.metrics.seed.unique())
-    colours = plt.get_cmap("tab10")
+    base = run_colour(index)
     # one panel pair per fold, CURVE_COLUMNS to a row; past MAX_CURVE_FOLDS (CREMA-D's 91 speakers) all folds overlaid
     overlay = len(folds) > MAX_CURVE_FOLDS
     groups = [(f"all {len(folds)} folds", folds)] if overlay else [(f, [f]) for f in folds]
@@ -137,11 +166,13 @@ def curves_figure(run: RunResults) -> bytes | None:
         for fold in members:
             for si, seed in enumerate(seeds):
                 _draw_curve(loss_ax, ua_ax, curves[(curves.fold == fold) & (curves.seed == seed)],
-                            best.get((fold, seed)), colours(si % 10), f"seed {seed}", thin=overlay)
+                            best.get((fold, seed)), seed_shade(base, si, len(seeds)), f"seed {seed}", thin=overlay)
         loss_ax.set_title(title)
         ua_ax.set_xlabel("epoch")
         for ax in (loss_ax, ua_ax):
             ax.grid(alpha=0.3)
+    share_y([axes[2 * (i // cols), i % cols] for i in range(len(groups))])
+    share_y([axes[2 * (i // cols) + 1, i % cols] for i in range(len(groups))])
     for j in range(len(groups), blocks * cols):  # the last row's empty cells
         axes[2 * (j // cols), j % cols].set_visible(False)
         axes[2 * (j // cols) + 1, j % cols].set_visible(False)
@@ -183,16 +214,15 @@ def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
     folds = list(dict.fromkeys(f for r in runs for f in r.metrics.fold))
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(_width(len(folds) * len(runs)), 3.4))
-    colours = plt.get_cmap("tab10")
     for i, run in enumerate(runs):
         g = run.metrics.groupby("fold").ua
         x = np.array([folds.index(f) for f in g.mean().index]) + (i - (len(runs) - 1) / 2) * width
         std = g.std(ddof=1).fillna(0).to_numpy() if run.metrics.seed.nunique() > 1 else None
         ax.bar(x, 100 * g.mean().to_numpy(), width * 0.9, yerr=None if std is None else 100 * std, capsize=3,
-               color=colours(i % 10), alpha=0.55, label=run.path.name)
+               color=run_colour(i), alpha=0.55, label=run.path.name)
         for xi, fold in zip(x, g.mean().index):
             vals = run.metrics.loc[run.metrics.fold == fold, "ua"].to_numpy()
-            ax.plot(np.full(len(vals), xi), 100 * vals, "o", ms=3.5, color=colours(i % 10), mec="black", mew=0.4)
+            ax.plot(np.full(len(vals), xi), 100 * vals, "o", ms=3.5, color=run_colour(i), mec="black", mew=0.4)
     chance = chance_levels(runs[0])["chance_ua"]
     ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {100 * chance:.0f}%")
     _fold_ticks(ax, folds)
@@ -226,17 +256,17 @@ def layer_weights(run: RunResults) -> pd.DataFrame | None:
 
 
 @_styled
-def layer_weights_figure(weights: pd.DataFrame) -> bytes:
-    """Mean learned weight per layer (bar) with each fold x seed (dot) and the uniform 1/L line."""
+def layer_weights_figure(weights: pd.DataFrame, index: int = 0) -> bytes:
+    """Mean learned weight per layer (bar) with each fold x seed (dot) and the uniform 1/L line, in run ``index``'s colour."""
     plt = _plt()
     layers = list(dict.fromkeys(weights.layer))
     fig, ax = plt.subplots(figsize=(max(HALF, 0.35 * len(layers) + 1.5), 3.4))
     mean = weights.groupby("layer", sort=False).weight.mean()
-    ax.bar(range(len(layers)), mean.loc[layers].to_numpy(), 0.7, color="tab:purple", alpha=0.55)
+    ax.bar(range(len(layers)), mean.loc[layers].to_numpy(), 0.7, color=run_colour(index), alpha=0.55)
     for i, layer in enumerate(layers):
         vals = weights.loc[weights.layer == layer, "weight"].to_numpy()
         jitter = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
-        ax.plot(i + jitter, vals, "o", ms=3, color="tab:purple", mec="black", mew=0.4)
+        ax.plot(i + jitter, vals, "o", ms=3, color=run_colour(index), mec="black", mew=0.4)
     ax.axhline(1 / len(layers), color="grey", ls="--", lw=1, label=f"uniform (1/{len(layers)})")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
     ax.set_xticks(range(len(layers)), [str(v) for v in layers])
@@ -256,11 +286,13 @@ def paired_figure(base: RunResults, other: RunResults) -> bytes | None:
     plt = _plt()
     folds = list(dict.fromkeys(merged.fold))
     fig, ax = plt.subplots(figsize=(_width(len(folds)), 3.4))
-    for offset, metric, colour in ((-0.12, "ua", "tab:blue"), (0.12, "wa", "tab:orange")):
+    # neutral colours: the run hues mean runs on this page, and a difference belongs to neither run
+    for offset, metric, colour, marker in ((-0.12, "ua", NEUTRAL[0], "o"), (0.12, "wa", NEUTRAL[1], "s")):
         diff = 100 * (merged[f"{metric}_other"] - merged[f"{metric}_base"])
         x = np.array([folds.index(f) for f in merged.fold]) + offset
-        ax.plot(x, diff, "o", ms=4, color=colour, mec="black", mew=0.4, label=f"{metric.upper()} (mean {diff.mean():+.2f})")
-        ax.axhline(diff.mean(), color=colour, ls="--", lw=1)
+        ax.plot(x, diff, marker, ms=4, color=colour, mfc="white" if metric == "wa" else colour, mec=colour, mew=1.0,
+                label=f"{metric.upper()} (mean {diff.mean():+.2f})")
+        ax.axhline(diff.mean(), color=colour, ls="--" if metric == "ua" else ":", lw=1)
     ax.axhline(0, color="black", lw=0.8)
     _fold_ticks(ax, folds)
     ax.set_ylabel(f"{other.path.name} − {base.path.name} (pp)")

@@ -32,8 +32,9 @@ from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
 from sercache.store.reader import FeatureStore
 from sercache.train_heads import run_layout
-from sercache.train_heads.data import labelled_utterances, resolve_roles
+from sercache.train_heads.data import label_summary, labelled_utterances, resolve_roles
 from sercache.train_heads.heads import get_head
+from sercache.train_heads.heads.base import Head
 from sercache.train_heads.run_config import (  # noqa: F401 - RESUMABLE_KEYS, describe_change: moved, kept here
     RESUMABLE_KEYS,
     RunConfig,
@@ -54,6 +55,14 @@ class RunError(ValueError):
     """A training request that cannot be carried out (named option and the fix)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while training ``run``: ``kept`` of its ``total`` selected fold x seed tasks are finished and kept."""
+
+    def __init__(self, run: Path, kept: int, total: int) -> None:
+        super().__init__(f"{run}: kept {kept} of {total} fold/seed tasks")
+        self.run, self.kept, self.total = run, kept, total
+
+
 @dataclass
 class TrainRequest:
     """What ``sercache train`` takes (see the CLI help)."""
@@ -72,7 +81,7 @@ class TrainRequest:
     streams: dict[str, str] = field(default_factory=dict)
     #: role -> --layer/--text-layer: None, a layer, several ("2,3,4" or a list), "all" or "select" (see roles.py)
     layers: dict[str, Any] = field(default_factory=dict)
-    seeds: int = 3
+    seeds: int | None = None  # None: 3, or 1 for a deterministic head (svm, logreg): more seeds give the same numbers
     jobs: int = 1
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +94,16 @@ class TrainRequest:
     tensorboard: bool = False
     #: The config.json of a run this request replays (``--config RUN/config.json``): differences are shown.
     recorded: dict[str, Any] | None = None
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when a C extension re-raised it as another error (h5py: a SystemError caused by it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def resolve_device(device: str) -> str:
@@ -112,12 +131,13 @@ def text_source(req: TrainRequest, cache: FeatureStore) -> str:
 
 def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
-    if req.seeds < 1 or req.jobs < 1:
+    if (req.seeds is not None and req.seeds < 1) or req.jobs < 1:
         raise RunError(f"seeds={req.seeds}, jobs={req.jobs}: both must be at least 1")
     if req.tensorboard:
         require_tensorboard()
     cache = open_cache(req.cache)
     head_cls = get_head(req.head)
+    seeds = seeds_for(head_cls, req.seeds)
     valid = head_cls.hyperparameters()
     unknown = sorted(set(req.hyperparameters) - set(valid))
     if unknown:
@@ -178,11 +198,25 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
         protocol=protocol, protocol_options=options, **extra, subset=req.subset, split_seed=req.split_seed,
         text_source=text if "text" in roles else None,
         speaker_independent=all(f.speaker_independent for f in folds), n_utterances=len(table),
-        dropped_utterances=int(len(cache.utterances) - len(table)), seeds=list(range(req.seeds)),
+        dropped_utterances=int(len(cache.utterances) - len(table)), seeds=list(range(seeds)),
         fold_selection=req.fold, jobs=req.jobs, tensorboard=req.tensorboard,
         threads_per_task=max(1, (os.cpu_count() or 1) // req.jobs), device=req.device, sercache_version=__version__,
         command=req.command, created=time.strftime("%Y-%m-%d %H:%M:%S"))
     return config, select_folds(folds, req.fold), cache
+
+
+def seeds_for(head_cls: type[Head], requested: int | None) -> int:
+    """Seeds per fold: the requested number, else 1 for a deterministic head and 3 for the others."""
+    return requested if requested is not None else 1 if head_cls.deterministic else 3
+
+
+def seeds_note(head: str, requested: int | None) -> str | None:
+    """Why ``--seeds N`` > 1 is pointless on a deterministic head (None when it is not)."""
+    if requested is None or requested < 2 or not get_head(head).deterministic:
+        return None
+    return (f"note: {head} is deterministic (fitted in closed form by scikit-learn; the seed changes nothing): "
+            f"--seeds {requested} trains {requested} identical copies of each fold. Leave --seeds out (1 seed) "
+            "to train each fold once")
 
 
 def missing_targets(cache: FeatureStore, config: RunConfig) -> list[str]:
@@ -254,6 +288,9 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
         progress(f"warning: {warning}")
     for note in missing_targets(cache, config):  # e.g. tmn on a corpus without valence/arousal
         progress(f"{config.head}: {note}")
+    progress(label_summary(cache, get_preset(config.labels.preset), config.roles))
+    if (note := seeds_note(config.head, req.seeds)) is not None:
+        progress(note)
     streams = sorted(config.streams)
     # Every byte training will read is checked once here (checksums, NaN/inf, completeness), so a
     # damaged cache is refused before any fold starts, with the shards and utterances to re-extract.
@@ -297,9 +334,15 @@ def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[F
         progress(f"{run}: training {config.head} on {len(todo)} fold/seed task(s), {jobs} at a time")
     tasks = (delayed(train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every, os.getpid())
              for f, s in todo)
-    for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-        results.append(res)
-        progress(describe_result(config, res))
+    try:
+        for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            results.append(res)
+            progress(describe_result(config, res))
+    except BaseException as exc:  # a task's records are written by rename, DONE last: each is done or to redo
+        if not is_interrupt(exc):
+            raise
+        kept = sum(run_layout.is_done(task_dir(run, f.name, s)) for f in folds for s in config.seeds)
+        raise TrainingInterrupted(run, kept, len(folds) * len(config.seeds)) from None
     for warning in result_warnings(results, len(config.labels.classes)):
         progress(warning)
     return run, results

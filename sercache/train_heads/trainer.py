@@ -251,9 +251,10 @@ def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], 
         metrics["layers"] = data.describe_layers()
     if layer_choices is not None:
         metrics["layer_choices"] = layer_choices
-    report(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
-           + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
-              f" ({' '.join(f'{k}={v}' for k, v in fit.selected.items())} selected on validation)"), force=True)
+    # the log only: the caller prints each finished task's test line once (task.describe_result)
+    log(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
+        + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
+           f" ({' '.join(f'{k}={v}' for k, v in fit.selected.items())} selected on validation)"))
     if curves is not None:
         curves.test(metrics, fit.best_epoch)
     write_records(out_dir, head, run_config, hyperparameters, cfg, curve, data, te, test, metrics, label_names)

@@ -105,6 +105,8 @@ class Head(nn.Module):
     pooled_input: ClassVar[bool] = False
     # Fitted in closed form (scikit-learn) rather than by epochs of gradient steps (see classical.py).
     closed_form: ClassVar[bool] = False
+    # The same data gives the same model whatever the seed: `train` runs one seed unless told more.
+    deterministic: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
 
     @classmethod

@@ -36,6 +36,8 @@ class ClassicalHead(Head):
     roles: ClassVar[tuple[str, ...]] = ("audio",)
     pooled_input: ClassVar[bool] = True
     closed_form: ClassVar[bool] = True
+    #: scikit-learn's SVC and lbfgs LogisticRegression draw no random numbers: every seed fits the same model.
+    deterministic: ClassVar[bool] = True
     #: Only normalisation and refit matter to these heads; optimiser, batch size and epochs are not used.
     #: Refit on training + validation with the chosen candidate: measured better inside the training
     #: speakers of every EmoDB fold (benchmarks/selection_study.py).
