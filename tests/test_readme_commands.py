@@ -163,6 +163,8 @@ def run_in_order(commands: list[str], workdir: Path) -> list[tuple[str, subproce
     """Run each command (not in NOT_RUN) through bash in ``workdir``, in order; stop at the first failure."""
     shims = workdir / ".bin"
     shims.mkdir()
+    if not (workdir / "notebooks").exists():  # the checkout's notebooks, which README's notebook commands open
+        shutil.copytree(REPO / "notebooks", workdir / "notebooks")
     (shims / "sercache").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sercache "$@"\n')  # this checkout's CLI
     (shims / "sercache").chmod(0o755)
     env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
