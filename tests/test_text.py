@@ -101,7 +101,9 @@ def test_an_unavailable_hub_model_fails_at_once_with_one_message(small_corpus, t
     result = CliRunner().invoke(cli, ["extract", str(small_corpus), "--corpus", "iemocap", "--out", str(tmp_path / "c"),
                                       "--streams", "ssl", "--ssl-model", "sercache-test/no-such-model", "--no-progress"])
     assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    # the first line says what extract reads (before any model); then one error, nothing else
+    said, *lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert said.startswith(f"extract: reading {small_corpus} as iemocap")
     assert lines == [lines[0]] and lines[0].startswith("error: --ssl-model 'sercache-test/no-such-model' is neither")
     assert "HF_HUB_OFFLINE is set" in lines[0] and "huggingface-cli download sercache-test/no-such-model" in lines[0]
     assert ".." not in lines[0] and not (tmp_path / "c").exists()
