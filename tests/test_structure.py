@@ -4,6 +4,7 @@
   its own package or a package of a lower layer, never one of its own layer or above. Function-level
   imports count too (they are how the CLI stays import-light, not a way round the layers).
 * ``store`` imports neither torch nor transformers: a notebook reads a cache with h5py and numpy alone.
+* No import circle between modules, at any depth (a circle means a type lives in the wrong room).
 * No module over 400 lines, no class over 250.
 """
 from __future__ import annotations
@@ -72,6 +73,107 @@ def test_imports_go_one_way():
                 wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({src}, layer {LAYERS[src]}) imports "
                              f"{module} (layer {LAYERS[dst]})")
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the sercache modules it imports, absolute or relative, at any depth (function-level included).
+
+    ``from sercache.a import b`` is an edge to ``sercache.a.b`` when that is a module, else to ``sercache.a``.
+    ``from sercache import __version__`` is no edge: the version is a constant, not a layer.
+    """
+    paths = {_module_name(p): p for p in _modules()}
+
+    def known(name: str) -> str | None:  # the longest prefix of ``name`` that is a module of ours
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {known(a.name) for a in node.names if a.name.split(".")[0] == "sercache"}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                if module.split(".")[0] != "sercache":
+                    continue
+                for alias in node.names:
+                    if module == "sercache" and alias.name == "__version__":
+                        continue
+                    full = f"{module}.{alias.name}"
+                    edges.add(full if full in paths else known(module))
+        graph[name] = {e for e in edges if e and e != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return sorted(cycles)
+
+
+@pytest.mark.xfail(strict=True, reason="the three circles of issue 22, broken by the next commits")
+def test_no_import_circles():
+    graph = import_graph()
+    cycles = import_cycles(graph)
+    described = []
+    for members in cycles:
+        inside = set(members)
+        described.append(" <-> ".join(members) + "\n" + "\n".join(
+            f"    {m} -> {', '.join(sorted(graph[m] & inside))}" for m in members))
+    assert not cycles, f"{len(cycles)} import circle(s):\n" + "\n".join(described)
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_store_is_free_of_torch():
