@@ -86,9 +86,10 @@ def main() -> None:
     from sercache.features.encoder import normalize
     from sercache.splits import get_preset
     from sercache.synthetic.corpus import SynthUtterance, write_iemocap_tree
-    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances, resolve_roles
+    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances
     from sercache.train_heads.heads import get_head
     from sercache.train_heads.heads.base import Batch, StreamBatch
+    from sercache.train_heads.roles import resolve_roles
 
     rows = sampled_rows(args.jsonl, args.n, 2)
     work = workdir(args.workdir, "cvr")

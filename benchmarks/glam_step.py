@@ -43,11 +43,13 @@ def main() -> None:
 
     import sercache
     from sercache.splits import get_preset
-    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances, resolve_roles
+    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances
     from sercache.train_heads.epochs import Progress, fit_epochs
     from sercache.train_heads.heads import get_head
+    from sercache.train_heads.roles import resolve_roles
     from sercache.train_heads.segments import SegmentTable
-    from sercache.train_heads.trainer import TrainConfig, evaluate
+    from sercache.train_heads.train_config import TrainConfig
+    from sercache.train_heads.trainer import evaluate
 
     work = workdir(args.workdir, "glam-step")
     cache_dir = build_cache(work / "cache", sampled_rows(args.jsonl, args.utterances, seed=0))

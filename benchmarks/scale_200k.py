@@ -63,10 +63,11 @@ def measure(cache: Path, runs: Path) -> dict[str, float | str]:
     from sercache.features.cache_info import cache_summary, format_summary
     from sercache.splits import get_preset, make_folds
     from sercache.store.verify import verify_cache
-    from sercache.train_heads.data import labelled_utterances, resolve_roles
+    from sercache.train_heads.data import labelled_utterances
     from sercache.train_heads.heads import get_head
     from sercache.train_heads.pooled import load_fold
     from sercache.train_heads.report import make_report
+    from sercache.train_heads.roles import resolve_roles
     from sercache.train_heads.run import TrainRequest, run_training
 
     out: dict[str, float | str] = {}

@@ -42,11 +42,13 @@ def run(way: str, cache_dir, epochs: int) -> dict:  # noqa: ANN001
 
     import sercache
     from sercache.splits import get_preset
-    from sercache.train_heads.data import InMemoryData, labelled_utterances, resolve_roles
+    from sercache.train_heads.data import InMemoryData, labelled_utterances
     from sercache.train_heads.epochs import Progress, fit_epochs
     from sercache.train_heads.heads.base import Head, HeadOutput, masked_mean
     from sercache.train_heads.pooled import PooledData
-    from sercache.train_heads.trainer import TrainConfig, evaluate
+    from sercache.train_heads.roles import resolve_roles
+    from sercache.train_heads.train_config import TrainConfig
+    from sercache.train_heads.trainer import evaluate
 
     class FrameMeanLinear(Head):
         """The previous ``linear``: masked mean of (z-scored) frames -> linear."""

@@ -60,7 +60,7 @@ def load_run(path: Any) -> Any:
     """A finished (or partly finished) run directory: ``.config`` (a :class:`~sercache.train_heads.run_config.RunConfig`,
     also readable as config.json's mapping), ``.metrics`` (per fold x seed), ``.predictions``.
     See :func:`sercache.train_heads.report.load_run`."""
-    from sercache.train_heads.report import load_run as _load_run
+    from sercache.train_heads.results import load_run as _load_run
 
     return _load_run(path)
 

@@ -16,11 +16,13 @@ from sklearn.svm import SVC
 from sercache.cli import cli
 from sercache.splits import get_preset
 from sercache.store import open_cache
-from sercache.train_heads.data import labelled_utterances, resolve_roles
+from sercache.train_heads.data import labelled_utterances
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.heads.base import Batch, StreamBatch
 from sercache.train_heads.pooled import PooledData
-from sercache.train_heads.trainer import TrainConfig, load_checkpoint, train_fold
+from sercache.train_heads.roles import resolve_roles
+from sercache.train_heads.train_config import TrainConfig
+from sercache.train_heads.trainer import load_checkpoint, train_fold
 
 
 def as_batch(x: np.ndarray) -> Batch:

@@ -23,8 +23,9 @@ import pytest
 
 import sercache
 from sercache.engines import time_minutes
-from sercache.extract.cluster import ClusterOptions, resubmit_command
+from sercache.extract.cluster import ClusterOptions
 from sercache.extract.options import ExtractError
+from sercache.extract.submissions import resubmit_command
 from tests.conftest import extract_args
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # identical numerics in every process

@@ -87,7 +87,7 @@ def test_a_new_head_with_a_new_role_is_one_new_file(tmp_path):
     assert "prosody" in helptext.split("--head", 1)[1].split("--", 1)[0]
     assert "--prosody-stream TEXT" in helptext and "Stream for the prosody role (default egemaps)." in helptext
     assert "reads: prosody" in sercache_cli("heads", "prosody")
-    probe = ("from sercache.train_heads.data import ROLE_DEFAULT_STREAMS as D; from sercache.train_heads.config_file "
+    probe = ("from sercache.train_heads.roles import ROLE_DEFAULT_STREAMS as D; from sercache.train_heads.config_file "
              "import ROLE_STREAM as R; print(D['prosody'], R['prosody'])")
     done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)

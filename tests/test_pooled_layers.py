@@ -24,7 +24,8 @@ from sercache.train_heads.data import InMemoryData, labelled_utterances
 from sercache.train_heads.pooled import PooledData
 from sercache.train_heads.roles import DataError, RoleSpec, parse_layer_option, resolve_roles
 from sercache.train_heads.run_config import RunConfig
-from sercache.train_heads.trainer import TrainConfig, load_checkpoint, train_fold
+from sercache.train_heads.train_config import TrainConfig
+from sercache.train_heads.trainer import load_checkpoint, train_fold
 from tests.conftest import synthetic_manifest
 
 GERMAN = ["Heute abend könnte ich es ihm sagen.", "Was sind denn das für Tüten?", "Der Lappen liegt auf dem Eisschrank."]

@@ -46,7 +46,7 @@ def test_stream_options_stay_keywords_and_attributes() -> None:
         ExtractOptions("r", "csv", "o", ssl_modle="x")
     with pytest.raises(ExtractError, match="--mfcc-coefficients 0: must be 1 to 128"):
         ExtractOptions("r", "csv", "o", n_mfcc=0)
-    from sercache.extract.cluster import options_from_json, options_to_json
+    from sercache.extract.submissions import options_from_json, options_to_json
 
     assert options_from_json(json.loads(json.dumps(options_to_json(opts)))).ssl_model == "/m/hubert"
 

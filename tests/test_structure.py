@@ -159,7 +159,6 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(cycles)
 
 
-@pytest.mark.xfail(strict=True, reason="the three circles of issue 22, broken by the next commits")
 def test_no_import_circles():
     graph = import_graph()
     cycles = import_cycles(graph)

@@ -79,7 +79,7 @@ def test_options_given_override_a_run_config_and_drop_what_contradicts_them(smal
     assert "with these differences: " in other.stderr and 'head: stored "gate", asked "cmgi"' in other.stderr
     config = json.loads((tmp_path / "cmgi" / "config.json").read_text())
     from sercache.train_heads.heads import get_head
-    from sercache.train_heads.trainer import TrainConfig
+    from sercache.train_heads.train_config import TrainConfig
 
     assert config["head"] == "cmgi" and config["roles"]["text"]["stream"] == "text_gold"
     assert config["hyperparameters"] == get_head("cmgi").hyperparameters()  # gate's dropout=0.1 dropped

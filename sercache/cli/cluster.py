@@ -210,7 +210,7 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     from sercache.splits import ProtocolError
     from sercache.splits.registry import RoutingError, route
     from sercache.store.errors import CacheError
-    from sercache.train_heads.data import DataError
+    from sercache.train_heads.roles import DataError
     from sercache.train_heads.run import RunError, TrainRequest
     from sercache.train_heads.sweep import SweepRequest, run_sweep
 

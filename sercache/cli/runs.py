@@ -22,8 +22,8 @@ def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, labe
                  device: str) -> None:
     """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
     from sercache.store.errors import CacheError
-    from sercache.train_heads.data import DataError
     from sercache.train_heads.evaluate import evaluate_run, evaluation_text
+    from sercache.train_heads.roles import DataError
     from sercache.train_heads.run import RunError
     from sercache.train_heads.trainer import TrainingError
 
@@ -64,8 +64,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
     """
     from sercache.features.models import ModelError
     from sercache.store.errors import CacheError
-    from sercache.train_heads.data import DataError
     from sercache.train_heads.predict import PredictError, parse_models, predict_run
+    from sercache.train_heads.roles import DataError
     from sercache.train_heads.run import RunError
     from sercache.train_heads.trainer import TrainingError
 

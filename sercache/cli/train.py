@@ -105,8 +105,8 @@ def train(**options: Any) -> None:
         from sercache.splits import ProtocolError
         from sercache.store.errors import CacheError
         from sercache.train_heads.config_file import load_train_file, request_from_options
-        from sercache.train_heads.data import DataError
         from sercache.train_heads.outcome import finished_results, training_outcome
+        from sercache.train_heads.roles import DataError
         from sercache.train_heads.run import RunError, TrainingInterrupted, run_training
     except KeyboardInterrupt:
         stopped_before_work()

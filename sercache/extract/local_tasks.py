@@ -2,7 +2,7 @@
 
 The ``sercache extract`` process that submits them stays and follows them (the coordinator). Each
 task is ``python -m sercache.extract.local_tasks FOLDER INDEX``: it reads the request from
-``FOLDER/submission.json`` and runs :func:`~sercache.extract.cluster.run_shard_task`, which is
+``FOLDER/submission.json`` and runs :func:`~sercache.extract.submissions.run_shard_task`, which is
 ``extract ... --shard INDEX/N``. A device slot (``--devices cuda:0,cuda:1``) runs one task at a time
 and takes the next waiting one when it is free; without ``--devices`` every task starts at once.
 
@@ -140,7 +140,7 @@ def die_with_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """One shard task, as a child process of the coordinator."""
-    from sercache.extract.cluster import SUBMISSION, run_shard_task
+    from sercache.extract.submissions import SUBMISSION, run_shard_task
 
     parser = argparse.ArgumentParser(prog="python -m sercache.extract.local_tasks")
     parser.add_argument("folder", type=Path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sercache.engines import SQUEUE_STATES, squeue_states
-from sercache.extract.cluster import Submission, read_submissions, resubmit_command, shard_marker
+from sercache.extract.submissions import Submission, read_submissions, resubmit_command, shard_marker
 from sercache.extract.task_progress import read_progress
 from sercache.store.layout import LOCK_FILE
 from sercache.store.lock import describe_holder
@@ -106,7 +106,7 @@ class CacheStatus:
 
 def cache_status(cache: Path) -> CacheStatus:
     """The state of every task ``i/N`` of the cache's latest ``--shards N``, over all its submissions."""
-    from sercache.extract.cluster import drop_pickles
+    from sercache.extract.submissions import drop_pickles
 
     subs = read_submissions(cache)
     if not subs:

@@ -31,7 +31,7 @@ from sercache.train_heads.head_catalog import stream_roles
 from sercache.train_heads.roles import RecordedLayers
 from sercache.train_heads.run import RunError, TrainRequest
 from sercache.train_heads.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
-from sercache.train_heads.trainer import TrainConfig
+from sercache.train_heads.train_config import TrainConfig
 
 #: File key -> the train command's parameter name. Every train option but --config itself.
 OPTION_KEYS: dict[str, str] = {

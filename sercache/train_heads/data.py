@@ -17,14 +17,7 @@ from sercache.splits.labels import LabelPreset, apply_preset
 from sercache.store.errors import CacheCorruptError
 from sercache.store.reader import FeatureStore
 from sercache.train_heads.heads.base import Batch, StreamBatch
-from sercache.train_heads.roles import (  # noqa: F401 - the roles' names, kept importable from here
-    ROLE_DEFAULT_STREAMS,
-    DataError,
-    RoleSpec,
-    layer_option,
-    recorded_roles,
-    resolve_roles,
-)
+from sercache.train_heads.roles import DataError, RoleSpec
 from sercache.train_heads.targets import extra_targets
 
 #: Frame normalisation: statistics leave out values beyond this many standard deviations, and z-scores are

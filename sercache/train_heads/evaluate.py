@@ -17,12 +17,14 @@ import pandas as pd
 from sercache.splits import DEFAULT_PRESET, LabelPreset, get_preset, load_folds
 from sercache.store import open_cache
 from sercache.train_heads import run_layout
-from sercache.train_heads.data import DataError, labelled_utterances, recorded_roles
+from sercache.train_heads.data import labelled_utterances
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.heads.base import Head
 from sercache.train_heads.metrics import METRIC_NAMES, METRICS, classification_metrics
 from sercache.train_heads.pooled import load_fold
-from sercache.train_heads.report import load_run
+from sercache.train_heads.record import read_run
+from sercache.train_heads.roles import DataError
+from sercache.train_heads.run_config import recorded_roles
 from sercache.train_heads.run_layout import CHECKPOINT, PREDICTIONS, finished_tasks, folds_path, seed_of
 from sercache.train_heads.trainer import build_head, evaluate, load_checkpoint
 
@@ -77,7 +79,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
     (its utterances outside them). With ``write``, the table is also written to the run directory
     (:func:`eval_csv_path`), and ``attrs["written"]`` is that path.
     """
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     config = run.config
     folds = load_folds(folds_path(run_dir))
     if fold is not None:

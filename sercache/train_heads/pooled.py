@@ -23,8 +23,9 @@ import torch
 
 from sercache.splits.labels import LabelPreset
 from sercache.store.reader import FeatureStore
-from sercache.train_heads.data import DataError, InMemoryData, RoleSpec
+from sercache.train_heads.data import InMemoryData
 from sercache.train_heads.heads.base import Batch, Head, StreamBatch
+from sercache.train_heads.roles import DataError, RoleSpec
 
 POOLINGS = ("meanstd", "mean")
 

@@ -28,7 +28,6 @@ from sercache.splits import get_preset, load_folds
 from sercache.store import open_cache
 from sercache.store.atomic import write_text_atomic
 from sercache.store.memory import MemoryStore
-from sercache.train_heads.data import recorded_roles
 from sercache.train_heads.evaluate import restore_head
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.pooled import load_fold
@@ -42,7 +41,8 @@ from sercache.train_heads.predict_inputs import (
     segments,
     waveform_samples,
 )
-from sercache.train_heads.report import RunResults, load_run
+from sercache.train_heads.record import RunRecord, read_run
+from sercache.train_heads.run_config import recorded_roles
 from sercache.train_heads.run_layout import finished_tasks, folds_path
 from sercache.train_heads.trainer import evaluate
 
@@ -64,7 +64,7 @@ class Predictor:
     """A run's heads and the extractors of its cache's streams, ready to predict.
 
     Args:
-        run: a run directory (or its :class:`RunResults`).
+        run: a run directory (or its :class:`RunRecord`).
         fold: one fold (number or name) instead of every fold's heads.
         cache: the run's cache, when it moved since training (its provenance says how to compute the features).
         device: ``cpu``, ``cuda`` or ``auto``.
@@ -73,12 +73,12 @@ class Predictor:
         progress: progress bars on stderr while the features are computed.
     """
 
-    def __init__(self, run: Pathlike | RunResults, *, fold: str | int | None = None, cache: Pathlike | None = None,
+    def __init__(self, run: Pathlike | RunRecord, *, fold: str | int | None = None, cache: Pathlike | None = None,
                  device: str = "auto", models: dict[str, str] | None = None, allow_different_weights: bool = False,
                  progress: bool = False) -> None:
         from sercache.train_heads.run import resolve_device, select_folds
 
-        self.run = run if isinstance(run, RunResults) else load_run(run)
+        self.run = run if isinstance(run, RunRecord) else read_run(run)
         config = self.config = self.run.config
         self.head_cls = get_head(config.head)
         self.preset = get_preset(config.labels.preset)
@@ -261,7 +261,7 @@ def predict_run(run: Pathlike, inputs: list[Pathlike], *, out: Pathlike | None =
     return table, Path(out)
 
 
-def run_predict(results: RunResults, waveform: np.ndarray, sample_rate: int, **options: Any) -> pd.DataFrame:
+def run_predict(results: RunRecord, waveform: np.ndarray, sample_rate: int, **options: Any) -> pd.DataFrame:
     """``RunResults.predict``: one Predictor per set of options, kept on the run for later calls."""
     window, hop = options.pop("window", None), options.pop("hop", None)
     key = tuple(sorted((k, str(v)) for k, v in options.items()))

@@ -18,17 +18,9 @@ import pandas as pd
 from sercache import __version__
 from sercache.store.atomic import write_text_atomic
 from sercache.train_heads import report_plots as plots
-from sercache.train_heads.report import (
-    MAIN_CAPTION,
-    SUBSET_CAPTION,
-    RunResults,
-    header,
-    paired_table,
-    per_fold_table,
-    runs_table,
-    subset_table,
-)
+from sercache.train_heads.record import RunRecord
 from sercache.train_heads.report_tables import per_class_table, run_warnings
+from sercache.train_heads.summary import MAIN_CAPTION, SUBSET_CAPTION, header, paired_table, per_fold_table, runs_table, subset_table
 
 STYLE = """
 :root { --ink: #1d2430; --muted: #5b6575; --line: #d8dde5; --card: #f6f8fb; --accent: #2b5ea7; --warn: #9a4b00; }
@@ -71,7 +63,7 @@ def check_html_path(path: str | Path) -> Path:
     return path
 
 
-def write_html(runs: list[RunResults], summaries: list[dict[str, Any]], path: str | Path) -> Path:
+def write_html(runs: list[RunRecord], summaries: list[dict[str, Any]], path: str | Path) -> Path:
     path = check_html_path(path)
     write_text_atomic(path, build_html(runs, summaries))
     return path
@@ -106,7 +98,7 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def facts(run: RunResults) -> list[tuple[str, str]]:
+def facts(run: RunRecord) -> list[tuple[str, str]]:
     """The header lines of the Markdown report as (name, value) pairs, the label preset named."""
     out = []
     for line in header(run):
@@ -117,14 +109,14 @@ def facts(run: RunResults) -> list[tuple[str, str]]:
     return out
 
 
-def _card(run: RunResults, summary: dict[str, Any]) -> str:
+def _card(run: RunRecord, summary: dict[str, Any]) -> str:
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts(run))
     warns = run_warnings(run, summary)
     warn = f'<ul class="warn">{"".join(f"<li>{_e(w)}</li>" for w in warns)}</ul>' if warns else ""
     return f'<div class="card"><h3>{_e(run.path.name)}</h3><dl>{rows}</dl>{warn}</div>'
 
 
-def _paired_section(runs: list[RunResults]) -> tuple[str, list[str]]:
+def _paired_section(runs: list[RunRecord]) -> tuple[str, list[str]]:
     """The paired-test tables (runs[0] is the base) and the paired-difference figures."""
     parts, figures = [], []
     base = runs[0]
@@ -147,7 +139,7 @@ def _paired_section(runs: list[RunResults]) -> tuple[str, list[str]]:
     return "".join(parts), figures
 
 
-def _run_figures(run: RunResults, index: int) -> tuple[list[str], list[str]]:
+def _run_figures(run: RunRecord, index: int) -> tuple[list[str], list[str]]:
     """Half-width figures (confusion matrices, layer weights) and full-width ones (training curves)."""
     name = _e(run.path.name)
     seeds = run.metrics.seed.nunique()
@@ -175,7 +167,7 @@ def _run_figures(run: RunResults, index: int) -> tuple[list[str], list[str]]:
     return out, wide
 
 
-def _details(run: RunResults, summary: dict[str, Any]) -> str:
+def _details(run: RunRecord, summary: dict[str, Any]) -> str:
     per_class, note = per_class_table(run)
     parts = [f"<h3>{_e(run.path.name)}</h3>", '<div class="grid">',
              f'<div><p class="caption">Per fold, mean over seeds (UA, WA in %)</p>{_table(per_fold_table(run), "fold")}'
@@ -189,7 +181,7 @@ def _details(run: RunResults, summary: dict[str, Any]) -> str:
     return "".join(parts) + "</div>"
 
 
-def build_html(runs: list[RunResults], summaries: list[dict[str, Any]]) -> str:
+def build_html(runs: list[RunRecord], summaries: list[dict[str, Any]]) -> str:
     names = ", ".join(r.path.name for r in runs)
     paired, paired_figures = _paired_section(runs) if len(runs) > 1 else ("", [])
     ua_caption = ("<b>Test UA per fold</b>: mean over seeds (bar), each seed (dots), std over seeds (whisker); "

@@ -21,7 +21,7 @@ from sercache.train_heads.run_layout import CHECKPOINT, CURVE, task_dir
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from sercache.train_heads.report import RunResults
+    from sercache.train_heads.record import RunRecord
 
 #: Heads whose checkpoint holds learned per-layer logits, by state_dict key (softmax gives the weights).
 LAYER_WEIGHT_KEYS = {"wsum": "layer_weights"}
@@ -99,7 +99,7 @@ def _fold_ticks(ax: Any, folds: list[str]) -> None:
 
 
 @_styled
-def confusion_figure(run: RunResults) -> bytes:
+def confusion_figure(run: RunRecord) -> bytes:
     """Counts (all folds pooled, summed over seeds) and the row-normalised % side by side."""
     plt = _plt()
     names, k = run.label_names, len(run.label_names)
@@ -125,7 +125,7 @@ def confusion_figure(run: RunResults) -> bytes:
     return to_png(fig)
 
 
-def read_curves(run: RunResults) -> pd.DataFrame:
+def read_curves(run: RunRecord) -> pd.DataFrame:
     """Every finished fold x seed's ``curve.csv`` (selection phase), with fold and seed columns."""
     frames = []
     for r in run.metrics.itertuples():
@@ -139,7 +139,7 @@ def read_curves(run: RunResults) -> pd.DataFrame:
 
 
 @_styled
-def curves_figure(run: RunResults, index: int = 0) -> bytes | None:
+def curves_figure(run: RunRecord, index: int = 0) -> bytes | None:
     """Per fold: train/validation loss and validation UA per epoch, the selected epoch marked.
 
     Drawn in the colour of the page's ``index``-th run, one shade per seed; every fold's loss panel
@@ -208,7 +208,7 @@ def _draw_curve(loss_ax: Any, ua_ax: Any, c: pd.DataFrame, chosen: float | None,
 
 
 @_styled
-def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
+def ua_per_fold_figure(runs: list[RunRecord]) -> bytes:
     """Test UA per fold for every run: the mean over seeds (bar), each seed (dot), std over seeds (whisker)."""
     plt = _plt()
     folds = list(dict.fromkeys(f for r in runs for f in r.metrics.fold))
@@ -234,7 +234,7 @@ def ua_per_fold_figure(runs: list[RunResults]) -> bytes:
     return to_png(fig)
 
 
-def layer_weights(run: RunResults) -> pd.DataFrame | None:
+def layer_weights(run: RunRecord) -> pd.DataFrame | None:
     """The learned softmax layer weights of every fold x seed (columns fold, seed, layer, weight), or None
     for heads without them."""
     import torch
@@ -278,7 +278,7 @@ def layer_weights_figure(weights: pd.DataFrame, index: int = 0) -> bytes:
 
 
 @_styled
-def paired_figure(base: RunResults, other: RunResults) -> bytes | None:
+def paired_figure(base: RunRecord, other: RunRecord) -> bytes | None:
     """UA and WA of ``other`` minus ``base`` (pp) per fold x seed on identical folds, with the mean difference."""
     merged = base.metrics.merge(other.metrics, on=["fold", "seed"], suffixes=("_base", "_other"))
     if base.test_ids != other.test_ids or len(merged) < 2:

@@ -15,20 +15,20 @@ import pandas as pd
 from sercache.train_heads.metrics import confusion, per_class_recall
 
 if TYPE_CHECKING:
-    from sercache.train_heads.report import RunResults
+    from sercache.train_heads.record import RunRecord
 
 
 def _pct(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{100 * value:.2f}"
 
 
-def class_support(run: RunResults) -> np.ndarray:
+def class_support(run: RunRecord) -> np.ndarray:
     """Test utterances per class, each counted once (not once per seed, nor per fold it recurs in)."""
     once = run.predictions.drop_duplicates("utt_id")
     return np.bincount(once.label.to_numpy(int), minlength=len(run.label_names))
 
 
-def chance_levels(run: RunResults) -> dict[str, Any]:
+def chance_levels(run: RunRecord) -> dict[str, Any]:
     """UA and WA of a classifier that knows nothing: ``1/k`` and the majority class's share."""
     support = class_support(run)
     present = int((support > 0).sum())  # UA averages over the classes present in the test sets
@@ -38,7 +38,7 @@ def chance_levels(run: RunResults) -> dict[str, Any]:
             "majority_n": int(support.max()), "n_test": int(support.sum())}
 
 
-def chance_line(run: RunResults) -> str:
+def chance_line(run: RunRecord) -> str:
     c = chance_levels(run)
     k = f"k={c['k']}" + (f" classes present of {c['k_configured']}" if c["k"] != c["k_configured"] else "")
     tied = "+" in c["majority_class"]
@@ -47,7 +47,7 @@ def chance_line(run: RunResults) -> str:
             f"test sets: {c['majority_n']} of {c['n_test']} utterances{' each' if tied else ''})")
 
 
-def per_class_recall_summary(run: RunResults) -> pd.DataFrame:
+def per_class_recall_summary(run: RunRecord) -> pd.DataFrame:
     """One row per class: recall mean/std over folds x seeds, results averaged, pooled recall, support.
 
     A fold whose test set lacks a class contributes no recall for it (NaN, skipped), not a 0.
@@ -67,14 +67,14 @@ def per_class_recall_summary(run: RunResults) -> pd.DataFrame:
                          "pooled_recall": pooled_mean, "support": class_support(run)})
 
 
-def pooled_confusion(run: RunResults) -> pd.DataFrame:
+def pooled_confusion(run: RunRecord) -> pd.DataFrame:
     """Counts of all folds' predictions pooled and summed over seeds (as in confusion.png)."""
     k = len(run.label_names)
     cm = confusion(run.predictions.label.to_numpy(int), run.predictions.pred.to_numpy(int), k)
     return pd.DataFrame(cm, index=pd.Index(run.label_names, name="true \\ predicted"), columns=run.label_names)
 
 
-def per_class_columns(run: RunResults) -> dict[str, Any]:
+def per_class_columns(run: RunRecord) -> dict[str, Any]:
     """The per-class and chance figures as flat CSV columns (fractions, like the other metric columns)."""
     c = chance_levels(run)
     row: dict[str, Any] = {"chance_ua": c["chance_ua"], "chance_wa": c["chance_wa"], "majority_class": c["majority_class"]}
@@ -86,7 +86,7 @@ def per_class_columns(run: RunResults) -> dict[str, Any]:
     return row
 
 
-def per_class_table(run: RunResults) -> tuple[pd.DataFrame, str]:
+def per_class_table(run: RunRecord) -> tuple[pd.DataFrame, str]:
     """The per-class recall table as printed (recall mean ± std in %, pooled recall, support) and its note."""
     s = per_class_recall_summary(run)
     n_results = run.predictions.groupby(["fold", "seed"]).ngroups
@@ -103,7 +103,7 @@ def per_class_table(run: RunResults) -> tuple[pd.DataFrame, str]:
     return table, note
 
 
-def per_class_sections(run: RunResults, title: str) -> list[str]:
+def per_class_sections(run: RunRecord, title: str) -> list[str]:
     """Markdown lines: the per-class recall table and the confusion matrix (counts and row-normalised %)."""
     table, note = per_class_table(run)
     seeds = run.predictions.seed.nunique()
@@ -121,7 +121,7 @@ def per_class_sections(run: RunResults, title: str) -> list[str]:
             norm.to_markdown(disable_numparse=True, colalign=right), ""]
 
 
-def run_warnings(run: RunResults, summary: dict[str, Any]) -> list[str]:
+def run_warnings(run: RunRecord, summary: dict[str, Any]) -> list[str]:
     """What a reader must know before trusting the table: undertraining, chance, classes missing from test."""
     out = []
     m, config = run.metrics, run.config

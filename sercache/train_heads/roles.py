@@ -26,13 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sercache.store.reader import FeatureStore, StreamInfo
 from sercache.train_heads.head_catalog import role_default_streams
-
-if TYPE_CHECKING:
-    from sercache.train_heads.run_config import RunConfig
 
 #: Which cache stream a role reads when the user does not say (declared by the head modules: STREAM_ROLES).
 ROLE_DEFAULT_STREAMS = role_default_streams()
@@ -225,15 +222,3 @@ def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool) -> R
     if asked is not None and asked not in info.layers:
         raise DataError(f"{layer_option(role)} {asked}: stream {info.name!r} stores layers {info.layers} frame by frame")
     return RoleSpec(role, info.name, [info.default_layer if asked is None else int(asked)])
-
-
-def recorded_roles(cache: FeatureStore, config: RunConfig) -> dict[str, RoleSpec]:
-    """The roles a run's config.json recorded, checked against ``cache`` (streams and layers must exist)."""
-    from sercache.train_heads.heads import get_head
-
-    head_cls = get_head(config.head)
-    return resolve_roles(cache, head_cls.required_roles(config.hyperparameters), head_cls.multi_layer_roles,
-                         {r: s.stream for r, s in config.roles.items()},
-                         {r: RecordedLayers(tuple(s.layers), s.select) for r, s in config.roles.items()
-                          if r not in head_cls.multi_layer_roles},
-                         pooled=head_cls.pooled_input)

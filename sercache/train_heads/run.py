@@ -32,9 +32,10 @@ from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
 from sercache.store.reader import FeatureStore
 from sercache.train_heads import run_layout
-from sercache.train_heads.data import label_summary, labelled_utterances, resolve_roles
+from sercache.train_heads.data import label_summary, labelled_utterances
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.heads.base import Head
+from sercache.train_heads.roles import resolve_roles
 from sercache.train_heads.run_config import (  # noqa: F401 - RESUMABLE_KEYS, describe_change: moved, kept here
     RESUMABLE_KEYS,
     RunConfig,
@@ -46,7 +47,7 @@ from sercache.train_heads.run_layout import DONE, FAILED, task_dir  # noqa: F401
 from sercache.train_heads.targets import target_notes
 from sercache.train_heads.task import describe_result, exit_with_parent, result_warnings, train_task  # noqa: F401
 from sercache.train_heads.tblog import require_tensorboard
-from sercache.train_heads.trainer import TrainConfig
+from sercache.train_heads.train_config import TrainConfig
 
 RUN_LOCK = run_layout.LOCK_FILE
 

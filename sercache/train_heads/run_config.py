@@ -21,8 +21,9 @@ from typing import Any
 from sercache._typing import Pathlike
 from sercache.named import MappingView
 from sercache.store.atomic import read_json
-from sercache.train_heads.data import RoleSpec
-from sercache.train_heads.trainer import TrainConfig
+from sercache.store.reader import FeatureStore
+from sercache.train_heads.roles import RecordedLayers, RoleSpec, resolve_roles
+from sercache.train_heads.train_config import TrainConfig
 
 #: Keys of config.json that may differ when resuming a run (everything else must match).
 #: tensorboard: logging only; fold_warnings: follow from the fold files, whose SHA-1s protocol_options holds.
@@ -242,3 +243,15 @@ def describe_change(key: str, stored: Any, asked: Any, width: int = 80) -> str:
         return text if len(text) <= width else text[: width - 3] + "..."
 
     return f"{key}: stored {short(stored)}, asked {short(asked)}"
+
+
+def recorded_roles(cache: FeatureStore, config: RunConfig) -> dict[str, RoleSpec]:
+    """The roles a run's config.json recorded, checked against ``cache`` (streams and layers must exist)."""
+    from sercache.train_heads.heads import get_head
+
+    head_cls = get_head(config.head)
+    return resolve_roles(cache, head_cls.required_roles(config.hyperparameters), head_cls.multi_layer_roles,
+                         {r: s.stream for r, s in config.roles.items()},
+                         {r: RecordedLayers(tuple(s.layers), s.select) for r, s in config.roles.items()
+                          if r not in head_cls.multi_layer_roles},
+                         pooled=head_cls.pooled_input)

@@ -18,10 +18,10 @@ import numpy as np
 from sercache.splits import get_preset
 from sercache.store import open_cache
 from sercache.store.errors import CacheError
-from sercache.train_heads.data import labelled_utterances, recorded_roles
+from sercache.train_heads.data import labelled_utterances
 from sercache.train_heads.heads import get_head
 from sercache.train_heads.pooled import load_fold
-from sercache.train_heads.run_config import RunConfig
+from sercache.train_heads.run_config import RunConfig, recorded_roles
 from sercache.train_heads.run_layout import FAILED, TRAIN_LOG, task_dir
 from sercache.train_heads.targets import target_notes
 from sercache.train_heads.trainer import TrainingError, train_fold
