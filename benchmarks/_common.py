@@ -85,8 +85,8 @@ def audio_text_data(cache_dir: Path, device: str = "cpu"):  # noqa: ANN201 - (In
     """Every utterance of an audio+text cache in memory, as the trainer holds a fold."""
     import sercache
     from sercache.splits import get_preset
-    from sercache.train_heads.data import InMemoryData, labelled_utterances
-    from sercache.train_heads.roles import resolve_roles
+    from sercache.training.data import InMemoryData, labelled_utterances
+    from sercache.training.roles import resolve_roles
 
     cache = sercache.open_cache(cache_dir)
     preset = get_preset("iemocap4")

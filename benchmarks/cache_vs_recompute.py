@@ -84,12 +84,12 @@ def main() -> None:
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
     from sercache.features.encoder import normalize
+    from sercache.heads import get_head
+    from sercache.heads.base import Batch, StreamBatch
     from sercache.splits import get_preset
     from sercache.synthetic.corpus import SynthUtterance, write_iemocap_tree
-    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances
-    from sercache.train_heads.heads import get_head
-    from sercache.train_heads.heads.base import Batch, StreamBatch
-    from sercache.train_heads.roles import resolve_roles
+    from sercache.training.data import InMemoryData, bucket_batches, labelled_utterances
+    from sercache.training.roles import resolve_roles
 
     rows = sampled_rows(args.jsonl, args.n, 2)
     work = workdir(args.workdir, "cvr")

@@ -28,7 +28,7 @@ sys.path.insert(0, {repo!r})
 import numpy as np
 import sercache
 from sercache.splits import get_preset
-from sercache.train_heads.data import InMemoryData, labelled_utterances, resolve_roles
+from sercache.training.data import InMemoryData, labelled_utterances, resolve_roles
 
 cache = sercache.open_cache({cache!r})
 preset = get_preset("iemocap4")

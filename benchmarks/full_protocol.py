@@ -23,8 +23,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from sercache.train_heads.run import TrainRequest, run_training
-    from sercache.train_heads.run_layout import METRICS, task_dir
+    from sercache.training.run import TrainRequest, run_training
+    from sercache.training.run_layout import METRICS, task_dir
 
     work = workdir(args.workdir, "full")
     cache = gate_sized_cache(work / "cache", iemocap_rows(args.jsonl), signal=0.3)

@@ -24,8 +24,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from sercache.train_heads.train_config import TrainConfig
-    from sercache.train_heads.trainer import train_fold
+    from sercache.training.train_config import TrainConfig
+    from sercache.training.trainer import train_fold
 
     rows = sampled_rows(args.jsonl, args.n, 1)
     work = workdir(args.workdir, "gvc")

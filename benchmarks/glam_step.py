@@ -42,14 +42,14 @@ def main() -> None:
     import torch.nn.functional as F
 
     import sercache
+    from sercache.heads import get_head
     from sercache.splits import get_preset
-    from sercache.train_heads.data import InMemoryData, bucket_batches, labelled_utterances
-    from sercache.train_heads.epochs import Progress, fit_epochs
-    from sercache.train_heads.heads import get_head
-    from sercache.train_heads.roles import resolve_roles
-    from sercache.train_heads.segments import SegmentTable
-    from sercache.train_heads.train_config import TrainConfig
-    from sercache.train_heads.trainer import evaluate
+    from sercache.training.data import InMemoryData, bucket_batches, labelled_utterances
+    from sercache.training.epochs import Progress, fit_epochs
+    from sercache.training.roles import resolve_roles
+    from sercache.training.segments import SegmentTable
+    from sercache.training.train_config import TrainConfig
+    from sercache.training.trainer import evaluate
 
     work = workdir(args.workdir, "glam-step")
     cache_dir = build_cache(work / "cache", sampled_rows(args.jsonl, args.utterances, seed=0))

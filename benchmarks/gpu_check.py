@@ -58,7 +58,7 @@ def main() -> None:
     import sercache
     from sercache.synthetic.corpus import SynthUtterance, write_iemocap_tree
     from sercache.synthetic.models import make_bert, make_ctc
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.run import TrainRequest, run_training
 
     work = workdir(args.workdir, "gpu")
     rows = sampled_rows(args.jsonl, args.n, 3)

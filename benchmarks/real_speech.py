@@ -152,7 +152,7 @@ def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str) -
 
 def run_metrics(run: Path) -> tuple[list[float], list[float]]:
     """Per-fold UA and WA (mean over the fold's seeds) of a finished run directory."""
-    from sercache.train_heads.run_layout import METRICS, finished_tasks, folds_path
+    from sercache.training.run_layout import METRICS, finished_tasks, folds_path
 
     folds = json.loads(folds_path(run).read_text())
     ua, wa = [], []

@@ -61,14 +61,14 @@ def timed(fn, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN201
 def measure(cache: Path, runs: Path) -> dict[str, float | str]:
     import sercache
     from sercache.features.cache_info import cache_summary, format_summary
+    from sercache.heads import get_head
+    from sercache.runs.report import make_report
     from sercache.splits import get_preset, make_folds
     from sercache.store.verify import verify_cache
-    from sercache.train_heads.data import labelled_utterances
-    from sercache.train_heads.heads import get_head
-    from sercache.train_heads.pooled import load_fold
-    from sercache.train_heads.report import make_report
-    from sercache.train_heads.roles import resolve_roles
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.data import labelled_utterances
+    from sercache.training.pooled import load_fold
+    from sercache.training.roles import resolve_roles
+    from sercache.training.run import TrainRequest, run_training
 
     out: dict[str, float | str] = {}
     out["open_cache"], store = timed(sercache.open_cache, cache)

@@ -43,13 +43,13 @@ def main() -> None:
     import torch
 
     import sercache
+    from sercache.heads import get_head
     from sercache.splits import get_preset, make_folds
-    from sercache.train_heads.data import labelled_utterances
-    from sercache.train_heads.heads import get_head
-    from sercache.train_heads.pooled import PooledData
-    from sercache.train_heads.roles import resolve_roles
-    from sercache.train_heads.train_config import TrainConfig
-    from sercache.train_heads.trainer import train_fold
+    from sercache.training.data import labelled_utterances
+    from sercache.training.pooled import PooledData
+    from sercache.training.roles import resolve_roles
+    from sercache.training.train_config import TrainConfig
+    from sercache.training.trainer import train_fold
 
     torch.set_num_threads(1)
     cache = sercache.open_cache(args.cache)

@@ -3,7 +3,7 @@
 A synthetic cache of ``--utterances`` IEMOCAP-length utterances (durations drawn from the real list)
 with a 26-d MFCC stream (31.25 frames/s) and a 80-d log-mel stream. One LOSO fold: train on
 sessions 1-3, validate on 4. Each way trains a linear probe for ``--epochs`` epochs through the
-trainer's own epoch loop (``sercache.train_heads.epochs.fit_epochs``: batches, loss, clipping,
+trainer's own epoch loop (``sercache.training.epochs.fit_epochs``: batches, loss, clipping,
 optimizer step, validation every epoch):
 
 * sercache: ``PooledData`` (statistics pooled once per fold, z-scored once, a batch is a row
@@ -41,14 +41,14 @@ def run(way: str, cache_dir, epochs: int) -> dict:  # noqa: ANN001
     import torch
 
     import sercache
+    from sercache.heads.base import Head, HeadOutput, masked_mean
     from sercache.splits import get_preset
-    from sercache.train_heads.data import InMemoryData, labelled_utterances
-    from sercache.train_heads.epochs import Progress, fit_epochs
-    from sercache.train_heads.heads.base import Head, HeadOutput, masked_mean
-    from sercache.train_heads.pooled import PooledData
-    from sercache.train_heads.roles import resolve_roles
-    from sercache.train_heads.train_config import TrainConfig
-    from sercache.train_heads.trainer import evaluate
+    from sercache.training.data import InMemoryData, labelled_utterances
+    from sercache.training.epochs import Progress, fit_epochs
+    from sercache.training.pooled import PooledData
+    from sercache.training.roles import resolve_roles
+    from sercache.training.train_config import TrainConfig
+    from sercache.training.trainer import evaluate
 
     class FrameMeanLinear(Head):
         """The previous ``linear``: masked mean of (z-scored) frames -> linear."""
@@ -73,7 +73,7 @@ def run(way: str, cache_dir, epochs: int) -> dict:  # noqa: ANN001
         torch.set_num_threads(1)
         data = PooledData(cache, table, roles, preset)
         cfg = TrainConfig.for_head("linear", {"epochs": epochs, "patience": epochs})
-        from sercache.train_heads.heads import get_head
+        from sercache.heads import get_head
 
         head = get_head("linear")(dims=data.dims, n_classes=4)
     else:

@@ -55,8 +55,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from sercache.train_heads.data import bucket_batches
-    from sercache.train_heads.heads import get_head
+    from sercache.heads import get_head
+    from sercache.training.data import bucket_batches
 
     rows = sampled_rows(args.jsonl, args.n, 0)
     work = workdir(args.workdir, "eff")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 from sercache.demo import run_demo  # noqa: E402
-from sercache.train_heads.report import make_report  # noqa: E402
+from sercache.runs.report import make_report  # noqa: E402
 from tests.browser import ink_fraction, render  # noqa: E402
 
 #: the capture ends below the first full-width figure (the first run's training curves): title, run facts,

@@ -45,11 +45,11 @@ extract = extract_features
 
 
 def train(cache: Any, head: str, **options: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """``sercache train``: keywords are :class:`sercache.train_heads.run.TrainRequest` fields (``out``,
+    """``sercache train``: keywords are :class:`sercache.training.run.TrainRequest` fields (``out``,
     ``protocol``, ``folds``, ``labels``, ``streams``, ``seeds``, ``jobs``, ``hyperparameters``, ``train`` for
     optimisation settings, ...). Returns ``(run directory, one result dict per fold x seed trained)``;
-    :func:`sercache.train_heads.outcome.training_outcome` of them is the command's summary and exit status."""
-    from sercache.train_heads.run import TrainRequest, run_training
+    :func:`sercache.training.outcome.training_outcome` of them is the command's summary and exit status."""
+    from sercache.training.run import TrainRequest, run_training
 
     options.setdefault("command", f"sercache.train({cache!r}, {head!r}, **{options!r})")
     options.setdefault("progress_every", None)
@@ -57,10 +57,10 @@ def train(cache: Any, head: str, **options: Any) -> tuple[Any, list[dict[str, An
 
 
 def load_run(path: Any) -> Any:
-    """A finished (or partly finished) run directory: ``.config`` (a :class:`~sercache.train_heads.run_config.RunConfig`,
+    """A finished (or partly finished) run directory: ``.config`` (a :class:`~sercache.training.run_config.RunConfig`,
     also readable as config.json's mapping), ``.metrics`` (per fold x seed), ``.predictions``.
-    See :func:`sercache.train_heads.report.load_run`."""
-    from sercache.train_heads.results import load_run as _load_run
+    See :func:`sercache.runs.results.load_run`."""
+    from sercache.runs.results import load_run as _load_run
 
     return _load_run(path)
 
@@ -68,10 +68,10 @@ def load_run(path: Any) -> Any:
 def evaluate(run: Any, **options: Any) -> Any:
     """``sercache eval``: re-evaluate a run's checkpoints on their test folds (``cache=`` another corpus's cache, on
     the classes both presets share), one row per fold x seed as a DataFrame; also written to ``RUN/eval.csv`` (or
-    ``RUN/eval-<cache>.csv``) unless ``write=False``. Keywords: see :func:`sercache.train_heads.evaluate.evaluate_run`
-    (``fold``, ``cache``, ``labels``, ``device``); :func:`~sercache.train_heads.evaluate.evaluation_text` prints it
+    ``RUN/eval-<cache>.csv``) unless ``write=False``. Keywords: see :func:`sercache.runs.evaluate.evaluate_run`
+    (``fold``, ``cache``, ``labels``, ``device``); :func:`~sercache.runs.evaluate.evaluation_text` prints it
     as the command does."""
-    from sercache.train_heads.evaluate import evaluate_run
+    from sercache.runs.evaluate import evaluate_run
 
     options.setdefault("write", True)
     return evaluate_run(run, **options)
@@ -79,9 +79,9 @@ def evaluate(run: Any, **options: Any) -> Any:
 
 def predict(run: Any, inputs: list[Any], **options: Any) -> Any:
     """``sercache predict``: one row per input (audio files, folders, CSV manifests) as a DataFrame, also written to
-    ``out=`` when given. Keywords: see :func:`sercache.train_heads.predict.predict_run` (``fold``, ``window``,
+    ``out=`` when given. Keywords: see :func:`sercache.runs.predict.predict_run` (``fold``, ``window``,
     ``hop``, ``cache``, ``device``, ``models``, ``allow_different_weights``)."""
-    from sercache.train_heads.predict import predict_run
+    from sercache.runs.predict import predict_run
 
     return predict_run(run, [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), **options)[0]
 
@@ -90,6 +90,6 @@ def report(runs: list[Any], fmt: str = "md", n_boot: int = 1000, html: Any = Non
     """``sercache report``: the paper-style table of one or more runs (``fmt`` ``"md"`` or ``"csv"``).
 
     ``html``: also write the self-contained HTML page (tables and plots) to this file."""
-    from sercache.train_heads.report import make_report
+    from sercache.runs.report import make_report
 
     return make_report(list(runs), fmt, n_boot=n_boot, html=html)

@@ -51,10 +51,10 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
     """Run the demo into ``out`` (rerunning reuses what is already there)."""
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
+    from sercache.runs.report import make_report
     from sercache.synthetic.corpus import iemocap_like, write_iemocap_tree
     from sercache.synthetic.models import make_tiny_models
-    from sercache.train_heads.report import make_report
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.run import TrainRequest, run_training
 
     start = time.perf_counter()
     out = Path(out)

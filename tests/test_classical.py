@@ -14,15 +14,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from sercache.cli import cli
+from sercache.heads import get_head
+from sercache.heads.base import Batch, StreamBatch
 from sercache.splits import get_preset
 from sercache.store import open_cache
-from sercache.train_heads.data import labelled_utterances
-from sercache.train_heads.heads import get_head
-from sercache.train_heads.heads.base import Batch, StreamBatch
-from sercache.train_heads.pooled import PooledData
-from sercache.train_heads.roles import resolve_roles
-from sercache.train_heads.train_config import TrainConfig
-from sercache.train_heads.trainer import load_checkpoint, train_fold
+from sercache.training.data import labelled_utterances
+from sercache.training.pooled import PooledData
+from sercache.training.roles import resolve_roles
+from sercache.training.train_config import TrainConfig
+from sercache.training.trainer import load_checkpoint, train_fold
 
 
 def as_batch(x: np.ndarray) -> Batch:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import sercache
-from sercache.engines import time_minutes
+from sercache.cluster_engines import time_minutes
 from sercache.extract.cluster import ClusterOptions
 from sercache.extract.options import ExtractError
 from sercache.extract.submissions import resubmit_command

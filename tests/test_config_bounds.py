@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads.config_file import ConfigFileError, load_train_file
+from sercache.training.config_file import ConfigFileError, load_train_file
 
 #: Memory the child may allocate beyond what its imports took: far below what the alias bomb expands to.
 MEMORY_HEADROOM = 256 * 2**20
@@ -32,7 +32,7 @@ def test_an_alias_bomb_is_refused_within_a_memory_bound(tmp_path):
     assert len(path.read_bytes()) < 1000
     child = textwrap.dedent(f"""
         import os, resource, sys
-        from sercache.train_heads.config_file import ConfigFileError, load_train_file
+        from sercache.training.config_file import ConfigFileError, load_train_file
         import yaml  # noqa: F401 - loaded before the limit, as every import
         used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         resource.setrlimit(resource.RLIMIT_AS, (used + {MEMORY_HEADROOM}, used + {MEMORY_HEADROOM}))

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sercache.corpora.base import MANIFEST_COLUMNS
 from sercache.corpora.iemocap import parse_transcriptions, parse_utt_id, parse_votes, read_iemocap
-from sercache.extract.corpora import CORPORA, MANIFEST_COLUMNS, read_corpus
+from sercache.extract.manifests import CORPORA, read_corpus
 from sercache.store.records import ExtractionProblem
 
 SR = 16_000

@@ -53,7 +53,7 @@ def extracted(extracted_cache) -> Path:
 
 
 def test_every_stream_is_extracted_and_readable(extracted, small_corpus):
-    from sercache.extract.corpora import read_corpus
+    from sercache.extract.manifests import read_corpus
 
     manifest = read_corpus("iemocap", small_corpus).table
     cache = sercache.open_cache(extracted)

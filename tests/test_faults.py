@@ -152,7 +152,7 @@ FAST = ["--epochs", "4", "--lr", "1e-2", "--batch-size", "16", "--seeds", "2", "
 
 
 def test_nan_loss_stops_the_fold_with_a_clear_message(signal_cache, tmp_path, monkeypatch):
-    from sercache.train_heads.heads.probes import LinearProbe
+    from sercache.heads.probes import LinearProbe
 
     monkeypatch.setattr(LinearProbe, "training_step", lambda self, batch: self.loss(self(batch), batch) * float("nan"))
     result = CliRunner().invoke(cli, ["train", str(signal_cache), "--head", "linear", "--fold", "1", "--seeds", "1",

@@ -111,10 +111,10 @@ def test_a_root_without_the_corpus_layout_is_told_the_layout(corpus, tmp_path, m
 def test_predict_names_every_missing_model_folder_before_loading_any(small_corpus, models, tmp_path, monkeypatch):
     import shutil
 
-    import sercache.train_heads.predict as predict
+    import sercache.runs.predict as predict
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.run import TrainRequest, run_training
 
     ssl, text = Path(shutil.copytree(models["ssl"], tmp_path / "hubert")), Path(shutil.copytree(models["text"],
                                                                                                  tmp_path / "bert"))

@@ -11,8 +11,8 @@ import pytest
 
 import sercache
 from sercache.cli.train import train
-from sercache.train_heads.head_catalog import catalog, head_modules, stream_roles
-from sercache.train_heads.heads import HEADS
+from sercache.head_catalog import catalog, head_modules, stream_roles
+from sercache.heads import HEADS
 
 
 def test_catalog_matches_the_registry():
@@ -47,8 +47,8 @@ NEW_HEAD = '''
 """A head added by one file: it reads a new ``prosody`` role."""
 from torch import nn
 
-from sercache.train_heads.heads import register
-from sercache.train_heads.heads.base import Head, HeadOutput, masked_mean
+from sercache.heads import register
+from sercache.heads.base import Head, HeadOutput, masked_mean
 
 STREAM_ROLES = {"prosody": {"default": "egemaps", "help": "Stream for the prosody role (default egemaps)."}}
 
@@ -74,7 +74,7 @@ def test_a_new_head_with_a_new_role_is_one_new_file(tmp_path):
     """In a copy of the package, one file in heads/ gives the --head choice, the role option and `sercache heads`."""
     package = Path(sercache.__file__).parent
     shutil.copytree(package, tmp_path / "sercache", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "sercache" / "train_heads" / "heads" / "prosody.py").write_text(NEW_HEAD)
+    (tmp_path / "sercache" / "heads" / "prosody.py").write_text(NEW_HEAD)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
 
     def sercache_cli(*args: str) -> str:
@@ -87,7 +87,7 @@ def test_a_new_head_with_a_new_role_is_one_new_file(tmp_path):
     assert "prosody" in helptext.split("--head", 1)[1].split("--", 1)[0]
     assert "--prosody-stream TEXT" in helptext and "Stream for the prosody role (default egemaps)." in helptext
     assert "reads: prosody" in sercache_cli("heads", "prosody")
-    probe = ("from sercache.train_heads.roles import ROLE_DEFAULT_STREAMS as D; from sercache.train_heads.config_file "
+    probe = ("from sercache.training.roles import ROLE_DEFAULT_STREAMS as D; from sercache.training.config_file "
              "import ROLE_STREAM as R; print(D['prosody'], R['prosody'])")
     done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
@@ -95,7 +95,7 @@ def test_a_new_head_with_a_new_role_is_one_new_file(tmp_path):
 
 
 def test_a_registered_class_without_a_literal_name_is_refused_with_its_file(tmp_path, monkeypatch):
-    from sercache.train_heads import head_catalog
+    from sercache import head_catalog
 
     (tmp_path / "base.py").write_text("STREAM_ROLES = {'audio': {'default': 'ssl', 'help': 'h'}}\n")
     (tmp_path / "odd.py").write_text("NAME = 'x'\n\n@register\nclass Odd(Head):\n    name = NAME\n")

@@ -6,8 +6,8 @@ import inspect
 import pytest
 import torch
 
-from sercache.train_heads.heads import HEADS, get_head
-from sercache.train_heads.heads.base import Batch, StreamBatch
+from sercache.heads import HEADS, get_head
+from sercache.heads.base import Batch, StreamBatch
 
 DIMS = {"audio": 24, "text": 16, "mfcc": 12}
 #: Small hyperparameters so every head runs in milliseconds.

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sercache.train_heads.heads import HEADS, Batch, StreamBatch
-from sercache.train_heads.heads.glam import segment_windows
+from sercache.heads import HEADS, Batch, StreamBatch
+from sercache.heads.glam import segment_windows
 
 NAMES = ("glam", "apcnn", "mhcnn")
 N_MFCC, SEG, HOP = 26, 57, 6

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sercache.train_heads.heads import HEADS, Batch, StreamBatch
-from sercache.train_heads.heads.base import CHAR_VOCAB
-from sercache.train_heads.heads.mmer import BertBlock, MMERHead, supervised_contrastive_loss
+from sercache.heads import HEADS, Batch, StreamBatch
+from sercache.heads.base import CHAR_VOCAB
+from sercache.heads.mmer import BertBlock, MMERHead, supervised_contrastive_loss
 
 SMALL = {"hidden": 32, "heads": 4, "ffn_dim": 64}
 D_AUDIO, D_TEXT = 24, 20

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sercache.train_heads.heads import HEADS, Batch, StreamBatch
-from sercache.train_heads.heads.tmn import TensorMixerHead, focal_loss, masked_mse, peak_labels
+from sercache.heads import HEADS, Batch, StreamBatch
+from sercache.heads.tmn import TensorMixerHead, focal_loss, masked_mse, peak_labels
 
 D_AUDIO, D_TEXT, N_CLASSES = 12, 10, 4
 TINY = {"fusion_dim": 32, "patch_size": 8, "mixer_dim": 32, "depth": 2}

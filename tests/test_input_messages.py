@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads.predict_inputs import PredictError, check_sources, collect_sources
+from sercache.runs.predict_inputs import PredictError, check_sources, collect_sources
 
 
 def corpus(root: Path, rows: list[str], header: str = "utt_id,path,label") -> Path:

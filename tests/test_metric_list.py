@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import sercache
 from sercache.cli import cli
-from sercache.train_heads.metrics import CLASSIFICATION, METRICS, classification_metrics
+from sercache.training.metrics import CLASSIFICATION, METRICS, classification_metrics
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_eval_prints_writes_and_returns_every_listed_metric(run):
             assert f"{m.label} {100 * written[m.key].mean():.2f}" in mean
     assert "the checkpoints reproduce the recorded test predictions" in result.output
     # the library call is the command: same table, and the same text
-    from sercache.train_heads.evaluate import evaluation_text
+    from sercache.runs.evaluate import evaluation_text
 
     table = sercache.evaluate(run, write=False)
     assert "written" not in table.attrs

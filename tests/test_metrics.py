@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, recall_score
 
-from sercache.train_heads.metrics import bootstrap_ci, ccc, classification_metrics, confusion, paired_comparison, per_class_recall
+from sercache.training.metrics import bootstrap_ci, ccc, classification_metrics, confusion, paired_comparison, per_class_recall
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from sercache.extract.corpora import read_corpus
+from sercache.corpora import get_corpus
+from sercache.extract.manifests import read_corpus
 from sercache.splits import DEFAULT_PRESET, DEFAULT_PROTOCOL, ProtocolError, apply_preset, get_preset, make_folds
-from sercache.splits.corpora import get_corpus
 
 HEADER = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
 SPEAKERS = {"Train": ["10", "11", "12"], "Development": ["20", "21"], "Test1": ["30", "31"], "Test2": ["40"]}

@@ -20,12 +20,12 @@ from sercache.cli import cli
 from sercache.splits import get_preset
 from sercache.store import open_cache
 from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
-from sercache.train_heads.data import InMemoryData, labelled_utterances
-from sercache.train_heads.pooled import PooledData
-from sercache.train_heads.roles import DataError, RoleSpec, parse_layer_option, resolve_roles
-from sercache.train_heads.run_config import RunConfig
-from sercache.train_heads.train_config import TrainConfig
-from sercache.train_heads.trainer import load_checkpoint, train_fold
+from sercache.training.data import InMemoryData, labelled_utterances
+from sercache.training.pooled import PooledData
+from sercache.training.roles import DataError, RoleSpec, parse_layer_option, resolve_roles
+from sercache.training.run_config import RunConfig
+from sercache.training.train_config import TrainConfig
+from sercache.training.trainer import load_checkpoint, train_fold
 from tests.conftest import synthetic_manifest
 
 GERMAN = ["Heute abend könnte ich es ihm sagen.", "Was sind denn das für Tüten?", "Der Lappen liegt auf dem Eisschrank."]
@@ -93,7 +93,7 @@ def test_layer_errors_name_the_option_and_what_exists(whisper_cache):
 
 
 def run_fold(data, fold, out, head: str = "logreg", hyper: dict | None = None, **cfg) -> dict:  # noqa: ANN001
-    from sercache.train_heads.heads import get_head
+    from sercache.heads import get_head
 
     return train_fold(out, head_name=head, hyperparameters={**get_head(head).hyperparameters(), **(hyper or {})},
                       cfg=TrainConfig.for_head(head, cfg), data=data, train_ids=fold.train, valid_ids=fold.valid,
@@ -176,7 +176,7 @@ def test_massive_fp16_activations_neither_overflow_nor_set_the_scale(whisper_cac
     Frame statistics are float64 and sigma-clipped: the spiking dimensions keep the scale of their ordinary
     values, and their spikes are clipped at 5 standard deviations. Pooled statistics are standardised in float64.
     """
-    from sercache.train_heads.data import Z_LIMIT
+    from sercache.training.data import Z_LIMIT
 
     store = open_cache(whisper_cache)
     roles = resolve_roles(store, ("audio",), ("audio",), {"audio": "whisper"}, {})
@@ -237,8 +237,8 @@ def test_frame_heads_train_on_whisper_frames(whisper_cache, tmp_path, head, text
 
 
 def test_transcripts_spell_other_alphabets_with_the_ctc_vocabulary():
-    from sercache.train_heads.heads.base import CHAR_VOCAB
-    from sercache.train_heads.targets import transcript_chars
+    from sercache.heads.base import CHAR_VOCAB
+    from sercache.training.targets import transcript_chars
 
     def spelled(text: str) -> str:
         return "".join(CHAR_VOCAB[i] for i in transcript_chars(text))
@@ -252,7 +252,7 @@ def test_transcripts_spell_other_alphabets_with_the_ctc_vocabulary():
 
 
 def test_missing_targets_are_left_out_and_said(whisper_cache):
-    from sercache.train_heads.targets import extra_targets, target_notes
+    from sercache.training.targets import extra_targets, target_notes
 
     table = labelled_utterances(open_cache(whisper_cache), get_preset("iemocap4"),
                                 resolve_roles(open_cache(whisper_cache), ("audio",), (), {"audio": "whisper"}, {}))
@@ -267,7 +267,7 @@ def test_missing_targets_are_left_out_and_said(whisper_cache):
 
 
 def test_recorded_roles_round_trip_and_refuse_odd_layers():
-    from sercache.train_heads.run_config import RunConfigError
+    from sercache.training.run_config import RunConfigError
 
     old = {"audio": {"stream": "ssl", "layers": [12]}}  # runs from before several layers: unchanged JSON
     assert RunConfig.from_dict({"roles": old}).to_dict()["roles"] == old

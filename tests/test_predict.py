@@ -15,10 +15,10 @@ import sercache
 from sercache.cli import cli
 from sercache.extract.options import ExtractOptions
 from sercache.extract.runner import run_extract
+from sercache.runs.predict import PredictError, Predictor
+from sercache.runs.predict_inputs import Source, windows
 from sercache.store import open_cache
-from sercache.train_heads.predict import PredictError, Predictor
-from sercache.train_heads.predict_inputs import Source, windows
-from sercache.train_heads.run import TrainRequest, run_training
+from sercache.training.run import TrainRequest, run_training
 
 #: gate reads ssl + text_asr frames (so the asr stream runs too); linear pools ssl, mfcc and gold-text statistics.
 RUNS = {
@@ -131,7 +131,7 @@ def test_window_rows_over_time_and_the_python_api(runs, extracted_cache, tmp_pat
     """A stereo 44.1 kHz recording, cut into windows; each row equals the API's prediction of that window."""
     from sercache.features.audio import load_audio
 
-    monkeypatch.setattr("sercache.train_heads.predict.CHUNK", 2)  # windows computed a few at a time, as for long audio
+    monkeypatch.setattr("sercache.runs.predict.CHUNK", 2)  # windows computed a few at a time, as for long audio
 
     with open_cache(extracted_cache) as store:
         paths = store.utterances.path.tolist()[:4]

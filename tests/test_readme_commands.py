@@ -228,7 +228,7 @@ def test_a_failing_readme_command_fails_the_run_and_listed_ones_are_not_run(tmp_
 @pytest.mark.slow
 def test_readme_commands_run_in_order_on_the_demo(tmp_path):
     """The newcomer's path: README's commands in order, each exits 0, and every `train` learns."""
-    from sercache.train_heads.results import load_run
+    from sercache.runs.results import load_run
 
     done = run_in_order(readme_commands(), tmp_path)
     trained = [(c, p) for c, p in done if c.startswith("sercache train ")]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from sercache.cli import cli
-from sercache.splits.corpora import corpora, get_corpus
+from sercache.corpora import corpora, get_corpus
 from sercache.splits.registry import OPTIONS, RoutingError, choosable, cli_options, protocols, recorded_options, route
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sklearn.metrics import confusion_matrix, recall_score
 
 from sercache.cli import cli
-from sercache.train_heads.report import make_report
+from sercache.runs.report import make_report
 from tests.conftest import synthetic_manifest, write_signal_cache
 from tests.test_train import train
 

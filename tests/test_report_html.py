@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sercache.cli import cli
-from sercache.train_heads import report_plots
-from sercache.train_heads.metrics import CLASSIFICATION
-from sercache.train_heads.report import make_report
-from sercache.train_heads.report_tables import chance_line
-from sercache.train_heads.results import load_run
+from sercache.runs import report_plots
+from sercache.runs.report import make_report
+from sercache.runs.report_tables import chance_line
+from sercache.runs.results import load_run
+from sercache.training.metrics import CLASSIFICATION
 from tests.browser import ink_fraction, render, require_or_skip
 from tests.conftest import synthetic_manifest, write_signal_cache
 from tests.test_report import _md_table
@@ -230,7 +230,7 @@ def test_browser_check_catches_a_broken_page(tmp_path):
 @pytest.mark.parametrize("n_folds, rows", [(2, 1), (10, 2), (30, 1)])
 def test_curves_and_ua_figures_stay_a_page_wide_with_many_folds(tmp_path, n_folds, rows):
     """EmoDB's 10 speakers wrap onto 2 rows of panels; CREMA-D-sized fold counts are overlaid in one panel pair."""
-    from sercache.train_heads.record import RunRecord
+    from sercache.runs.record import RunRecord
 
     folds = [f"lospk-{i:02d}" for i in range(n_folds)]
     rng = np.random.default_rng(0)
@@ -254,7 +254,7 @@ def test_whole_best_epochs_shared_curve_scales_and_one_colour_meaning(runs, monk
     """Issue 21: "best epoch" 2, not 2.0; every fold's curve panel on one scale; a hue means a run everywhere."""
     from matplotlib.colors import rgb_to_hsv, to_rgb
 
-    from sercache.train_heads.summary import per_fold_table
+    from sercache.runs.summary import per_fold_table
 
     loaded = [load_run(r) for r in runs]
     for run in loaded:

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads import run_layout
-from sercache.train_heads.roles import RoleSpec
-from sercache.train_heads.run_config import RunConfig, RunConfigError, settings_changes
-from sercache.train_heads.train_config import TrainConfig
+from sercache.training import run_layout
+from sercache.training.roles import RoleSpec
+from sercache.training.run_config import RunConfig, RunConfigError, settings_changes
+from sercache.training.train_config import TrainConfig
 from tests.conftest import LINEAR_PROBE, trained_linear_probe
 
 TRAIN = [*LINEAR_PROBE, "--epochs", "2"]

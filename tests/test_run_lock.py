@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from sercache.cli import cli
 from sercache.store.lock import ExclusiveLock
-from sercache.train_heads.run import RUN_LOCK
+from sercache.training.run import RUN_LOCK
 
 REPO = Path(__file__).resolve().parents[1]
 

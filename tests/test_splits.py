@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sercache.extract.corpora import read_corpus
+from sercache.extract.manifests import read_corpus
 from sercache.splits import PRESETS, ProtocolError, apply_preset, get_preset, make_folds, soft_labels
 
 DATA = Path(__file__).parent / "data" / "iemocap4_ids.tsv.gz"

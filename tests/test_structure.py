@@ -1,7 +1,7 @@
 """The code's shape, as the design notes (docs/design.md) promise it: one-way layers and small modules.
 
-* Imports go one way, ``cli -> extract/train_heads -> features/splits -> corpora -> store``: a module may import
-  its own package or a package of a lower layer, never one of its own layer or above. Function-level
+* Imports go one way, ``cli -> sweep -> runs -> training -> heads/extract -> features/splits -> corpora -> store``:
+  a module may import its own package or a package of a lower layer, never one of its own layer or above. Function-level
   imports count too (they are how the CLI stays import-light, not a way round the layers).
 * ``store`` imports neither torch nor transformers: a notebook reads a cache with h5py and numpy alone.
 * No import circle between modules, at any depth (a circle means a type lives in the wrong room).
@@ -18,14 +18,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
-    "_typing": 0, "keyvalue": 0, "engines": 0, "hooks": 0, "named": 0,  # leaf utilities
+    "_typing": 0, "option_pairs": 0, "cluster_engines": 0, "stream_checks": 0, "registry": 0,  # leaf utilities
+    "head_catalog": 0,                            # the heads' names and roles, read from their source (stdlib)
     "store": 1,
     "corpora": 2,                                 # corpus readers and their registry (store records, pandas)
     "features": 3, "splits": 3,
-    "extract": 4, "train_heads": 4,
+    "extract": 4,
+    "heads": 4,                                   # the networks (torch), registered by name
+    "training": 5,                                # fitting: a run's config, a fold in memory, epochs, a task, a run
     "synthetic": 5,                               # stand-in data and models for the demo, tests and benchmarks
-    "demo": 6, "cli": 7, "__main__": 8,
+    "runs": 6,                                    # reading a finished run: record, report, plots, eval, predict
+    "sweep": 7,                                   # many runs (training) and their combined report (runs)
+    "demo": 8, "cli": 9, "__main__": 10,
 }
+#: The training side's rooms, bottom to top: each imports only the ones before it (no circle can come back).
+TRAINING_SIDE = ("heads", "training", "runs", "sweep")
 MAX_FILE_LINES = 400
 MAX_CLASS_LINES = 250
 
@@ -53,6 +60,13 @@ def _imports(tree: ast.AST) -> list[tuple[int, str, list[str]]]:
 def test_every_module_has_a_layer():
     tops = {_top(p) for p in _modules()} - {"__init__"}
     assert tops <= set(LAYERS), f"give these a layer in LAYERS: {sorted(tops - set(LAYERS))}"
+
+
+def test_the_training_side_is_layered():
+    layers = [LAYERS[room] for room in TRAINING_SIDE]
+    assert layers == sorted(set(layers)), f"each room of {TRAINING_SIDE} needs a layer above the one before"
+    assert all(LAYERS["cli"] > layer and LAYERS["demo"] > layer for layer in layers)
+    assert LAYERS["heads"] > max(LAYERS[p] for p in ("store", "corpora", "features", "splits"))
 
 
 def test_imports_go_one_way():

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads.run import RunError, TrainRequest, run_training
+from sercache.training.run import RunError, TrainRequest, run_training
 from tests.conftest import synthetic_manifest, write_signal_cache
 from tests.test_heads import SMALL
 

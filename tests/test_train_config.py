@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads.config_file import OPTION_KEYS, RECORD_KEYS, load_train_file
-from sercache.train_heads.roles import RecordedLayers
+from sercache.training.config_file import OPTION_KEYS, RECORD_KEYS, load_train_file
+from sercache.training.roles import RecordedLayers
 
 TIMINGS = {"train_seconds", "train_seconds_per_epoch", "test_inference_seconds"}
 RECORDS = {"command", "created", "protocol_default"}  # what a replay records differently, by design
@@ -78,8 +78,8 @@ def test_options_given_override_a_run_config_and_drop_what_contradicts_them(smal
     assert other.exit_code == 0, other.output
     assert "with these differences: " in other.stderr and 'head: stored "gate", asked "cmgi"' in other.stderr
     config = json.loads((tmp_path / "cmgi" / "config.json").read_text())
-    from sercache.train_heads.heads import get_head
-    from sercache.train_heads.train_config import TrainConfig
+    from sercache.heads import get_head
+    from sercache.training.train_config import TrainConfig
 
     assert config["head"] == "cmgi" and config["roles"]["text"]["stream"] == "text_gold"
     assert config["hyperparameters"] == get_head("cmgi").hyperparameters()  # gate's dropout=0.1 dropped
@@ -236,7 +236,7 @@ def test_a_fold_file_run_replays_with_its_files_and_says_when_they_changed(small
 def test_a_run_made_through_the_api_replays_into_its_own_directory(small_cache, tmp_path, protocol, options,
                                                                    made_before):
     """#23.9: the demo trains through the Python API; its config.json replays exactly, as a CLI-made run's does."""
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.run import TrainRequest, run_training
 
     run = tmp_path / "run"
     run_training(TrainRequest(cache=small_cache, head="linear", out=run, fold="1", protocol=protocol,

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from sercache.cli import cli
-from sercache.train_heads.outcome import score_line, training_outcome
-from sercache.train_heads.run import TrainRequest, plan_run
+from sercache.training.outcome import score_line, training_outcome
+from sercache.training.run import TrainRequest, plan_run
 from tests.conftest import synthetic_manifest, write_signal_cache
 
 LOGREG = ["--head", "logreg", "--audio-stream", "mfcc", "--labels", "iemocap4", "--device", "cpu", "--no-progress"]

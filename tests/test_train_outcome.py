@@ -1,7 +1,7 @@
 """The train command's summary and exit status are a library call (outcome.training_outcome)."""
 from __future__ import annotations
 
-from sercache.train_heads.outcome import training_outcome
+from sercache.training.outcome import training_outcome
 
 
 def test_every_task_trained_exits_0():

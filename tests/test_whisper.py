@@ -212,10 +212,10 @@ def test_predict_recomputes_the_audio_window_features_it_trained_on(whisper_cach
     """predict rebuilds the stream from its provenance, window mode included: the saved test logits come back."""
     import pandas as pd
 
+    from sercache.runs.predict import Predictor
+    from sercache.runs.predict_inputs import Source
     from sercache.store import open_cache
-    from sercache.train_heads.predict import Predictor
-    from sercache.train_heads.predict_inputs import Source
-    from sercache.train_heads.run import TrainRequest, run_training
+    from sercache.training.run import TrainRequest, run_training
 
     torch.set_num_threads(1)
     run, results = run_training(TrainRequest(cache=whisper_cache, head="linear", out=tmp_path / "run", fold="1",

@@ -5,7 +5,7 @@ import click
 
 from sercache.cli.common import CONTEXT, fail
 from sercache.cli.help import examples
-from sercache.train_heads.head_catalog import head_names
+from sercache.head_catalog import head_names
 
 __all__ = ["head_names", "heads", "labels"]  # head_names: read from the head modules' source, without torch
 
@@ -14,7 +14,7 @@ __all__ = ["head_names", "heads", "labels"]  # head_names: read from the head mo
 @click.argument("name", required=False)
 def heads(name: str | None) -> None:
     """List the heads, the streams they read, their hyperparameters and training defaults."""
-    from sercache.train_heads.heads import HEADS, get_head
+    from sercache.heads import HEADS, get_head
 
     try:
         chosen = [get_head(name)] if name else [HEADS[n] for n in sorted(HEADS)]

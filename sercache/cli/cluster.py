@@ -73,7 +73,7 @@ def cluster_request(values: dict[str, Any]) -> Any:
 
 
 def slurm_settings(values: dict[str, Any]) -> Any:
-    from sercache.engines import SlurmSettings
+    from sercache.cluster_engines import SlurmSettings
 
     return SlurmSettings(partition=values["slurm_partition"], gpus_per_task=values["slurm_gpus_per_task"],
                          cpus_per_task=values["slurm_cpus_per_task"], mem_gb=values["slurm_mem_gb"],
@@ -206,13 +206,13 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     """
     from sercache.cli.common import fail as _fail
     from sercache.cli.common import replayable_command
-    from sercache.engines import EngineError
+    from sercache.cluster_engines import EngineError
     from sercache.splits import ProtocolError
     from sercache.splits.registry import RoutingError, route
     from sercache.store.errors import CacheError
-    from sercache.train_heads.roles import DataError
-    from sercache.train_heads.run import RunError, TrainRequest
-    from sercache.train_heads.sweep import SweepRequest, run_sweep
+    from sercache.sweep import SweepRequest, run_sweep
+    from sercache.training.roles import DataError
+    from sercache.training.run import RunError, TrainRequest
 
     try:
         layer_list = [int(x) for x in layers.split(",")] if layers else [None]

@@ -21,11 +21,11 @@ from sercache.cli.help import examples
 def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, label_preset: str | None,
                  device: str) -> None:
     """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
+    from sercache.runs.evaluate import evaluate_run, evaluation_text
     from sercache.store.errors import CacheError
-    from sercache.train_heads.evaluate import evaluate_run, evaluation_text
-    from sercache.train_heads.roles import DataError
-    from sercache.train_heads.run import RunError
-    from sercache.train_heads.trainer import TrainingError
+    from sercache.training.roles import DataError
+    from sercache.training.run import RunError
+    from sercache.training.trainer import TrainingError
 
     try:
         table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device, write=True)
@@ -63,11 +63,11 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
     training statistics. Any sample rate and channel count is accepted, as in extraction.
     """
     from sercache.features.models import ModelError
+    from sercache.runs.predict import PredictError, parse_models, predict_run
     from sercache.store.errors import CacheError
-    from sercache.train_heads.predict import PredictError, parse_models, predict_run
-    from sercache.train_heads.roles import DataError
-    from sercache.train_heads.run import RunError
-    from sercache.train_heads.trainer import TrainingError
+    from sercache.training.roles import DataError
+    from sercache.training.run import RunError
+    from sercache.training.trainer import TrainingError
 
     try:
         table, written = predict_run(run_dir, list(inputs), out=out, fold=fold, window=window, hop=hop,
@@ -96,8 +96,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
               "fold, layer weights, paired differences) to this file.")
 def report(runs: tuple[Path, ...], fmt: str, bootstrap: int, html: Path | None) -> None:
     """Paper-style table of one or more runs (paired tests when folds and seeds match)."""
-    from sercache.train_heads.report import make_report
-    from sercache.train_heads.trainer import TrainingError
+    from sercache.runs.report import make_report
+    from sercache.training.trainer import TrainingError
 
     try:
         click.echo(make_report(list(runs), fmt, n_boot=bootstrap, html=html))

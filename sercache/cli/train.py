@@ -11,12 +11,12 @@ from sercache.cli.catalog import head_names
 from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, fail, replayable_command, stopped_before_work
 from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
-from sercache.train_heads.head_catalog import stream_roles
+from sercache.head_catalog import stream_roles
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sercache.train_heads.config_file import TrainFile
+    from sercache.training.config_file import TrainFile
 
 
 def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -104,10 +104,10 @@ def train(**options: Any) -> None:
     try:  # torch and the heads: seconds, during which Ctrl-C must not end in a bare "Aborted!"
         from sercache.splits import ProtocolError
         from sercache.store.errors import CacheError
-        from sercache.train_heads.config_file import load_train_file, request_from_options
-        from sercache.train_heads.outcome import finished_results, training_outcome
-        from sercache.train_heads.roles import DataError
-        from sercache.train_heads.run import RunError, TrainingInterrupted, run_training
+        from sercache.training.config_file import load_train_file, request_from_options
+        from sercache.training.outcome import finished_results, training_outcome
+        from sercache.training.roles import DataError
+        from sercache.training.run import RunError, TrainingInterrupted, run_training
     except KeyboardInterrupt:
         stopped_before_work()
 
@@ -139,8 +139,8 @@ def train(**options: Any) -> None:
 
 
 def _n_classes(run: Path) -> int | None:
-    from sercache.train_heads import run_layout
-    from sercache.train_heads.run_config import RunConfig
+    from sercache.training import run_layout
+    from sercache.training.run_config import RunConfig
 
     try:
         return len(RunConfig.load(run_layout.config_path(run)).labels.classes)
@@ -152,7 +152,7 @@ def _merge_config_file(ctx: click.Context, options: dict[str, Any], file: TrainF
     """Options not given on the command line take the --config file's values, checked as if typed."""
     from click.core import ParameterSource
 
-    from sercache.train_heads.config_file import OPTION_KEYS, ConfigFileError, short
+    from sercache.training.config_file import OPTION_KEYS, ConfigFileError, short
 
     given = {name: value for name, value in options.items()
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}

@@ -6,9 +6,9 @@ sessions, its shard naming. ``--corpus`` choices, ``sercache labels``' defaults 
 ``sercache train``/``eval`` all come from here.
 
 Why a package of its own, just above ``store``: training reads a corpus's defaults (``splits`` and
-``train_heads`` may not import ``extract``), and the readers need only the store's records, pandas
+``training`` may not import ``extract``), and the readers need only the store's records, pandas
 and the standard library; probing the audio (``features``) is extraction's work
-(``sercache.extract.corpora``). This module is stdlib-only, so the CLI lists the names cheaply; the
+(``sercache.extract.manifests``). This module is stdlib-only, so the CLI lists the names cheaply; the
 first read of the registry imports the corpus files of this package.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sercache.named import MappingView, Registry
+from sercache.registry import MappingView, Registry
 
 #: The package whose modules register corpora (imported on the first read of the registry).
 CORPUS_PACKAGE = "sercache.corpora"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sercache.engines import EngineError, SlurmSettings, make_executor
+from sercache.cluster_engines import EngineError, SlurmSettings, make_executor
 from sercache.extract.local_tasks import LocalPool
 from sercache.extract.options import ExtractError, ExtractOptions
 from sercache.extract.submissions import (
@@ -76,7 +76,7 @@ class ClusterOptions:
 def check_before_submitting(opts: ExtractOptions) -> None:
     """What can be checked on the submitting host: corpus root, and every stream's extractor as the tasks
     will build it (model configs, layers, window modes, languages...; no weights loaded)."""
-    from sercache.extract.corpora import CORPORA
+    from sercache.extract.manifests import CORPORA
     from sercache.extract.runner import build_extractors
 
     if opts.shard is not None:

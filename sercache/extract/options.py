@@ -25,7 +25,7 @@ from sercache.features.streams.asr import DEFAULT_ASR_MODEL
 from sercache.features.streams.spectral import MFCC_MEL_BANDS
 from sercache.features.streams.ssl import DEFAULT_SSL_MODEL
 from sercache.features.streams.text import DEFAULT_TEXT_MODEL
-from sercache.keyvalue import parse_pairs
+from sercache.option_pairs import parse_pairs
 from sercache.store.layout import check_name
 
 __all__ = ["DEFAULT_ASR_MODEL", "DEFAULT_SSL_MODEL", "DEFAULT_STREAMS", "DEFAULT_TEXT_MODEL", "MFCC_MEL_BANDS",

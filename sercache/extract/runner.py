@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from sercache.extract.corpora import get_corpus, read_corpus
-from sercache.extract.corpora.base import probe_all
+from sercache.corpora import get_corpus
+from sercache.extract.audio_probe import probe_all
+from sercache.extract.manifests import read_corpus
 from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
 from sercache.extract.stream_job import ProgressHook, RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from sercache.engines import SQUEUE_STATES, squeue_states
+from sercache.cluster_engines import SQUEUE_STATES, squeue_states
 from sercache.extract.submissions import Submission, read_submissions, resubmit_command, shard_marker
 from sercache.extract.task_progress import read_progress
 from sercache.store.layout import LOCK_FILE

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sercache.engines import drop_pickles as drop_engine_pickles
+from sercache.cluster_engines import drop_pickles as drop_engine_pickles
 from sercache.extract.options import ExtractOptions
 from sercache.features.streams import all_options
 from sercache.store.atomic import write_text_atomic

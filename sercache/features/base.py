@@ -57,7 +57,7 @@ class ExtractResult:
 class Extractor(ABC):
     """One kind of stream. Subclasses load their model in ``__init__`` (checked first)."""
 
-    kind: str  # "ssl" | "asr" | "text" | "spectral"
+    kind: str  # the stream kind it fills ("ssl", "asr", "text", "whisper", "mfcc"...); kinds: sercache.features.streams
     input: str  # "audio" | "text"
     layers: list[int] = []
     pooled_layers: list[int] = []

@@ -1,7 +1,7 @@
 """Label presets and fold protocols (pandas + scikit-learn; no torch).
 
 The names below are imported on first use (PEP 562), so that the registries' declaration modules
-(:mod:`sercache.splits.corpora`, :mod:`sercache.splits.registry`) can be read by the CLI, to build
+(:mod:`sercache.corpora`, :mod:`sercache.splits.registry`) can be read by the CLI, to build
 its choices and options, without loading pandas and scikit-learn.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ _EXPORTS = {
     "sercache.splits.protocols": ("DEFAULT_PROTOCOL", "PROTOCOLS", "Fold", "ProtocolError", "check_fold_names",
                                   "default_protocol", "filter_subset", "load_folds", "make_folds", "save_folds"),
     "sercache.splits.registry": ("complete_options", "get_protocol", "protocols", "register_protocol"),
-    "sercache.splits.corpora": ("get_corpus", "register_corpus"),
+    "sercache.corpora": ("get_corpus", "register_corpus"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

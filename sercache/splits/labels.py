@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sercache.splits.corpora import DEFAULT_LABELS
+from sercache.corpora import DEFAULT_LABELS
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ PRESETS: dict[str, LabelPreset] = {p.name: p for p in [
 PRESETS["glam"] = PRESETS["iemocap4-exc"]
 
 #: The preset used when a cache of this corpus is evaluated without one being named: each corpus
-#: file declares its own (``labels=`` of its :class:`~sercache.splits.corpora.Corpus`).
+#: file declares its own (``labels=`` of its :class:`~sercache.corpora.Corpus`).
 DEFAULT_PRESET = DEFAULT_LABELS
 
 #: IEMOCAP's evaluator category names -> consensus codes (for soft labels from votes).

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_test_split
 
 from sercache._typing import Pathlike
-from sercache.splits.corpora import DEFAULT_PROTOCOLS
+from sercache.corpora import DEFAULT_PROTOCOLS
 from sercache.splits.registry import protocols
 from sercache.store.atomic import read_json, write_text_atomic
 from sercache.store.layout import is_folder_name
@@ -283,7 +283,7 @@ def load_folds(path: Pathlike) -> list[Fold]:
 
 
 #: The speaker-independent protocol each corpus is reported with (IEMOCAP: its five sessions), as
-#: each corpus file declares it (``protocol=`` of its :class:`~sercache.splits.corpora.Corpus`).
+#: each corpus file declares it (``protocol=`` of its :class:`~sercache.corpora.Corpus`).
 DEFAULT_PROTOCOL = DEFAULT_PROTOCOLS
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sercache.named import Registry
+from sercache.registry import Registry
 
 
 class RoutingError(ValueError):

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 
 from sercache._typing import Pathlike
-from sercache.hooks import STREAM_CHECKS
 from sercache.store.errors import CacheCorruptError
 from sercache.store.frames import expected_frames
 from sercache.store.layout import REGISTRY_FILE, list_shards, list_staging, list_stream_files, manifest_path
 from sercache.store.manifest import read_manifest, read_registry
 from sercache.store.records import checksum
 from sercache.store.streamfile import CHECKSUMS, FRAMES, H5_READ_ERRORS, PER_UTT, read_index
+from sercache.stream_checks import STREAM_CHECKS
 
 BLOCK_BYTES = 64 << 20
 
@@ -71,7 +71,7 @@ def aimed_at(command: str, cache: Path) -> str:
 
 #: A stream kind's own check, run on every stream file once the generic checks passed:
 #: ``check(file, index, bad)`` with the open h5py file, its read_index() result, and
-#: ``bad(utt_id, problem)``. The feature side registers them in sercache.hooks (the text streams'
+#: ``bad(utt_id, problem)``. The feature side registers them in sercache.stream_checks (the text streams'
 #: token count, say): the store knows frame arithmetic, not what a stream's frames mean.
 StreamCheck = Callable[[h5py.File, Any, Callable[[str, str], None]], None]
 
@@ -85,7 +85,7 @@ def verify_cache(path: Pathlike, streams: list[str] | None = None, *, checksums:
         checksums: recompute each utterance's CRC-32.
         values: scan the stored values (NaN/inf, checksums); False checks presence, structure and
             frame counts only, reading no frames (what ``train`` does before its checksummed load).
-        checks: stream kinds' own checks (see StreamCheck); default: those registered in sercache.hooks.
+        checks: stream kinds' own checks (see StreamCheck); default: those registered in sercache.stream_checks.
     """
     checks = tuple(STREAM_CHECKS) if checks is None else checks
     cache = Path(path)

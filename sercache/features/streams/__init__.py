@@ -20,8 +20,8 @@ from sercache.features.streams.base import (
     StreamKind,
     StreamOption,
 )
-from sercache.hooks import register_stream_check
-from sercache.named import package_modules
+from sercache.registry import package_modules
+from sercache.stream_checks import register_stream_check
 
 __all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKind", "StreamOption", "all_options",
            "build_extractor", "default_streams", "kind_of_identity", "options_of", "run_order", "stream_checks",

@@ -1,0 +1,198 @@
+"""``gate``: single-layer temporal-aware gated fusion, and ``cmgi``: its multi-layer baseline.
+
+The single-layer paper fuses HuBERT-large frames (1024-d) with BERT token features of the ASR
+transcript (768-d -> Linear -> 1024-d) through one gate applied per frame and per dimension,
+``G = sigmoid(W [X; C] + b)``, ``fused = X * G + C * (1 - G)``, in both directions, then
+mean-pools and classifies. It reports 74.9% WA on Session 2 and 43%/38% faster training/
+inference than CmGI, measured with end-to-end fine-tuning.
+
+The paper does not say how t audio frames meet t' text tokens once attention projections
+are gone. We align with parameter-free scaled dot-product attention ``softmax(X Y^T / sqrt(d)) Y``
+(padding masked) and share one gate across both directions, as the paper's single W, b and
+its code do. Encoders are frozen here: the heads train on cached features.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sercache.heads import register
+from sercache.heads.base import Batch, Head, HeadOutput, attend, masked_mean
+
+
+class TemporalGate(nn.Module):
+    """``G = sigmoid(W [x; c] + b)``, ``out = x * G + c * (1 - G)``, per frame and per dimension.
+
+    ``W [x; c]`` is computed as ``W_x x + W_c c`` (the two halves of ``W``): the same sum without
+    the concatenation, with no gradient computed for an ``x`` that needs none (cached frames), and
+    with ``W_c`` free to meet ``c``'s values before attention (:func:`gated_attention`).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, dim)
+
+    def halves(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``(W_x x + b, W_c v)``."""
+        return _HalvesLinear.apply(x, v, self.proj.weight, self.proj.bias)
+
+    @staticmethod
+    def mix(x: Tensor, c: Tensor, pre: Tensor) -> Tensor:
+        g = torch.sigmoid(pre)
+        return x * g + c * (1 - g)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        px, pc = self.halves(x, c)
+        return self.mix(x, c, px + pc)
+
+
+def gated_attention(gate: TemporalGate, x: Tensor, query: Tensor, key: Tensor, value: Tensor,
+                    key_mask: Tensor | None) -> Tensor:
+    """``gate(x, c)`` for ``c = attend(query, key, value)``, with ``W_c c`` taken from the same attention.
+
+    ``W_c (A v) = A (v W_c^T)``: projecting the t' values before attention instead of the t attended
+    frames after it is the same gate for a fraction of the cost when t' << t (a few dozen text
+    tokens against hundreds of audio frames). The head's largest product, frames x 2d x d, and its
+    gradient with respect to ``c`` are gone (docs/benchmarks.md, "Cache vs recompute").
+    """
+    px, pv = gate.halves(x, value)
+    both = attend(query, key, torch.cat([value, pv], dim=-1), key_mask)
+    c, pc = both[..., : value.shape[-1]], both[..., value.shape[-1]:]
+    return gate.mix(x, c, px + pc)
+
+
+class _HalvesLinear(torch.autograd.Function):
+    """``(x W_x^T + b, v W_c^T)`` for ``W = [W_x | W_c]``, one parameter.
+
+    Autograd through two slices of ``W`` would zero-fill and copy a full-size gradient per slice
+    (as costly here as the products saved); this builds ``W``'s gradient as one tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+        d = x.shape[-1]
+        ctx.save_for_backward(x, v, weight)
+        px = torch.addmm(bias, x.reshape(-1, d), weight[:, :d].t()).view(*x.shape[:-1], -1)
+        pv = (v.reshape(-1, d) @ weight[:, d:].t()).view(*v.shape[:-1], -1)
+        return px, pv
+
+    @staticmethod
+    def backward(ctx, g_x: Tensor, g_v: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        x, v, weight = ctx.saved_tensors
+        d = x.shape[-1]
+        gx, gv = g_x.reshape(-1, g_x.shape[-1]), g_v.reshape(-1, g_v.shape[-1])
+        grad_w = torch.cat([gx.t() @ x.reshape(-1, d), gv.t() @ v.reshape(-1, d)], dim=1)
+        grad_x = g_x @ weight[:, :d] if ctx.needs_input_grad[0] else None
+        grad_v = g_v @ weight[:, d:] if ctx.needs_input_grad[1] else None
+        return grad_x, grad_v, grad_w, gx.sum(0)
+
+
+@register
+class GateFusionHead(Head):
+    """Single-layer gated fusion of audio frames and text tokens.
+
+    Args:
+        dims: ``{"audio": d_a, "text": d_t}``; text is projected to ``d_a``.
+        n_classes: number of classes.
+        align: ``"attention"`` (parameter-free cross-modal alignment, per frame) or ``"pool"``
+            (gate the mean-pooled vectors: no temporal alignment).
+        share_gate: one gate for both directions (the paper's single W, b) or one per direction.
+        dropout: on the fused, pooled representation (the paper's README reports overfitting by
+            epoch 3-6).
+    """
+
+    name = "gate"
+    summary = "single-layer temporal-aware gated fusion (parameter-free alignment, shared gate)"
+    roles = ("audio", "text")
+    train_defaults = {"optimizer": "adam", "lr": 1e-5, "batch_size": 2, "epochs": 15, "patience": 5}
+
+    def __init__(self, dims: dict[str, int], n_classes: int, *, align: str = "attention", share_gate: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if align not in ("attention", "pool"):
+            raise ValueError(f"align={align!r}: use 'attention' or 'pool'")
+        d = dims["audio"]
+        self.align = align
+        self.text_proj = nn.Linear(dims["text"], d)
+        self.gate_audio = TemporalGate(d)
+        self.gate_text = self.gate_audio if share_gate else TemporalGate(d)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * d, n_classes)
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        a, t = batch.streams["audio"], batch.streams["text"]
+        x, y = a.x, self.text_proj(t.x)
+        if self.align == "attention":
+            gated_audio = gated_attention(self.gate_audio, x, x, y, y, t.mask)  # (batch, audio frames, d)
+            audio_on_text = attend(y, x, x, a.mask)   # (batch, text tokens, d)
+            pooled_audio = masked_mean(gated_audio, a.mask)
+            pooled_text = masked_mean(self.gate_text(y, audio_on_text), t.mask)
+        else:
+            xa, yt = masked_mean(x, a.mask), masked_mean(y, t.mask)
+            pooled_audio, pooled_text = self.gate_audio(xa, yt), self.gate_text(yt, xa)
+        return HeadOutput(self.classifier(self.dropout(torch.cat([pooled_audio, pooled_text], dim=-1))))
+
+
+class CrossAttention(nn.Module):
+    """Single-head attention with its own q, k, v projections, scaled by sqrt(d)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
+        return attend(self.q(query), self.k(source), self.v(source), source_mask)
+
+    def gated(self, gate: TemporalGate, x: Tensor, query: Tensor, source: Tensor,
+              source_mask: Tensor | None) -> Tensor:
+        """``gate(x, self(query, source, source_mask))``, through :func:`gated_attention`."""
+        return gated_attention(gate, x, self.q(query), self.k(source), self.v(source), source_mask)
+
+
+@register
+class CmGIHead(Head):
+    """CmGI, as implemented in the single-layer paper's public code.
+
+    Cross-attention with one set of q, k, v projections shared by both directions
+    (``Ca = Attn(q=Xa, k=Xl, v=Xl)``, ``Cl = Attn(q=Xl, k=Xa, v=Xa)``), one shared temporal gate,
+    mean pooling, concat, linear.
+
+    Args:
+        faithful_padding: reproduce the original, which has no padding masks: attention attends
+            to padded frames and the means include them. Default False: masked.
+        self_attn: the paper's Table 1 version, ``G = sigmoid(W [SA(x); CA(x)])``: a self-attention
+            layer (one q, k, v set shared by both streams) feeds the gate instead of ``x``.
+    """
+
+    name = "cmgi"
+    summary = "CmGI baseline: shared q/k/v cross-attention + temporal gate (optionally self-attention)"
+    roles = ("audio", "text")
+    train_defaults = {"optimizer": "adam", "lr": 1e-5, "batch_size": 2, "epochs": 15, "patience": 5}
+
+    def __init__(self, dims: dict[str, int], n_classes: int, *, faithful_padding: bool = False,
+                 self_attn: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        d = dims["audio"]
+        self.faithful_padding = faithful_padding
+        self.text_proj = nn.Linear(dims["text"], d)
+        self.cross = CrossAttention(d)
+        self.self_attention = CrossAttention(d) if self_attn else None
+        self.gate = TemporalGate(d)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * d, n_classes)
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        a, t = batch.streams["audio"], batch.streams["text"]
+        x, y = a.x, self.text_proj(t.x)
+        mask_a, mask_t = (None, None) if self.faithful_padding else (a.mask, t.mask)
+        cl = self.cross(y, x, mask_a)
+        xg, yg = (x, y) if self.self_attention is None else (self.self_attention(x, x, mask_a),
+                                                             self.self_attention(y, y, mask_t))
+        # the gate's input xg meets Ca = Attn(q=Xa, k=Xl, v=Xl)
+        fa = self.cross.gated(self.gate, xg, x, y, mask_t)
+        fl = self.gate(yg, cl)
+        if self.faithful_padding:
+            pa, pl = fa.mean(1), fl.mean(1)
+        else:
+            pa, pl = masked_mean(fa, a.mask), masked_mean(fl, t.mask)
+        return HeadOutput(self.classifier(self.dropout(torch.cat([pa, pl], dim=-1))))
