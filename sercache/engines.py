@@ -108,7 +108,8 @@ def signal_on_parent_death(signum: int) -> bool:
     """Have the kernel send ``signum`` to this process when its parent dies (Linux); False where it cannot.
 
     Linux ties the signal to the parent *thread* that started this process: a joblib/loky pool starts its
-    workers from the thread that submits (or from its manager thread, which lives as long as the pool).
+    workers from the thread that submits (or from its manager thread, which lives as long as the pool), so a
+    pool first used from a short-lived thread loses its workers with that thread (joblib makes a new pool next time).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -121,11 +122,12 @@ def signal_on_parent_death(signum: int) -> bool:
 def exit_with_parent(parent: int, every: float = 1.0) -> None:
     """In a worker process of ``parent``: go the instant ``parent`` is gone (the initializer of train's loky pool).
 
-    A killed parent (SIGKILL, the OOM killer) does not take its workers with it; loky's own checks notice only
-    at their next timeout (30 s and more), and a worker in a task would go on training into a run nobody is
-    watching. On Linux the kernel SIGKILLs the worker together with its parent, whatever the worker is doing:
-    importing torch, idle, or inside a call that holds the GIL. Elsewhere a thread checks every ``every``
-    seconds. Finished records are written by rename, so exiting at any moment leaves each task done or to redo.
+    A killed parent (SIGKILL, the OOM killer) does not take its workers with it: a worker would go on training
+    into a run nobody is watching, and an idle one waits for loky's idle timeout (300 s). On Linux the kernel
+    SIGKILLs the worker together with its parent, whatever the worker is doing: importing torch (a poll started
+    by the first task let such workers live on for 30 s on a loaded machine), idle, or inside a call that holds
+    the GIL. Elsewhere a thread checks every ``every`` seconds. Finished records are written by rename, so
+    exiting at any moment leaves each task done or to redo.
     """
     if parent in _WATCHED:
         return
