@@ -1,11 +1,18 @@
-"""Cluster engines shared by extraction and sweeps: submitit executors, SLURM times, ``squeue``.
+"""Cluster engines shared by extraction and sweeps: submitit executors, SLURM times, ``squeue``; and local
+worker processes that die with their parent.
 
-A leaf module: it knows SLURM and submitit, nothing about caches or heads.
+A leaf module: it knows SLURM, submitit and process pools, nothing about caches or heads.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import re
+import signal
 import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,3 +98,48 @@ def drop_pickles(folder: Path, job_ids: list[str] | None = None) -> None:
     for p in Path(folder).glob("*.pkl"):
         if job_ids is None or any(p.name.startswith(f"{j}_") for j in job_ids):
             p.unlink(missing_ok=True)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCHED: set[int] = set()
+
+
+def signal_on_parent_death(signum: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux); False where it cannot.
+
+    Linux ties the signal to the parent *thread* that started this process: a joblib/loky pool starts its
+    workers from the thread that submits (or from its manager thread, which lives as long as the pool), so a
+    pool first used from a short-lived thread loses its workers with that thread (joblib makes a new pool next time).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a worker process of ``parent``: go the instant ``parent`` is gone (the initializer of train's loky pool).
+
+    A killed parent (SIGKILL, the OOM killer) does not take its workers with it: a worker would go on training
+    into a run nobody is watching, and an idle one waits for loky's idle timeout (300 s). On Linux the kernel
+    SIGKILLs the worker together with its parent, whatever the worker is doing: importing torch (a poll started
+    by the first task let such workers live on for 30 s on a loaded machine), idle, or inside a call that holds
+    the GIL. Elsewhere a thread checks every ``every`` seconds. Finished records are written by rename, so
+    exiting at any moment leaves each task done or to redo.
+    """
+    if parent in _WATCHED:
+        return
+    _WATCHED.add(parent)
+    if signal_on_parent_death(signal.SIGKILL):
+        if os.getppid() != parent:  # it died before the prctl: no signal will come
+            os._exit(3)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="sercache-parent-watch", daemon=True).start()

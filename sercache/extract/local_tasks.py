@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -27,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from sercache.cluster_engines import signal_on_parent_death
+
 log = logging.getLogger(__name__)
 
 #: Seconds a stopped task gets to store its finished batches before it is killed.
 STOP_GRACE = 60.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -131,9 +131,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def die_with_parent(parent: int) -> None:
     """Get a SIGINT when the coordinator dies (Linux), and stop now if it already has."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    signal_on_parent_death(signal.SIGINT)
     if os.getppid() != parent:
         raise KeyboardInterrupt("the coordinator is gone")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache import __version__
+from sercache.cluster_engines import exit_with_parent
 from sercache.heads import get_head
 from sercache.heads.base import Head
 from sercache.splits import (
@@ -45,7 +46,7 @@ from sercache.training.run_config import (  # noqa: F401 - RESUMABLE_KEYS, descr
 )
 from sercache.training.run_layout import DONE, FAILED, task_dir  # noqa: F401 - FAILED: kept here
 from sercache.training.targets import target_notes
-from sercache.training.task import describe_result, exit_with_parent, result_warnings, train_task  # noqa: F401
+from sercache.training.task import describe_result, result_warnings, train_task
 from sercache.training.tblog import require_tensorboard
 from sercache.training.train_config import TrainConfig
 
@@ -336,7 +337,9 @@ def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[F
     tasks = (delayed(train_task)(str(run), asdict(f), s, config, device, threads, req.progress_every, os.getpid())
              for f, s in todo)
     try:
-        for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+        # each worker dies with this process, even before its first task (see exit_with_parent)
+        for res in Parallel(n_jobs=jobs, return_as="generator_unordered", initializer=exit_with_parent,
+                            initargs=(os.getpid(),))(tasks):
             results.append(res)
             progress(describe_result(config, res))
     except BaseException as exc:  # a task's records are written by rename, DONE last: each is done or to redo

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sercache.cluster_engines import exit_with_parent
 from sercache.heads import get_head
 from sercache.splits import get_preset
 from sercache.store import open_cache
@@ -30,10 +30,9 @@ from sercache.training.trainer import TrainingError, train_fold
 def train_task(run: str, fold: dict[str, Any], seed: int, config: RunConfig, device: str,
                threads: int, progress_every: float | None, parent: int) -> dict[str, Any]:
     """One fold x seed (runs in a joblib worker): load the fold into memory, train, record."""
-    import torch
-
     if parent and os.getpid() != parent:  # parent 0: a dask or SLURM worker, which outlives no one
-        exit_with_parent(parent)
+        exit_with_parent(parent)  # done already where the pool's initializer ran it
+    import torch
 
     # Pooled heads multiply a few hundred small vectors: a second intra-op thread only adds
     # synchronisation (several times slower on a loaded machine), so they always use one.
@@ -55,28 +54,6 @@ def train_task(run: str, fold: dict[str, Any], seed: int, config: RunConfig, dev
         return {"fold": fold["name"], "seed": seed, "ok": False, "error": f"{out}: {exc}"}
     finally:
         torch.set_num_threads(before)
-
-
-_WATCHED: set[int] = set()
-
-
-def exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """In a worker process: exit when ``parent`` (the `sercache train` process) is gone.
-
-    A killed parent does not take joblib's workers with it; left alone they would go on
-    training, writing into a run nobody is watching. Finished records are written by rename,
-    so exiting at any moment leaves each task either done or to be retrained.
-    """
-    if parent in _WATCHED:
-        return
-    _WATCHED.add(parent)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="sercache-parent-watch", daemon=True).start()
 
 
 def _train_logged(out: Path, fold: dict[str, Any], seed: int, config: RunConfig, device: str,
