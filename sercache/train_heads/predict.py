@@ -10,7 +10,9 @@ softmax is averaged over those heads (``fold`` picks one fold's).
 """
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from sercache.train_heads.predict_inputs import (
     check_sources,
     check_window,
     collect_sources,
+    count_segments,
     segments,
     waveform_samples,
 )
@@ -161,24 +164,29 @@ class Predictor:
             raise PredictError(f"--window: the run reads stream {self.gold!r}, a gold transcript of the whole "
                                "recording, which no window has; predict whole utterances, or use an ASR-text run")
         check_sources(sources, self.gold)
-        segs = segments(sources, window, hop)
         parts: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in self.tasks}
-        with tqdm(total=len(segs) * len(self.extractors), desc="features", unit="step", disable=not self.progress,
+        rows: list[tuple[str, float, float]] = []
+        total = count_segments(sources, window, hop)
+        with tqdm(total=total * len(self.extractors), desc="features", unit="step", disable=not self.progress,
                   dynamic_ncols=True) as bar:
-            # a bounded number of segments at a time: an hour in 1 s windows never holds all its frames at once
-            for start in range(0, len(segs), CHUNK):
-                data = self._features(segs[start:start + CHUNK], bar)
+            # a bounded number of segments at a time, each input decoded when its turn comes: an hour in 1 s
+            # windows never holds all its frames at once, and a folder of recordings is never decoded whole
+            for chunk in _batches(segments(sources, window, hop), CHUNK):
+                rows += [(s.source.name, s.start_s, s.end_s) for s in chunk]
+                data = self._features(list(chunk), bar)
+                del chunk  # the audio of these segments (the streams have read it)
                 idx = np.arange(len(data))
                 for name, seed_dir in self.tasks:
                     parts[name].append(evaluate(restore_head(seed_dir, self.config.head, data), data, idx, 64)[0])
+                del data
         logits = {name: np.concatenate([r["logits"] for r in rs]) for name, rs in parts.items()}
         regressions = [np.concatenate([r["regression"] for r in rs]) for rs in parts.values()
                        if rs[0]["regression"] is not None]
         probs = np.mean([torch.softmax(torch.from_numpy(x).double(), 1).numpy() for x in logits.values()], axis=0)
-        table = pd.DataFrame({"path": [s.source.name for s in segs]})
+        table = pd.DataFrame({"path": [name for name, _, _ in rows]})
         if window is not None:
-            table["start_s"] = [round(s.start_s, 3) for s in segs]
-            table["end_s"] = [round(s.end_s, 3) for s in segs]
+            table["start_s"] = [round(a, 3) for _, a, _ in rows]
+            table["end_s"] = [round(b, 3) for _, _, b in rows]
         table["prediction"] = [self.classes[k] for k in probs.argmax(1)]
         for k, c in enumerate(self.classes):
             table[f"prob_{c}"] = probs[:, k]
@@ -195,6 +203,9 @@ class Predictor:
         asr_text: dict[str, str] = {}
         try:
             for name, ex in self.extractors.items():
+                if ex.input != "audio":  # the audio streams are done (they come first): free the samples
+                    for s in segs:
+                        s.samples = None
                 records, problems = [], []
                 bar.set_postfix_str(name, refresh=False)
                 for s in segs:
@@ -217,6 +228,9 @@ class Predictor:
                 if name == self.asr:
                     asr_text = {r.utt_id: str(r.per_utterance["text"]) for r in records}
                 memory.add_stream(name, records, problems, ex.provenance(), ex.stream_attrs())
+                item = result = records = None  # the stream's frames now live in the memory store alone
+            for s in segs:
+                s.samples = None
             store = memory.open()
         except BaseException:
             memory.close()
@@ -232,6 +246,13 @@ class Predictor:
     def close(self) -> None:
         for ex in self.extractors.values():
             ex.close()
+
+
+def _batches(items: Iterable[Segment], size: int) -> Iterator[tuple[Segment, ...]]:
+    """``size`` items at a time (the last batch may be shorter), drawn from ``items`` only as needed."""
+    it = iter(items)
+    while batch := tuple(itertools.islice(it, size)):
+        yield batch
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
