@@ -10,7 +10,6 @@ softmax is averaged over those heads (``fold`` picks one fold's).
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,9 @@ from sercache.train_heads.trainer import evaluate
 log = logging.getLogger(__name__)
 #: Segments whose features are held in memory at once.
 CHUNK = 64
+#: ...and seconds of audio (an input longer than this is computed alone): a folder of long recordings is
+#: decoded one batch at a time, not whole.
+CHUNK_SECONDS = 600.0
 __all__ = ["PredictError", "Prediction", "Predictor", "predict_run"]
 
 
@@ -171,9 +173,9 @@ class Predictor:
                   dynamic_ncols=True) as bar:
             # a bounded number of segments at a time, each input decoded when its turn comes: an hour in 1 s
             # windows never holds all its frames at once, and a folder of recordings is never decoded whole
-            for chunk in _batches(segments(sources, window, hop), CHUNK):
+            for chunk in _batches(segments(sources, window, hop), CHUNK, CHUNK_SECONDS):
                 rows += [(s.source.name, s.start_s, s.end_s) for s in chunk]
-                data = self._features(list(chunk), bar)
+                data = self._features(chunk, bar)
                 del chunk  # the audio of these segments (the streams have read it)
                 idx = np.arange(len(data))
                 for name, seed_dir in self.tasks:
@@ -248,10 +250,17 @@ class Predictor:
             ex.close()
 
 
-def _batches(items: Iterable[Segment], size: int) -> Iterator[tuple[Segment, ...]]:
-    """``size`` items at a time (the last batch may be shorter), drawn from ``items`` only as needed."""
-    it = iter(items)
-    while batch := tuple(itertools.islice(it, size)):
+def _batches(items: Iterable[Segment], size: int, seconds: float) -> Iterator[list[Segment]]:
+    """Up to ``size`` segments and ``seconds`` of audio at a time, drawn from ``items`` (decoded) only as needed."""
+    batch: list[Segment] = []
+    held = 0.0
+    for seg in items:
+        batch.append(seg)
+        held += seg.end_s - seg.start_s
+        if len(batch) >= size or held >= seconds:
+            yield batch
+            batch, held = [], 0.0
+    if batch:
         yield batch
 
 
