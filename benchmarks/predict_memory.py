@@ -71,7 +71,7 @@ def predict_peak(code: Path, run: Path, wav: Path, out: Path) -> tuple[float, fl
            "--out", str(out)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "PYTHONPATH": str(code)})
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
