@@ -167,6 +167,61 @@ def test_window_rows_over_time_and_the_python_api(runs, extracted_cache, tmp_pat
     np.testing.assert_allclose(whole.filter(like="prob_").to_numpy(), table.filter(like="prob_").to_numpy(), atol=1e-5)
 
 
+def test_inputs_are_decoded_one_at_a_time_and_freed_before_the_heads_run(runs, extracted_cache, monkeypatch):
+    """Bounded memory, whatever the machine's speed: what predict holds of a long recording, counted.
+
+    Each input is decoded when its turn comes (never the whole folder first), its samples are gone
+    when the heads run, and the gate head gates at most ``EVAL_FRAME_BLOCK`` audio frames at once:
+    a 2-hour recording's samples, and its frames' activations, are never held next to each other.
+    """
+    import weakref
+
+    import sercache.runs.predict as predict
+    import sercache.runs.predict_inputs as inputs
+    from sercache.heads import gate
+
+    with open_cache(extracted_cache) as store:
+        ids = store.utterances.utt_id.tolist()[:3]
+    sources = sources_of(extracted_cache, ids)
+    whole = Predictor(runs["gate"], fold="1", device="cpu").predict_sources(sources).table
+
+    decoded: list[weakref.ref] = []
+    alive_at_decode: list[int] = []
+    alive_when_heads_run: list[int] = []
+    gated_frames: list[int] = []
+
+    def alive() -> int:
+        return sum(r() is not None for r in decoded)
+
+    def load_audio(path, *a, **kw):  # noqa: ANN001, ANN202
+        alive_at_decode.append(alive())
+        audio = real_load(path, *a, **kw)
+        decoded.append(weakref.ref(audio.samples))
+        return audio
+
+    def evaluate(*a, **kw):  # noqa: ANN202
+        alive_when_heads_run.append(alive())
+        return real_evaluate(*a, **kw)
+
+    def gated_attention(g, x, *a, **kw):  # noqa: ANN001, ANN202
+        gated_frames.append(x.shape[1])
+        return real_gated(g, x, *a, **kw)
+
+    real_load, real_evaluate, real_gated = inputs.load_audio, predict.evaluate, gate.gated_attention
+    monkeypatch.setattr(inputs, "load_audio", load_audio)
+    monkeypatch.setattr(predict, "evaluate", evaluate)
+    monkeypatch.setattr(gate, "gated_attention", gated_attention)
+    # each (short) input stands for a long recording: alone in its batch, its frames gated 16 at a time
+    monkeypatch.setattr(predict, "CHUNK_SECONDS", 0.1, raising=False)
+    monkeypatch.setattr(gate, "EVAL_FRAME_BLOCK", 16, raising=False)
+    pred = Predictor(runs["gate"], fold="1", device="cpu").predict_sources(sources).table
+    assert alive_at_decode == [0, 0, 0]
+    assert alive_when_heads_run == [0, 0, 0]
+    assert max(gated_frames) <= 16 < sum(gated_frames)
+    assert pred.prediction.tolist() == whole.prediction.tolist()
+    np.testing.assert_allclose(pred.filter(like="prob_").to_numpy(), whole.filter(like="prob_").to_numpy(), atol=1e-5)
+
+
 def test_changed_weights_are_refused_and_a_missing_model_is_named(models, small_corpus, tmp_path):
     """Own model folder, cache and run, so the shared fixtures stay untouched."""
     from transformers import HubertModel

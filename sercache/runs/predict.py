@@ -11,6 +11,7 @@ softmax is averaged over those heads (``fold`` picks one fold's).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sercache.runs.predict_inputs import (
     check_sources,
     check_window,
     collect_sources,
+    count_segments,
     segments,
     waveform_samples,
 )
@@ -49,6 +51,9 @@ from sercache.training.trainer import evaluate
 log = logging.getLogger(__name__)
 #: Segments whose features are held in memory at once.
 CHUNK = 64
+#: ...and seconds of audio (an input longer than this is computed alone): a folder of long recordings is
+#: decoded one batch at a time, not whole.
+CHUNK_SECONDS = 600.0
 __all__ = ["PredictError", "Prediction", "Predictor", "predict_run"]
 
 
@@ -161,24 +166,29 @@ class Predictor:
             raise PredictError(f"--window: the run reads stream {self.gold!r}, a gold transcript of the whole "
                                "recording, which no window has; predict whole utterances, or use an ASR-text run")
         check_sources(sources, self.gold)
-        segs = segments(sources, window, hop)
         parts: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in self.tasks}
-        with tqdm(total=len(segs) * len(self.extractors), desc="features", unit="step", disable=not self.progress,
+        rows: list[tuple[str, float, float]] = []
+        total = count_segments(sources, window, hop)
+        with tqdm(total=total * len(self.extractors), desc="features", unit="step", disable=not self.progress,
                   dynamic_ncols=True) as bar:
-            # a bounded number of segments at a time: an hour in 1 s windows never holds all its frames at once
-            for start in range(0, len(segs), CHUNK):
-                data = self._features(segs[start:start + CHUNK], bar)
+            # a bounded number of segments at a time, each input decoded when its turn comes: an hour in 1 s
+            # windows never holds all its frames at once, and a folder of recordings is never decoded whole
+            for chunk in _batches(segments(sources, window, hop), CHUNK, CHUNK_SECONDS):
+                rows += [(s.source.name, s.start_s, s.end_s) for s in chunk]
+                data = self._features(chunk, bar)
+                del chunk  # the audio of these segments (the streams have read it)
                 idx = np.arange(len(data))
                 for name, seed_dir in self.tasks:
                     parts[name].append(evaluate(restore_head(seed_dir, self.config.head, data), data, idx, 64)[0])
+                del data
         logits = {name: np.concatenate([r["logits"] for r in rs]) for name, rs in parts.items()}
         regressions = [np.concatenate([r["regression"] for r in rs]) for rs in parts.values()
                        if rs[0]["regression"] is not None]
         probs = np.mean([torch.softmax(torch.from_numpy(x).double(), 1).numpy() for x in logits.values()], axis=0)
-        table = pd.DataFrame({"path": [s.source.name for s in segs]})
+        table = pd.DataFrame({"path": [name for name, _, _ in rows]})
         if window is not None:
-            table["start_s"] = [round(s.start_s, 3) for s in segs]
-            table["end_s"] = [round(s.end_s, 3) for s in segs]
+            table["start_s"] = [round(a, 3) for _, a, _ in rows]
+            table["end_s"] = [round(b, 3) for _, _, b in rows]
         table["prediction"] = [self.classes[k] for k in probs.argmax(1)]
         for k, c in enumerate(self.classes):
             table[f"prob_{c}"] = probs[:, k]
@@ -195,6 +205,9 @@ class Predictor:
         asr_text: dict[str, str] = {}
         try:
             for name, ex in self.extractors.items():
+                if ex.input != "audio":  # the audio streams are done (they come first): free the samples
+                    for s in segs:
+                        s.samples = None
                 records, problems = [], []
                 bar.set_postfix_str(name, refresh=False)
                 for s in segs:
@@ -217,6 +230,9 @@ class Predictor:
                 if name == self.asr:
                     asr_text = {r.utt_id: str(r.per_utterance["text"]) for r in records}
                 memory.add_stream(name, records, problems, ex.provenance(), ex.stream_attrs())
+                item = result = records = None  # the stream's frames now live in the memory store alone
+            for s in segs:
+                s.samples = None
             store = memory.open()
         except BaseException:
             memory.close()
@@ -232,6 +248,20 @@ class Predictor:
     def close(self) -> None:
         for ex in self.extractors.values():
             ex.close()
+
+
+def _batches(items: Iterable[Segment], size: int, seconds: float) -> Iterator[list[Segment]]:
+    """Up to ``size`` segments and ``seconds`` of audio at a time, drawn from ``items`` (decoded) only as needed."""
+    batch: list[Segment] = []
+    held = 0.0
+    for seg in items:
+        batch.append(seg)
+        held += seg.end_s - seg.start_s
+        if len(batch) >= size or held >= seconds:
+            yield batch
+            batch, held = [], 0.0
+    if batch:
+        yield batch
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:

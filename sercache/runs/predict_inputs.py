@@ -7,6 +7,7 @@ count, downmixed and resampled to 16 kHz), so the encoders see the same samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from sercache.corpora.base import read_csv_rows
-from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample, why_not_a_file
+from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample, resampled_length, why_not_a_file
 
 #: File endings taken from a folder (libsndfile decodes these).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -40,7 +41,7 @@ class Segment:
 
     utt_id: str
     source: Source
-    samples: np.ndarray
+    samples: np.ndarray | None  # None once the audio streams have read it
     start_s: float
     end_s: float
 
@@ -143,9 +144,27 @@ def windows(n_samples: int, window: float, hop: float | None) -> list[tuple[int,
     return [(k * step, min(k * step + size, n_samples)) for k in range(n)]
 
 
-def segments(sources: list[Source], window: float | None = None, hop: float | None = None) -> list[Segment]:
-    """Decode every source (as extraction does) and cut it into windows when asked."""
-    out = []
+def count_segments(sources: list[Source], window: float | None = None, hop: float | None = None) -> int:
+    """How many segments :func:`segments` yields, from the files' headers (nothing is decoded)."""
+    if window is None:
+        return len(sources)
+    total = 0
+    for s in sources:
+        if s.samples is not None:
+            n = len(s.samples)
+        else:
+            info = sf.info(str(s.path))
+            n = resampled_length(int(info.frames), int(info.samplerate))
+        total += len(windows(n, window, hop))
+    return total
+
+
+def segments(sources: list[Source], window: float | None = None, hop: float | None = None) -> Iterator[Segment]:
+    """Decode each source (as extraction does) when its turn comes, and cut it into windows when asked.
+
+    A generator: one input's samples are decoded at a time, and the caller holds them only as long as it
+    keeps the segments (a folder of recordings is never decoded whole at once).
+    """
     for i, s in enumerate(sources):
         if s.samples is None:
             try:
@@ -155,8 +174,11 @@ def segments(sources: list[Source], window: float | None = None, hop: float | No
         else:
             samples = s.samples
         if window is None:
-            out.append(Segment(f"input{i:06d}", s, samples, 0.0, len(samples) / TARGET_RATE))
+            segment = Segment(f"input{i:06d}", s, samples, 0.0, len(samples) / TARGET_RATE)
+            del samples  # the segment is the only holder: freed once the caller is done with it
+            yield segment
             continue
-        for k, (a, b) in enumerate(windows(len(samples), window, hop)):
-            out.append(Segment(f"input{i:06d}-w{k:06d}", s, samples[a:b], a / TARGET_RATE, b / TARGET_RATE))
-    return out
+        spans = windows(len(samples), window, hop)
+        for k, (a, b) in enumerate(spans):
+            yield Segment(f"input{i:06d}-w{k:06d}", s, samples[a:b], a / TARGET_RATE, b / TARGET_RATE)
+        del samples

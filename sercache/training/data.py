@@ -196,7 +196,12 @@ class InMemoryData:
             x = frames[:, rows].float()  # (layers, batch, frames, dim)
             if self.normalization is not None:  # z-score with training statistics; padding stays zero
                 mean, std = (t.to(self.device) for t in self.normalization[role])
-                x = self.clip((x - mean[:, None, None, :]) / std[:, None, None, :]) * mask[None, :, :, None]
+                # in place, the same operations: one copy of the batch, not four (a long recording's
+                # frames at predict time are one batch)
+                x.sub_(mean[:, None, None, :]).div_(std[:, None, None, :])
+                if self.z_limit is not None:
+                    x.clamp_(-self.z_limit, self.z_limit)
+                x.mul_(mask[None, :, :, None])
             x = x[0] if len(self.roles[role].layers) == 1 else x.permute(1, 0, 2, 3)
             streams[role] = StreamBatch(x, mask)
 
