@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
+    "errors": -1,  # the exception root, below everything
     "_typing": 0, "keyvalue": 0, "engines": 0, "hooks": 0, "named": 0,  # leaf utilities
     "store": 1,
     "corpora": 2,                                 # corpus readers and their registry (store records, pandas)

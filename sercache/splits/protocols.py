@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_test_split
 
 from sercache._typing import Pathlike
+from sercache.errors import SercacheError
 from sercache.splits.corpora import DEFAULT_PROTOCOLS
 from sercache.splits.registry import protocols
 from sercache.store.atomic import read_json, write_text_atomic
@@ -34,7 +35,7 @@ class Fold:
     meta: dict = field(default_factory=dict)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(SercacheError, ValueError):
     pass
 
 

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from sercache.errors import SercacheError
 from sercache.train_heads.data import bucket_batches
 from sercache.train_heads.heads.base import Head
 from sercache.train_heads.metrics import classification_metrics
 from sercache.train_heads.segments import SegmentTable
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SercacheError, RuntimeError):
     """Training of one fold/seed cannot go on (diverged loss, failed checkpoint write)."""
 
 

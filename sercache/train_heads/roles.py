@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sercache.errors import SercacheError
 from sercache.store.reader import FeatureStore, StreamInfo
 from sercache.train_heads.head_catalog import role_default_streams
 
@@ -40,7 +41,7 @@ ROLE_DEFAULT_STREAMS = role_default_streams()
 LAYER_WORDS = ("all", "select")
 
 
-class DataError(ValueError):
+class DataError(SercacheError, ValueError):
     """The cache cannot feed this head as asked (missing stream, layer...)."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache import __version__
+from sercache.errors import SercacheError
 from sercache.splits import (
     DEFAULT_PRESET,
     Fold,
@@ -51,7 +52,7 @@ from sercache.train_heads.trainer import TrainConfig
 RUN_LOCK = run_layout.LOCK_FILE
 
 
-class RunError(ValueError):
+class RunError(SercacheError, ValueError):
     """A training request that cannot be carried out (named option and the fix)."""
 
 
