@@ -13,7 +13,3 @@ class SercacheError(Exception):
     """
 
     exit_code = 2
-
-    def message(self) -> str:
-        """The message as printed: a ``KeyError``'s ``str()`` would quote it, so the text itself."""
-        return str(self.args[0]) if isinstance(self, KeyError) and len(self.args) == 1 else str(self)
