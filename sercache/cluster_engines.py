@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sercache.errors import SercacheError
+
 #: ``squeue`` states -> what sercache calls them (anything else: the task has left the queue).
 SQUEUE_STATES = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "RUNNING": "running",
                  "COMPLETING": "running", "SUSPENDED": "running"}
 
 
-class EngineError(ValueError):
+class EngineError(SercacheError, ValueError):
     """A cluster request that cannot be submitted (named option and the fix)."""
 
 

@@ -1,9 +1,9 @@
 """A registry of named entries, each declared by a module of one package (stdlib only).
 
-The corpus and fold-protocol registries are two of these: a module registers its entry when
-imported, and the first read of the registry imports every module of the package, so adding an
-entry is adding a module there. The stream registry finds its kinds with the same
-:func:`package_modules`.
+Every kind of extension is found this way (corpora and their label presets, fold protocols): a
+module registers its entry when imported, and the first read of the registry imports every module of
+the package, so adding an entry is adding a module there. The stream registry finds its kinds with
+the same :func:`package_modules`; ``sercache catalog`` lists every kind.
 """
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
+from sercache.errors import SercacheError
+
 E = TypeVar("E")
+
+
+class RegistryError(SercacheError, ValueError):
+    """A name that is taken, or not registered (the message lists the registered ones)."""
 
 
 def package_modules(package: str) -> list[ModuleType]:
@@ -26,14 +32,14 @@ def package_modules(package: str) -> list[ModuleType]:
 class Registry(Generic[E]):
     """``kind`` entries by name; ``package``'s modules are imported on the first read."""
 
-    def __init__(self, kind: str, package: str, error: type[Exception] = ValueError) -> None:
+    def __init__(self, kind: str, package: str, error: type[Exception] = RegistryError) -> None:
         self.kind, self.package, self.error = kind, package, error
         self.entries: dict[str, E] = {}
         self._loaded = False
 
     def add(self, name: str, entry: E) -> E:
         if not name or self.entries.get(name, entry) is not entry:
-            raise ValueError(f"{self.kind} name {name!r} is empty or taken")
+            raise RegistryError(f"{self.kind} name {name!r} is empty or taken")
         self.entries[name] = entry
         return entry
 

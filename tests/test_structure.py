@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
+    "errors": -1,  # the exception root, below everything
     "_typing": 0, "option_pairs": 0, "cluster_engines": 0, "stream_checks": 0, "registry": 0,  # leaf utilities
     "head_catalog": 0,                            # the heads' names and roles, read from their source (stdlib)
     "store": 1,

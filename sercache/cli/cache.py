@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sercache.cli.cluster import cache_status_command
-from sercache.cli.common import CONTEXT, fail
+from sercache.cli.common import CONTEXT
 from sercache.cli.help import examples
 
 
@@ -28,12 +28,8 @@ cache.add_command(cache_status_command)
 def cache_info(path: Path, max_errors: int, as_json: bool) -> None:
     """Streams, layers, dims, counts, sizes, provenance, completeness, ASR WER and problems."""
     from sercache.features.cache_info import cache_summary, format_summary
-    from sercache.store.errors import CacheError
 
-    try:
-        summary = cache_summary(path)
-    except CacheError as exc:
-        fail(exc)
+    summary = cache_summary(path)
     click.echo(json.dumps(summary, indent=1, default=str) if as_json else format_summary(summary, max_errors))
 
 

@@ -206,13 +206,9 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     """
     from sercache.cli.common import fail as _fail
     from sercache.cli.common import replayable_command
-    from sercache.cluster_engines import EngineError
-    from sercache.splits import ProtocolError
-    from sercache.splits.registry import RoutingError, route
-    from sercache.store.errors import CacheError
+    from sercache.splits.registry import route
     from sercache.sweep import SweepRequest, run_sweep
-    from sercache.training.roles import DataError
-    from sercache.training.run import RunError, TrainRequest
+    from sercache.training.run import TrainRequest
 
     try:
         layer_list = [int(x) for x in layers.split(",")] if layers else [None]
@@ -220,10 +216,7 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
         _fail(ValueError(f"--layers {layers!r}: give layer numbers, e.g. 12,18,24"))
     head_list = [h.strip() for h in heads.split(",") if h.strip()]
     slurm = {k: more.pop(k) for k in list(more) if k.startswith("slurm_")}
-    try:
-        protocol, protocol_options = route(more)  # the rest: the protocol options, as train reads them
-    except RoutingError as exc:
-        _fail(exc)
+    protocol, protocol_options = route(more)  # the rest: the protocol options, as train reads them
     base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
                         protocol_options=protocol_options, folds=more["fold_file"], split_seed=split_seed,
                         labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, device=device,
@@ -231,11 +224,8 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,
                        scheduler=scheduler, jobs=jobs, base=base, slurm=slurm_settings(slurm),
                        command=replayable_command(click.get_current_context()))
-    try:
-        req.slurm.check()
-        runs, results = run_sweep(req, progress=lambda m: click.echo(m, err=True))
-    except (RunError, DataError, ProtocolError, CacheError, EngineError, KeyError, ValueError) as exc:
-        _fail(exc)
+    req.slurm.check()
+    runs, results = run_sweep(req, progress=lambda m: click.echo(m, err=True))
     failed = [r for r in results if not r["ok"]]
     click.echo(f"sweep: {out}  ({len(runs)} configuration(s); {len(results) - len(failed)} fold/seed trained, "
                f"{len(failed)} failed); combined report: {out / 'report.md'}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from sercache.errors import SercacheError
+
 CONTEXT = dict(show_default=True, help_option_names=["-h", "--help"], max_content_width=100)
 
 
@@ -68,12 +70,28 @@ def setup_logging(verbose: int) -> None:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
-def fail(exc: Exception, status: int = 2) -> None:
-    """Print the error and exit: 2 for a refused request (the default), 1 for bad data."""
+def fail(exc: Exception, status: int | None = None) -> None:
+    """Print the error and exit: the error's ``exit_code`` (2 for a refused request, 1 for bad data)."""
     # KeyError's str() quotes its message; print the message itself
     message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
     click.echo(f"error: {message}", err=True)
-    sys.exit(status)
+    sys.exit(status if status is not None else getattr(exc, "exit_code", 2))
+
+
+#: What every command prints as ``error: <message>`` (exit 2, or the error's ``exit_code``), in one place:
+#: sercache's own errors, and the builtin ones its libraries raise for a refused value or a missing file.
+#: Anything else is a bug and keeps its traceback.
+COMMAND_ERRORS: tuple[type[Exception], ...] = (SercacheError, KeyError, ValueError, FileNotFoundError)
+
+
+class SercacheGroup(click.Group):
+    """The ``sercache`` group: the one place where a command's error becomes ``error: ...`` and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except COMMAND_ERRORS as exc:
+            fail(exc)
 
 
 def stopped_before_work() -> None:
@@ -113,7 +131,7 @@ def _word(value: object) -> str:
     return str(value.resolve()) if isinstance(value, Path) else str(value)  # paths: valid from any directory
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=SercacheGroup, context_settings=CONTEXT)
 @click.version_option(package_name="sercache")
 @click.option("-v", "--verbose", count=True, help="-v for progress logs, -vv for debug logs.")
 def cli(verbose: int) -> None:

@@ -15,7 +15,7 @@ from sercache.cli.cluster import (
     run_on_cluster,
     say_resuming,
 )
-from sercache.cli.common import CONTEXT, LazyChoice, fail, replayable_command, stopped_before_work
+from sercache.cli.common import CONTEXT, LazyChoice, replayable_command, stopped_before_work
 from sercache.cli.help import Sectioned, examples
 from sercache.features.streams import all_options, default_streams, stream_kinds
 
@@ -98,15 +98,11 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
     except KeyboardInterrupt:
         stopped_before_work()
     from sercache.extract.options import (
-        ExtractError,
         ExtractOptions,
-        StrictStop,
         parse_sessions,
         parse_shard,
         parse_stream_names,
     )
-    from sercache.features.models import ModelError
-    from sercache.store.errors import CacheError
 
     stream_values = {o.dest: more.pop(o.dest) for o in STREAM_FLAGS}
     cluster = more
@@ -127,10 +123,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
         report = run_extract(opts)
     except KeyboardInterrupt:  # finished batches were flushed on the way out
         interrupted(opts) if opts is not None else stopped_before_work()
-    except StrictStop as exc:  # bad data, not a bad request: exit 1 like any other failed extraction
-        fail(exc, status=1)
-    except (ExtractError, ModelError, CacheError, FileNotFoundError, ValueError) as exc:
-        fail(exc)
+    # errors: printed by the sercache group (cli/common.py); StrictStop (bad data, not a bad request) exits 1
     table = report.table()
     if len(table):
         table["seconds"] = table.seconds.map(lambda s: f"{s:.1f}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from sercache.cli.common import CONTEXT, fail
+from sercache.cli.common import CONTEXT
 from sercache.cli.help import examples
 
 
@@ -22,15 +22,8 @@ def eval_command(run_dir: Path, fold: str | None, other_cache: Path | None, labe
                  device: str) -> None:
     """Re-evaluate saved checkpoints on their test folds (or across corpora with --cache)."""
     from sercache.runs.evaluate import evaluate_run, evaluation_text
-    from sercache.store.errors import CacheError
-    from sercache.training.roles import DataError
-    from sercache.training.run import RunError
-    from sercache.training.trainer import TrainingError
 
-    try:
-        table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device, write=True)
-    except (FileNotFoundError, DataError, CacheError, RunError, TrainingError, KeyError, ValueError) as exc:
-        fail(exc)
+    table = evaluate_run(run_dir, fold=fold, cache=other_cache, labels=label_preset, device=device, write=True)
     click.echo(evaluation_text(table))
 
 
@@ -62,20 +55,11 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
     dtype, precision, chunking; the cache's provenance says which) and normalised with each head's
     training statistics. Any sample rate and channel count is accepted, as in extraction.
     """
-    from sercache.features.models import ModelError
-    from sercache.runs.predict import PredictError, parse_models, predict_run
-    from sercache.store.errors import CacheError
-    from sercache.training.roles import DataError
-    from sercache.training.run import RunError
-    from sercache.training.trainer import TrainingError
+    from sercache.runs.predict import parse_models, predict_run
 
-    try:
-        table, written = predict_run(run_dir, list(inputs), out=out, fold=fold, window=window, hop=hop,
-                                     cache=cache_dir, device=device, models=parse_models(list(model_dirs)),
-                                     allow_different_weights=allow_different_weights, progress=not no_progress)
-    except (PredictError, ModelError, CacheError, DataError, RunError, TrainingError, FileNotFoundError, KeyError,
-            ValueError) as exc:
-        fail(exc)
+    table, written = predict_run(run_dir, list(inputs), out=out, fold=fold, window=window, hop=hop,
+                                 cache=cache_dir, device=device, models=parse_models(list(model_dirs)),
+                                 allow_different_weights=allow_different_weights, progress=not no_progress)
     shown = table.drop(columns=[c for c in table if c.startswith("prob_")]).assign(
         probability=table.filter(like="prob_").max(axis=1).map(lambda p: f"{p:.3f}"))
     click.echo(shown.head(20).to_string(index=False) + (f"\n... ({len(table) - 20} more rows)" if len(table) > 20 else ""))
@@ -97,12 +81,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], out: Path, fold: str | None
 def report(runs: tuple[Path, ...], fmt: str, bootstrap: int, html: Path | None) -> None:
     """Paper-style table of one or more runs (paired tests when folds and seeds match)."""
     from sercache.runs.report import make_report
-    from sercache.training.trainer import TrainingError
 
-    try:
-        click.echo(make_report(list(runs), fmt, n_boot=bootstrap, html=html))
-    except (FileNotFoundError, ValueError, TrainingError) as exc:  # a damaged or crafted run directory: name it
-        fail(exc)
+    click.echo(make_report(list(runs), fmt, n_boot=bootstrap, html=html))  # a damaged run: its error, named
     if html is not None:
         click.echo(f"wrote {html}", err=True)  # stderr: stdout stays the table (e.g. piped into a CSV file)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sercache.cli.catalog import head_names
-from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, fail, replayable_command, stopped_before_work
+from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, replayable_command, stopped_before_work
 from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
 from sercache.head_catalog import stream_roles
@@ -102,12 +102,9 @@ def train(**options: Any) -> None:
     options from a YAML/JSON file; a run's own config.json replays that run.
     """
     try:  # torch and the heads: seconds, during which Ctrl-C must not end in a bare "Aborted!"
-        from sercache.splits import ProtocolError
-        from sercache.store.errors import CacheError
         from sercache.training.config_file import load_train_file, request_from_options
         from sercache.training.outcome import finished_results, training_outcome
-        from sercache.training.roles import DataError
-        from sercache.training.run import RunError, TrainingInterrupted, run_training
+        from sercache.training.run import TrainingInterrupted, run_training
     except KeyboardInterrupt:
         stopped_before_work()
 
@@ -120,8 +117,6 @@ def train(**options: Any) -> None:
                 skip = ("no_progress", "progress_every")
         req = request_from_options(options, file, command=replayable_command(ctx, skip))
         run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
-    except (RunError, DataError, ProtocolError, CacheError, KeyError, ValueError) as exc:
-        fail(exc)
     except TrainingInterrupted as stop:
         click.echo(f"\ninterrupted. kept {stop.kept} of {stop.total} fold/seed tasks in {stop.run} (finished ones "
                    "are not trained again); rerun the same command to resume", err=True)

@@ -17,10 +17,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sercache.registry import MappingView, Registry
+from sercache.registry import MappingView, Registry, RegistryError
 
 #: The package whose modules register corpora (imported on the first read of the registry).
 CORPUS_PACKAGE = "sercache.corpora"
+
+
+@dataclass(frozen=True)
+class LabelPreset:
+    """A named label map: the corpus's own codes -> the classes a model predicts (``sercache labels``).
+
+    Codes the preset does not map are dropped from training and evaluation.
+    """
+
+    name: str
+    corpus: str
+    classes: tuple[str, ...]
+    mapping: dict[str, str]  # corpus code -> class
+    note: str = ""
+
+    def describe(self) -> str:
+        groups = {c: sorted(k for k, v in self.mapping.items() if v == c) for c in self.classes}
+        rule = "; ".join(f"{c} <- {'+'.join(g)}" for c, g in groups.items())
+        return f"{self.name} ({self.corpus}): {rule}" + (f". {self.note}" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -30,7 +49,9 @@ class Corpus:
     Args:
         name: the ``--corpus`` value, also written into every manifest row's ``corpus``.
         read: ``read(root, sessions) -> Manifest`` (see ``sercache.corpora.base``).
-        labels: the label preset used when a cache of this corpus is trained without ``--labels``.
+        labels: the label preset used when a cache of this corpus is trained without ``--labels``; one of
+            ``presets`` (or of a corpus registered before), else registration is refused.
+        presets: the corpus's label presets, registered with it.
         protocol: the fold protocol used without ``--protocol``; None: leave-one-session-out when
             every utterance has a session, else leave-one-speaker-out.
         shards: ``shards(table) -> Series`` of shard names per manifest row; None: ``Session<k>`` per
@@ -51,15 +72,44 @@ class Corpus:
     problem_shards: Callable[[str, list[str]], list[str]] | None = None
     summary: str = ""
     layout: str = ""
+    presets: tuple[LabelPreset, ...] = ()
 
 
 _CORPORA: Registry[Corpus] = Registry("corpus", CORPUS_PACKAGE)
-_REGISTRY = _CORPORA.entries  # name -> Corpus (``extract.corpora.CORPORA``)
+_REGISTRY = _CORPORA.entries  # name -> Corpus (``extract.manifests.CORPORA``)
+#: Label presets by name, declared by the corpus files (an alias is a second name for the same preset).
+_PRESETS: Registry[LabelPreset] = Registry("label preset", CORPUS_PACKAGE)
 
 
 def register_corpus(corpus: Corpus) -> Corpus:
-    """Make ``corpus`` available by its name (a corpus file calls this once, at import)."""
+    """Make ``corpus`` and its label presets available by name (a corpus file calls this once, at import).
+
+    Refused (``RegistryError``) when a preset belongs to another corpus, a name is taken, or the default
+    preset ``labels`` is not declared: a typo fails here, not at ``train`` after hours of extraction.
+    """
+    known = set(_PRESETS.entries) | {p.name for p in corpus.presets}
+    if corpus.labels and corpus.labels not in known:
+        raise RegistryError(f"corpus {corpus.name!r}: default label preset {corpus.labels!r} is not declared; "
+                            f"its presets: {[p.name for p in corpus.presets]} (declare it in presets=)")
+    wrong = [p.name for p in corpus.presets if p.corpus != corpus.name]
+    if wrong:
+        raise RegistryError(f"corpus {corpus.name!r}: presets {wrong} name another corpus in their corpus=")
+    taken = [p.name for p in corpus.presets if p.name in _PRESETS.entries]
+    if corpus.name in _CORPORA.entries or taken:
+        raise RegistryError(f"corpus {corpus.name!r}: the name or presets {taken} are taken")
+    for preset in corpus.presets:
+        _PRESETS.add(preset.name, preset)
     return _CORPORA.add(corpus.name, corpus)
+
+
+def add_preset_alias(alias: str, name: str) -> None:
+    """A second name for a registered preset (``glam`` for ``iemocap4-exc``)."""
+    _PRESETS.add(alias, _PRESETS.entries[name])
+
+
+def presets() -> dict[str, LabelPreset]:
+    """Every label preset, by name, aliases included (the corpus files are imported on the first call)."""
+    return _PRESETS.all()
 
 
 def corpora() -> dict[str, Corpus]:

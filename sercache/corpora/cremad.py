@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, LabelPreset, register_corpus
 from sercache.corpora.base import Manifest, drop_duplicates, make_table
 from sercache.corpora.conventions import matching_wavs
 from sercache.store.records import ExtractionProblem
@@ -48,6 +48,13 @@ def _cremad_genders(root: Path) -> dict[str, str]:
     return {str(r.ActorID).strip(): sex.get(str(r.Sex).strip().lower(), "") for r in df.itertuples()}
 
 
-register_corpus(Corpus("cremad", read_cremad, labels="cremad4", protocol="lospk",
+FOUR = ("neutral", "happy", "sad", "angry")
+PRESETS = (
+    LabelPreset("cremad6", "cremad", ("neutral", "happy", "sad", "angry", "disgust", "fearful"),
+                {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "DIS": "disgust", "FEA": "fearful"}),
+    LabelPreset("cremad4", "cremad", FOUR, {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry"}),
+)
+
+register_corpus(Corpus("cremad", read_cremad, labels="cremad4", protocol="lospk", presets=PRESETS,
                        summary="CREMA-D, AudioWAV/1001_DFA_ANG_XX.wav",
                        layout="AudioWAV/1001_DFA_ANG_XX.wav (actor, sentence, emotion, level)"))

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, LabelPreset, register_corpus
 from sercache.corpora.base import Manifest, drop_duplicates, make_table
 from sercache.corpora.conventions import matching_wavs
 from sercache.store.records import ExtractionProblem
@@ -44,6 +44,15 @@ def read_emodb(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     return Manifest(make_table(drop_duplicates(rows, problems, "emodb"), ["text_id"]), problems)
 
 
-register_corpus(Corpus("emodb", read_emodb, labels="emodb4", protocol="lospk",
+FOUR = ("neutral", "happy", "sad", "angry")
+PRESETS = (
+    LabelPreset("emodb7", "emodb", ("neutral", "happy", "sad", "angry", "bored", "disgust", "fearful"),
+                {"neutral": "neutral", "happiness": "happy", "sadness": "sad", "anger": "angry", "boredom": "bored",
+                 "disgust": "disgust", "fear": "fearful"}),
+    LabelPreset("emodb4", "emodb", FOUR, {"neutral": "neutral", "happiness": "happy", "sadness": "sad",
+                                          "anger": "angry"}),
+)
+
+register_corpus(Corpus("emodb", read_emodb, labels="emodb4", protocol="lospk", presets=PRESETS,
                        summary="EmoDB (Berlin), wav/SSTTTEV.wav",
                        layout="wav/03a01Fa.wav (speaker 03, text a01, emotion F, version a)"))

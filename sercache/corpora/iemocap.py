@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, LabelPreset, add_preset_alias, register_corpus
 from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
 from sercache.store.records import ExtractionProblem
 
@@ -125,7 +125,24 @@ def read_iemocap(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     return Manifest(make_table(rows), problems)
 
 
-register_corpus(Corpus("iemocap", read_iemocap, labels="iemocap4", protocol="loso",
+FOUR = ("neutral", "happy", "sad", "angry")
+PRESETS = (
+    LabelPreset("iemocap4", "iemocap", FOUR, {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad",
+                                              "ang": "angry"},
+                "The standard 4-class set (5531 utterances): exc merged into happy; other codes dropped."),
+    LabelPreset("iemocap4-exc", "iemocap", FOUR, {"neu": "neutral", "exc": "happy", "sad": "sad", "ang": "angry"},
+                "GLAM's set: happy = excited only, hap dropped."),
+    LabelPreset("iemocap4-fru", "iemocap", FOUR, {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad",
+                                                  "ang": "angry", "fru": "angry"},
+                "The single-layer paper's code: as iemocap4, plus frustration merged into angry."),
+    LabelPreset("iemocap6", "iemocap", (*FOUR, "excited", "frustrated"),
+                {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry", "exc": "excited",
+                 "fru": "frustrated"},
+                "Excited and frustrated kept as classes of their own."),
+)
+
+register_corpus(Corpus("iemocap", read_iemocap, labels="iemocap4", protocol="loso", presets=PRESETS,
                        summary="IEMOCAP_full_release (Session1..5), shards by session",
                        layout="Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav, with labels in "
                        "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"))
+add_preset_alias("glam", "iemocap4-exc")

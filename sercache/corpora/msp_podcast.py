@@ -26,7 +26,7 @@ import csv
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, LabelPreset, register_corpus
 from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
 from sercache.store.records import ExtractionProblem
 
@@ -105,6 +105,18 @@ def partition_shards(table: object) -> object:
     return parts.where(parts != "", "unpartitioned")
 
 
+FOUR = ("neutral", "happy", "sad", "angry")
+PRESETS = (
+    LabelPreset("msp4", "msp-podcast", FOUR, {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"},
+                "EmoClass N, H, S, A; the others (U F D C, O other, X no agreement) dropped."),
+    LabelPreset("msp8", "msp-podcast", (*FOUR, "surprised", "fearful", "disgust", "contempt"),
+                {"N": "neutral", "H": "happy", "S": "sad", "A": "angry", "U": "surprised", "F": "fearful",
+                 "D": "disgust", "C": "contempt"},
+                "The eight primary emotions (the MSP-Podcast challenges' set); O (other) and X (no agreement) "
+                "dropped."),
+)
+
 register_corpus(Corpus("msp-podcast", read_msp_podcast, labels="msp4", protocol="partition", shards=partition_shards,
+                       presets=PRESETS,
                        summary="MSP-Podcast release (Audios/, Labels/labels_consensus.csv, Transcripts/)",
                        layout="Audios/MSP-PODCAST_0001_0008.wav, listed in Labels/labels_consensus.csv"))

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
-from sercache.corpora import Corpus, register_corpus
+from sercache.corpora import Corpus, LabelPreset, register_corpus
 from sercache.corpora.base import Manifest, drop_duplicates, make_table
 from sercache.corpora.conventions import matching_wavs
 from sercache.store.records import ExtractionProblem
@@ -31,7 +31,14 @@ def read_ravdess(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     return Manifest(make_table(drop_duplicates(rows, problems, "ravdess"), ["intensity", "vocal_channel"]), problems)
 
 
-register_corpus(Corpus("ravdess", read_ravdess, labels="ravdess4", protocol="lospk",
+FOUR = ("neutral", "happy", "sad", "angry")
+EIGHT = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+PRESETS = (
+    LabelPreset("ravdess8", "ravdess", EIGHT, {c: c for c in EIGHT}),
+    LabelPreset("ravdess4", "ravdess", FOUR, {c: c for c in FOUR}),
+)
+
+register_corpus(Corpus("ravdess", read_ravdess, labels="ravdess4", protocol="lospk", presets=PRESETS,
                        summary="RAVDESS speech, Actor_XX/03-01-EE-II-SS-RR-AA.wav",
                        layout="Actor_01/03-01-05-01-01-01-01.wav (modality, channel, emotion, intensity, statement, "
                        "repetition, actor)"))

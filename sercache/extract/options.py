@@ -40,6 +40,8 @@ MIN_CHUNK_SECONDS = 1.0
 class StrictStop(ExtractError):
     """--strict met a failing utterance: the input data is at fault, not the request (CLI exit code 1)."""
 
+    exit_code = 1
+
 
 @dataclass(init=False)
 class ExtractOptions:

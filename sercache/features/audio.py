@@ -13,6 +13,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from sercache._typing import Pathlike
+from sercache.errors import SercacheError
 from sercache.features.longaudio import LONG_AUDIO_SECONDS, load_long
 
 TARGET_RATE = 16_000
@@ -22,7 +23,7 @@ MIN_SPEECH_RATE = 4_000
 MAX_PLAUSIBLE_PEAK = 4.0
 
 
-class AudioError(Exception):
+class AudioError(SercacheError):
     """An audio file that cannot be used; the message is the reason stored in the errors table."""
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sercache.errors import SercacheError
+
 log = logging.getLogger(__name__)
 
 #: Audio encoders with a wav2vec2-style convolutional front end on raw 16 kHz samples.
@@ -26,7 +28,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
                 "pytorch_model.bin.index.json")
 
 
-class ModelError(ValueError):
+class ModelError(SercacheError, ValueError):
     """A model that cannot serve the role it was given (named in the message)."""
 
 

@@ -1,7 +1,7 @@
 """The head registry: ``HEADS[name](dims=..., n_classes=..., **hyperparameters)``."""
 from __future__ import annotations
 
-from sercache.heads.base import Batch, Head, HeadOutput, StreamBatch
+from sercache.heads.base import Batch, Head, HeadOutput, PooledHead, StreamBatch
 
 HEADS: dict[str, type[Head]] = {}
 
@@ -36,4 +36,4 @@ def _load_all() -> None:
 
 _load_all()
 
-__all__ = ["HEADS", "Batch", "Head", "HeadOutput", "StreamBatch", "get_head", "register"]
+__all__ = ["HEADS", "Batch", "Head", "HeadOutput", "PooledHead", "StreamBatch", "get_head", "register"]

@@ -167,6 +167,47 @@ class Head(nn.Module):
 
 
 # ----------------------------------------------------------------------------- shared pieces
+class PooledHead(Head):
+    """Public base of the heads that read one vector per utterance and role (``linear``, ``mlp``, ``svm``...).
+
+    The head owns its pooling: a subclass takes ``pooling`` (one of :attr:`POOLINGS`) and ``with_text`` as
+    keywords and passes them here; the data loader asks the head which statistics stored at extraction make
+    an utterance's vector (:meth:`pooling_of`, :meth:`statistics`; :mod:`sercache.training.pooled`). Batches
+    then arrive as ``(batch, 1, dim)`` per role; given frames instead, :meth:`pooled` averages them, so the head
+    also runs on any frame batch.
+    """
+
+    roles = ("audio",)
+    pooled_input = True
+    #: pooling -> the per-utterance statistics (``pooled_<name>`` fields) joined, in order, per layer.
+    POOLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"meanstd": ("mean", "std"), "mean": ("mean",)}
+
+    def __init__(self, dims: dict[str, int], *, with_text: bool, pooling: str = "meanstd") -> None:
+        super().__init__()
+        self.with_text = with_text
+        self.pooling = pooling
+        self.width = dims["audio"] + (dims["text"] if with_text else 0)
+
+    @classmethod
+    def required_roles(cls, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
+        return ("audio", "text") if hyperparameters.get("with_text") else ("audio",)
+
+    @classmethod
+    def pooling_of(cls, hyperparameters: dict[str, Any]) -> str:
+        """The pooling these hyperparameters choose (the head's own default where they name none)."""
+        return hyperparameters.get("pooling", cls.hyperparameters().get("pooling", "meanstd"))
+
+    @classmethod
+    def statistics(cls, pooling: str) -> tuple[str, ...]:
+        """The stored statistics an utterance's vector joins for ``pooling`` (``("mean", "std")``...)."""
+        return cls.POOLINGS[pooling]
+
+    def pooled(self, batch: Batch) -> Tensor:
+        """``(batch, width)``: each read role's vector (or the masked mean of its frames), concatenated."""
+        roles = ("audio", "text") if self.with_text else ("audio",)
+        return torch.cat([masked_mean(batch.streams[r].x, batch.streams[r].mask) for r in roles], dim=-1)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over frames ``(batch, frames, dim) -> (batch, dim)``, ignoring padding."""
     m = mask.unsqueeze(-1).to(x.dtype)

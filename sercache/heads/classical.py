@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadOutput, masked_mean
+from sercache.heads.base import Batch, HeadOutput, PooledHead, masked_mean
 
 
 def _grid(value: Any) -> list[Any]:
@@ -30,7 +30,7 @@ def _grid(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-class ClassicalHead(Head):
+class ClassicalHead(PooledHead):
     """Shared by the closed-form heads: candidate grid, export of the fitted model, resizable tensors."""
 
     roles: ClassVar[tuple[str, ...]] = ("audio",)
@@ -52,15 +52,8 @@ class ClassicalHead(Head):
                 + ("; refit on training + validation by default" if cls.resolved_train_defaults().get("refit") else ""))
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, with_text: bool, pooling: str) -> None:
-        super().__init__()
+        super().__init__(dims, with_text=with_text, pooling=pooling)
         self.n_classes = n_classes
-        self.with_text = with_text
-        self.pooling = pooling
-        self.width = dims["audio"] + (dims["text"] if with_text else 0)
-
-    @classmethod
-    def required_roles(cls, hyperparameters: dict) -> tuple[str, ...]:
-        return ("audio", "text") if hyperparameters.get("with_text") else ("audio",)
 
     def candidates(self) -> list[dict[str, Any]]:
         """Every combination of the grid hyperparameters, in the order given (ties go to the first)."""

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadOutput, masked_mean
+from sercache.heads.base import Batch, Head, HeadOutput, PooledHead, masked_mean
 
 #: Training defaults of the pooled probes: an epoch is a few milliseconds (see benchmarks/small_heads.py),
 #: so they may run long and stop on validation UA; weight decay because their inputs can be
@@ -16,32 +16,11 @@ POOLED_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, 
                          "patience": 20, "refit": True}
 
 
-class _PooledProbe(Head):
-    """Shared by the pooled probes: one vector per utterance and role, concatenated.
-
-    Training batches arrive pre-pooled, ``(batch, 1, dim)`` (see :mod:`sercache.training.pooled`);
-    given frames instead, the probe averages them, so it also runs on any frame batch.
-    """
-
-    roles = ("audio",)
-    pooled_input = True
-
-    def __init__(self, dims: dict[str, int], *, with_text: bool) -> None:
-        super().__init__()
-        self.with_text = with_text
-        self.width = dims["audio"] + (dims["text"] if with_text else 0)
-
-    @classmethod
-    def required_roles(cls, hyperparameters: dict) -> tuple[str, ...]:
-        return ("audio", "text") if hyperparameters.get("with_text") else ("audio",)
-
-    def pooled(self, batch: Batch) -> torch.Tensor:
-        roles = ("audio", "text") if self.with_text else ("audio",)
-        return torch.cat([masked_mean(batch.streams[r].x, batch.streams[r].mask) for r in roles], dim=-1)
+_PooledProbe = PooledHead  # the name older code imports; new pooled heads subclass PooledHead
 
 
 @register
-class LinearProbe(_PooledProbe):
+class LinearProbe(PooledHead):
     """Utterance statistics of one or several streams -> linear.
 
     Point ``--audio-stream`` at any stream, or several joined by commas (``mfcc,logmel,egemaps``):
@@ -62,8 +41,7 @@ class LinearProbe(_PooledProbe):
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, pooling: str = "meanstd", with_text: bool = False,
                  dropout: float = 0.0) -> None:
-        super().__init__(dims, with_text=with_text)
-        self.pooling = pooling
+        super().__init__(dims, with_text=with_text, pooling=pooling)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.width, n_classes)
 
@@ -72,7 +50,7 @@ class LinearProbe(_PooledProbe):
 
 
 @register
-class MLPProbe(_PooledProbe):
+class MLPProbe(PooledHead):
     """Utterance statistics (as ``linear``) -> Linear(dim -> hidden) -> ReLU -> dropout -> linear.
 
     Args:
@@ -89,8 +67,7 @@ class MLPProbe(_PooledProbe):
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, pooling: str = "meanstd", hidden: int = 256,
                  dropout: float = 0.3, input_dropout: float = 0.1, with_text: bool = False) -> None:
-        super().__init__(dims, with_text=with_text)
-        self.pooling = pooling
+        super().__init__(dims, with_text=with_text, pooling=pooling)
         self.net = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(self.width, hidden), nn.ReLU(),
                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 

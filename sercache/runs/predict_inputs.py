@@ -15,13 +15,14 @@ import numpy as np
 import soundfile as sf
 
 from sercache.corpora.base import read_csv_rows
+from sercache.errors import SercacheError
 from sercache.features.audio import TARGET_RATE, AudioError, load_audio, resample, resampled_length, why_not_a_file
 
 #: File endings taken from a folder (libsndfile decodes these).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-class PredictError(ValueError):
+class PredictError(SercacheError, ValueError):
     """A prediction request that cannot be carried out (the message names the input and the fix)."""
 
 

@@ -18,6 +18,7 @@ from sklearn.model_selection import LeaveOneGroupOut, PredefinedSplit, train_tes
 
 from sercache._typing import Pathlike
 from sercache.corpora import DEFAULT_PROTOCOLS
+from sercache.errors import SercacheError
 from sercache.splits.registry import protocols
 from sercache.store.atomic import read_json, write_text_atomic
 from sercache.store.layout import is_folder_name
@@ -34,7 +35,7 @@ class Fold:
     meta: dict = field(default_factory=dict)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(SercacheError, ValueError):
     pass
 
 

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.errors import SercacheError
 from sercache.registry import Registry
 
 
-class RoutingError(ValueError):
+class RoutingError(SercacheError, ValueError):
     """Options that do not fit the protocol (``--folds`` with ``--protocol loso``...)."""
 
 

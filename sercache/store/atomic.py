@@ -10,6 +10,8 @@ from typing import Any
 
 import h5py
 
+from sercache.errors import SercacheError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -68,5 +70,5 @@ def read_json(path: Path, what: str, fix: str) -> Any:
         raise DamagedFileError(f"{path} ({what}) is damaged: nested too deeply to be a sercache record. {fix}") from None
 
 
-class DamagedFileError(ValueError):
+class DamagedFileError(SercacheError, ValueError):
     """A record file that cannot be parsed (truncated by a full disk, edited by hand)."""

@@ -1,8 +1,10 @@
 """Exceptions the store raises. Each message names the file or utterance and the fix."""
 from __future__ import annotations
 
+from sercache.errors import SercacheError
 
-class CacheError(Exception):
+
+class CacheError(SercacheError):
     """Base class for problems with a feature cache."""
 
 

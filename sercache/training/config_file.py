@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sercache.errors import SercacheError
 from sercache.head_catalog import stream_roles
 from sercache.splits.registry import RoutingError, cli_options, recorded_options, route
 from sercache.training.roles import RecordedLayers
@@ -175,7 +176,7 @@ def _parse(path: Path, text: str) -> Any:
         raise ConfigFileError(f"--config {path} is not valid YAML ({exc})") from None
 
 
-class _AliasRefused(Exception):
+class _AliasRefused(SercacheError):
     """An anchor or alias in a config file (``line``: where, counting from 1)."""
 
     def __init__(self, line: int) -> None:

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from sercache.errors import SercacheError
 from sercache.heads.base import Head
 from sercache.training.data import bucket_batches
 from sercache.training.metrics import classification_metrics
 from sercache.training.segments import SegmentTable
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SercacheError, RuntimeError):
     """Training of one fold/seed cannot go on (diverged loss, failed checkpoint write)."""
 
 

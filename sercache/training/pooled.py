@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sercache.heads.base import Batch, Head, StreamBatch
+from sercache.heads.base import Batch, Head, PooledHead, StreamBatch
 from sercache.splits.labels import LabelPreset
 from sercache.store.reader import FeatureStore
 from sercache.training.data import InMemoryData
 from sercache.training.roles import DataError, RoleSpec
 
-POOLINGS = ("meanstd", "mean")
+#: pooling -> stored statistics: owned by the pooled heads' base (a head may extend its own ``POOLINGS``).
+POOLINGS = PooledHead.POOLINGS
 
 
 def _stream_statistics(cache: FeatureStore, stream: str, layers: list[int], pooling: str,
@@ -36,7 +37,7 @@ def _stream_statistics(cache: FeatureStore, stream: str, layers: list[int], pool
     info = cache.streams[stream]
     if "functionals" in info.per_utterance_fields:
         return [cache.per_utterance(stream, "functionals", utt_ids).reshape(len(utt_ids), -1)]
-    how = ("mean", "std") if pooling == "meanstd" else ("mean",)
+    how = POOLINGS[pooling]
     stats = {h: cache.per_utterance(stream, f"pooled_{h}", utt_ids) for h in how}  # (n, pooled layers, dim)
     at = [info.pooled_layers.index(layer) for layer in layers]
     return [np.concatenate([stats[h][:, i].astype(np.float32) for h in how], axis=1) for i in at]
@@ -204,6 +205,8 @@ def load_fold(cache: FeatureStore, table: pd.DataFrame, roles: dict[str, RoleSpe
 
     ``needs``: the extra training targets to load (default: the head's; prediction needs none).
     """
-    if head_cls.pooled_input:
+    if issubclass(head_cls, PooledHead):  # the head says how its utterances are pooled
+        return PooledData(cache, table, roles, preset, head_cls.pooling_of(hyperparameters), device)
+    if head_cls.pooled_input:  # a pooled head not built on PooledHead (older code): the default pooling
         return PooledData(cache, table, roles, preset, hyperparameters.get("pooling", "meanstd"), device)
     return InMemoryData(cache, table, roles, preset, head_cls.needs if needs is None else needs, device)

@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.errors import SercacheError
 from sercache.head_catalog import role_default_streams
 from sercache.store.reader import FeatureStore, StreamInfo
 
@@ -37,7 +38,7 @@ ROLE_DEFAULT_STREAMS = role_default_streams()
 LAYER_WORDS = ("all", "select")
 
 
-class DataError(ValueError):
+class DataError(SercacheError, ValueError):
     """The cache cannot feed this head as asked (missing stream, layer...)."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sercache import __version__
 from sercache.cluster_engines import exit_with_parent
+from sercache.errors import SercacheError
 from sercache.heads import get_head
 from sercache.heads.base import Head
 from sercache.splits import (
@@ -53,7 +54,7 @@ from sercache.training.train_config import TrainConfig
 RUN_LOCK = run_layout.LOCK_FILE
 
 
-class RunError(ValueError):
+class RunError(SercacheError, ValueError):
     """A training request that cannot be carried out (named option and the fix)."""
 
 

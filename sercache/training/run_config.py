@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sercache._typing import Pathlike
+from sercache.errors import SercacheError
 from sercache.registry import MappingView
 from sercache.store.atomic import read_json
 from sercache.store.reader import FeatureStore
@@ -35,7 +36,7 @@ REQUIRED_KEYS = ("cache", "head", "hyperparameters", "train", "roles", "encoders
 _OMITTED_WHEN_NONE = ("protocol_default", "fold_warnings", "threads_per_task")
 
 
-class RunConfigError(ValueError):
+class RunConfigError(SercacheError, ValueError):
     """A run's config.json that cannot be used (names the file and the key)."""
 
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sercache.errors import SercacheError
 from sercache.training.run_layout import TENSORBOARD_DIR
 
 TAGS = {"select": {"train_loss": "train/loss", "valid_loss": "valid/loss", "valid_ua": "valid/ua",
@@ -29,7 +30,7 @@ GRID_TAGS = {"valid_ua": "grid/valid_ua", "valid_wa": "grid/valid_wa"}
 LOG_DIR = TENSORBOARD_DIR
 
 
-class TensorBoardMissing(ValueError):
+class TensorBoardMissing(SercacheError, ValueError):
     """--tensorboard was asked and the tensorboard package is not installed."""
 
 

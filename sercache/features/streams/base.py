@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sercache.errors import SercacheError
 
-class ExtractError(ValueError):
+
+class ExtractError(SercacheError, ValueError):
     """A request that cannot be carried out (raised before any work starts)."""
 
 
