@@ -1,4 +1,4 @@
-"""``sercache demo``: the whole pipeline, offline, on an embedded synthetic corpus, in under 70 s on a 2-core CPU.
+"""``sercache demo``: the whole pipeline, offline, on an embedded synthetic corpus, in about 2 minutes on a 2-core CPU.
 
 1. writes a small corpus in the real IEMOCAP release layout (5 sessions, 2 speakers each,
    EmoEvaluation and transcription files, ids following IEMOCAP's rules) whose synthetic,
