@@ -43,6 +43,10 @@ class StrictStop(ExtractError):
     exit_code = 1
 
 
+class UnknownOptionError(ExtractError, TypeError):
+    """A keyword that is neither a shared option nor one of a stream kind's (a TypeError, as Python's own is)."""
+
+
 @dataclass(init=False)
 class ExtractOptions:
     """Everything ``sercache extract`` takes; see the CLI help for each option.
@@ -84,8 +88,8 @@ class ExtractOptions:
         declared = all_options()
         unknown = sorted((set(kwargs) | set(self.options)) - set(declared))
         if unknown:
-            raise TypeError(f"ExtractOptions got an unexpected keyword argument {unknown[0]!r}; stream options: "
-                            f"{', '.join(declared)}")
+            raise UnknownOptionError(f"ExtractOptions got an unexpected keyword argument {unknown[0]!r}; stream options: "
+                                     f"{', '.join(declared)}")
         self.options = {d: kwargs.get(d, self.options.get(d, o.default)) for d, o in declared.items()}
         self.__post_init__()
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult
-from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
+from sercache.features.streams.base import ExtractError, Runtime, StreamConfig, StreamKind, StreamOption
 from sercache.store.frames import hop_frames
 from sercache.store.records import UtteranceFeatures
 
@@ -86,16 +86,16 @@ class WhisperExtractor(Extractor):
                              "a Whisper checkpoint such as openai/whisper-large-v3")
         self.fe = WhisperFeatureExtractor.from_pretrained(model)
         if c.window not in WINDOWS:
-            raise ValueError(f"--whisper-window {c.window!r}: use one of {', '.join(WINDOWS)}")
+            raise ExtractError(f"--whisper-window {c.window!r}: use one of {', '.join(WINDOWS)}")
         if c.precision not in PRECISIONS or c.dtype not in STORAGE_DTYPES:
-            raise ValueError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
-                             f"{sorted(STORAGE_DTYPES)}")
+            raise ExtractError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
+                               f"{sorted(STORAGE_DTYPES)}")
         self.window_samples = int(self.fe.n_samples)
         self.grid = FrameGrid(int(self.fe.hop_length) * 2)  # conv2 halves the mel frame rate
         if c.chunk_seconds * SAMPLE_RATE > self.window_samples or c.overlap_seconds >= c.chunk_seconds:
-            raise ValueError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
-                             f"{self.window_samples / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
-                             f"({c.overlap_seconds:g} s) below it")
+            raise ExtractError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
+                               f"{self.window_samples / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
+                               f"({c.overlap_seconds:g} s) below it")
         n_layers = int(self.config.encoder_layers)
         self.layers = resolve_layers(c.layers, n_layers, model, option="--whisper-layers")
         self.pooled_layers = list(range(n_layers + 1))
