@@ -156,9 +156,9 @@ class AudioEncoder:
     def forward(self, waves: Sequence[np.ndarray]) -> list[list[torch.Tensor]]:
         """One padded batch (no chunking). Returns, per utterance, its ``(frames, dim)`` tensors."""
         lengths = [len(w) for w in waves]
-        if not self.pad_safe and len(set(lengths)) > 1:  # internal invariant (the planner's job): a bug, not a user's error
-            raise AssertionError("internal: a group-norm encoder was given a padded batch; "
-                                 "batches for it must hold utterances of equal length")
+        if not self.pad_safe and len(set(lengths)) > 1:
+            raise ExtractError("internal: a group-norm encoder was given a padded batch; "
+                               "batches for it must hold utterances of equal length")
         batch = np.zeros((len(waves), max(lengths)), dtype=np.float32)
         for i, w in enumerate(waves):
             batch[i, : len(w)] = normalize(w) if self.do_normalize else w
@@ -209,8 +209,8 @@ class AudioEncoder:
         """Encode a planned batch: long utterances go through :meth:`encode_long`, one by one."""
         if len(waves) == 1 and self.needs_chunking(len(waves[0])):
             return [self.encode_long(waves[0])]
-        if any(self.needs_chunking(len(w)) for w in waves):  # internal invariant (the planner's job)
-            raise AssertionError("internal: utterances to chunk must be planned in batches of one")
+        if any(self.needs_chunking(len(w)) for w in waves):
+            raise ExtractError("internal: utterances to chunk must be planned in batches of one")
         return self.forward(waves)
 
 
@@ -247,6 +247,6 @@ class RunningStats:
         self.n = n
 
     def result(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        if self.mean is None:  # internal invariant: a long utterance always has frames
-            raise AssertionError("no frames were seen")
+        if self.mean is None:
+            raise ExtractError("no frames were seen")
         return self.mean.astype(dtype), np.sqrt(self.m2 / self.n).astype(dtype)
