@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from sercache.corpora import corpora, get_corpus
+from sercache.errors import SercacheError
 from sercache.features.streams import (
     COMMON_FIELDS,
     ExtractError,
@@ -43,7 +44,7 @@ class StrictStop(ExtractError):
     exit_code = 1
 
 
-class UnknownOptionError(ExtractError, TypeError):
+class UnknownOptionError(SercacheError, TypeError):
     """A keyword that is neither a shared option nor one of a stream kind's (a TypeError, as Python's own is)."""
 
 
