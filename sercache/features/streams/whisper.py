@@ -22,7 +22,7 @@ each frame comes from the chunk where it is furthest from an edge, and pooled st
 layers are merged chunk by chunk. Stored like ``ssl``: the ``--whisper-layers`` frame by frame,
 mean/std of every hidden state (0 = conv front end + positions, then each layer).
 
-This file is the whole stream kind: the registry (sercache.features.streams) finds ``KINDS``.
+This file is the whole stream kind: it registers it (``register_stream``) when the registry imports it.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult
-from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
+from sercache.features.streams import register_stream
+from sercache.features.streams.base import ExtractError, Runtime, StreamConfig, StreamKind, StreamOption
 from sercache.store.frames import hop_frames
 from sercache.store.records import UtteranceFeatures
 
@@ -86,14 +87,14 @@ class WhisperExtractor(Extractor):
                              "a Whisper checkpoint such as openai/whisper-large-v3")
         self.fe = WhisperFeatureExtractor.from_pretrained(model)
         if c.window not in WINDOWS:
-            raise ValueError(f"--whisper-window {c.window!r}: use one of {', '.join(WINDOWS)}")
+            raise ExtractError(f"--whisper-window {c.window!r}: use one of {', '.join(WINDOWS)}")
         if c.precision not in PRECISIONS or c.dtype not in STORAGE_DTYPES:
-            raise ValueError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
+            raise ExtractError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
                              f"{sorted(STORAGE_DTYPES)}")
         self.window_samples = int(self.fe.n_samples)
         self.grid = FrameGrid(int(self.fe.hop_length) * 2)  # conv2 halves the mel frame rate
         if c.chunk_seconds * SAMPLE_RATE > self.window_samples or c.overlap_seconds >= c.chunk_seconds:
-            raise ValueError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
+            raise ExtractError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
                              f"{self.window_samples / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
                              f"({c.overlap_seconds:g} s) below it")
         n_layers = int(self.config.encoder_layers)
@@ -252,7 +253,7 @@ def check_window(f: Any, index: Any, bad: Any) -> None:
                 f"{', '.join(WINDOWS)}); it was written by another version: update sercache, or re-extract with --overwrite")
 
 
-KINDS = (StreamKind(
+register_stream(StreamKind(
     "whisper", "Whisper encoder hidden states", WhisperStreamConfig, WhisperExtractor, order=70,
     model_option="--whisper-model", implied={"window": "full"}, verify=(check_window,), options=(
         StreamOption("whisper_model", DEFAULT_WHISPER_MODEL, "HF id or local folder of a Whisper model (its "
