@@ -1,9 +1,10 @@
 """The heads and stream roles there are, read from the head modules' source without importing them.
 
-The registry (:data:`sercache.heads.HEADS`) is the truth, but importing it imports
-torch. The CLI's ``--head`` choices and ``--ROLE-stream`` options, and the modules the registry
-imports, come from this reading of ``heads/*.py`` instead, so ``sercache --help`` stays instant and
-a new head is one new file there (tests/test_heads.py checks this reading against the registry):
+The registry (:data:`sercache.heads.HEADS`, filled by the head modules' ``@register`` when its first
+read imports them) is the truth, but reading it imports torch. The CLI's ``--head`` choices and
+``--ROLE-stream`` options come from this reading of ``heads/*.py`` instead, so ``sercache --help``
+stays instant and a new head is still one new file there (tests/test_head_catalog.py checks this
+reading against the registry):
 
 * every class decorated with ``@register`` and a literal ``name = "..."`` is a head;
 * a module-level ``STREAM_ROLES = {role: {"default": stream, "help": text}}`` literal declares the
@@ -17,7 +18,13 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from sercache.errors import SercacheError
+
 HEADS_DIR = Path(__file__).parent / "heads"
+
+
+class HeadCatalogError(SercacheError, ValueError):
+    """A head module whose source cannot be read without importing it (a name or roles not literal, a name taken)."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +63,12 @@ def catalog() -> Catalog:
             if isinstance(node, ast.ClassDef) and any(_is_register(d) for d in node.decorator_list):
                 name = _literal_attribute(node, "name", path)
                 if name in heads:
-                    raise ValueError(f"{path}: head name {name!r} is taken (heads/{heads[name]}.py)")
+                    raise HeadCatalogError(f"{path}: head name {name!r} is taken (heads/{heads[name]}.py)")
                 heads[name] = path.stem
             elif _assigns(node, "STREAM_ROLES"):
                 for role, spec in _literal(node.value, path, "STREAM_ROLES").items():
                     if role in roles:
-                        raise ValueError(f"{path}: stream role {role!r} is declared in heads/{roles[role].module}.py "
+                        raise HeadCatalogError(f"{path}: stream role {role!r} is declared in heads/{roles[role].module}.py "
                                          "already")
                     roles[role] = StreamRole(role, spec["default"], spec["help"], path.stem)
     return Catalog(heads, roles)
@@ -73,7 +80,7 @@ def head_names() -> list[str]:
 
 
 def head_modules() -> list[str]:
-    """The modules of heads/ that define a head (imported by the registry)."""
+    """The modules of heads/ that define a head."""
     return sorted(set(catalog().heads.values()))
 
 
@@ -102,7 +109,7 @@ def _literal_attribute(cls: ast.ClassDef, attribute: str, path: Path) -> str:
             value = _literal(node.value, path, f"{cls.name}.{attribute}")
             if isinstance(value, str) and value:
                 return value
-    raise ValueError(f"{path}: registered head class {cls.name} needs a literal `{attribute} = \"...\"` in its own "
+    raise HeadCatalogError(f"{path}: registered head class {cls.name} needs a literal `{attribute} = \"...\"` in its own "
                      "body (the CLI reads it without importing the module)")
 
 
@@ -110,4 +117,4 @@ def _literal(node: ast.expr, path: Path, what: str):  # noqa: ANN202 - whatever 
     try:
         return ast.literal_eval(node)
     except ValueError:
-        raise ValueError(f"{path}: {what} must be a literal (the CLI reads it without importing the module)") from None
+        raise HeadCatalogError(f"{path}: {what} must be a literal (the CLI reads it without importing the module)") from None

@@ -1,15 +1,16 @@
 """A registry of named entries, each declared by a module of one package (stdlib only).
 
-Every kind of extension is found this way (corpora and their label presets, fold protocols): a
-module registers its entry when imported, and the first read of the registry imports every module of
-the package, so adding an entry is adding a module there. The stream registry finds its kinds with
-the same :func:`package_modules`; ``sercache catalog`` lists every kind.
+Every kind of extension is found this way (stream kinds, corpora and their label presets, fold
+protocols, heads, metrics): a module registers its entry when imported, and the first read of the
+registry imports every module of the package, so adding an entry is adding a module there. A name
+registered twice is refused (:class:`RegistryError`); ``sercache catalog`` lists every kind.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterator, Mapping
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -30,10 +31,17 @@ def package_modules(package: str) -> list[ModuleType]:
 
 
 class Registry(Generic[E]):
-    """``kind`` entries by name; ``package``'s modules are imported on the first read."""
+    """``kind`` entries by name; ``package``'s modules are imported on the first read.
 
-    def __init__(self, kind: str, package: str, error: type[Exception] = RegistryError) -> None:
-        self.kind, self.package, self.error = kind, package, error
+    Args:
+        error: what :meth:`get` raises for an unknown name: a :class:`SercacheError`, usually a subclass of
+            :class:`RegistryError` that keeps another builtin base its callers catch (``KeyError``).
+        order: the listing order of :meth:`all` (a sort key of an entry); None: the order of registration.
+    """
+
+    def __init__(self, kind: str, package: str, error: type[SercacheError] = RegistryError,
+                 order: Callable[[E], Any] | None = None) -> None:
+        self.kind, self.package, self.error, self.order = kind, package, error, order
         self.entries: dict[str, E] = {}
         self._loaded = False
 
@@ -47,19 +55,26 @@ class Registry(Generic[E]):
         if not self._loaded:
             self._loaded = True  # first, so that a module reading the registry while it loads sees it loading
             package_modules(self.package)
-        return self.entries
+        if self.order is None:
+            return self.entries
+        return dict(sorted(self.entries.items(), key=lambda item: self.order(item[1])))
 
     def get(self, name: str) -> E:
         if name not in self.all():
             raise self.error(f"unknown {self.kind} {name!r}; choose one of {sorted(self.entries)}")
         return self.entries[name]
 
+    def view(self) -> Mapping[str, E]:
+        """A read-only mapping of :meth:`all`, read anew on each access (so it can be made at import, unread)."""
+        return _RegistryView(self)
+
 
 class MappingView(Mapping[str, Any]):
     """A read-only mapping computed on each read from ``_mapping()`` (registry defaults, a record's JSON view)."""
 
+    @abstractmethod
     def _mapping(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The mapping as it is now."""
 
     def __getitem__(self, key: str) -> Any:
         return self._mapping()[key]
@@ -69,3 +84,14 @@ class MappingView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._mapping())
+
+
+class _RegistryView(MappingView):
+    def __init__(self, registry: Registry[Any]) -> None:
+        self._registry = registry
+
+    def _mapping(self) -> dict[str, Any]:
+        return self._registry.all()
+
+    def __repr__(self) -> str:
+        return f"<{self._registry.kind} registry: {', '.join(self._registry.all())}>"

@@ -64,25 +64,25 @@ def _protocols() -> dict[str, str]:
 
 
 def _heads() -> dict[str, str]:
-    from sercache.head_catalog import catalog as head_catalog
+    from sercache.heads import HEADS
 
-    return {n: f"heads/{m}.py" for n, m in sorted(head_catalog().heads.items())}
+    return {n: f"heads/{cls.__module__.rpartition('.')[2]}.py" for n, cls in sorted(HEADS.items())}
 
 
 def _metrics() -> dict[str, str]:
-    from sercache.training.metrics import METRICS
+    from sercache.metrics import metrics
 
-    return {m.key: m.label for m in METRICS}
+    return {m.key: m.label for m in metrics().values()}
 
 
-#: Every kind of extension, with where its entries are declared and how to read them (name -> one line).
+#: Every kind of extension, with where its entries are declared and how to read its registry (name -> one line).
 KINDS: dict[str, tuple[str, Callable[[], dict[str, str]]]] = {
-    "streams": ("sercache/features/streams/<kind>.py (KINDS)", _streams),
+    "streams": ("sercache/features/streams/<kind>.py (register_stream)", _streams),
     "corpora": ("sercache/corpora/<name>.py (register_corpus)", _corpora),
     "presets": ("sercache/corpora/<name>.py (presets= of its Corpus)", _presets),
     "protocols": ("sercache/splits/folds/<name>.py (register_protocol)", _protocols),
     "heads": ("sercache/heads/<name>.py (@register)", _heads),
-    "metrics": ("sercache/training/metrics.py (METRICS)", _metrics),
+    "metrics": ("sercache/metrics/<name>.py (register_metric)", _metrics),
 }
 
 

@@ -1,87 +1,24 @@
-"""Canonical SER metrics (several peers invert WA and UA; we do not).
+"""The metrics as training, ``eval`` and the report use them: the registry's lists, bootstrap CIs, paired tests.
 
-* WA (weighted accuracy) = overall accuracy = correct / total.
-* UA (unweighted accuracy) = mean per-class recall = balanced accuracy.
-* macro-F1 = unweighted mean of per-class F1; weighted-F1 = support-weighted mean.
-* CCC = 2 cov(x, y) / (var x + var y + (mean x - mean y)^2), population moments.
-
-:data:`METRICS` is the one list of them, with their display names: the trainer, ``eval``, the
-report's tables, CSV and bootstrap read it, so a new metric is one entry there.
-
-Computed from a confusion matrix with numpy (fast enough for bootstrap resampling); the tests
-check every one against scikit-learn's reference implementation.
+Every metric is declared by a module of :mod:`sercache.metrics` (one file per metric, registered on
+import; the definitions are in :mod:`sercache.metrics.base`). :data:`METRICS` is the registry read once,
+in table order: the trainer, ``eval``, the report's tables, CSV and bootstrap read it, so a new metric
+is one new file there.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
+from sercache.metrics import Confusion, Metric, confusion, metrics
+from sercache.metrics.ccc import ccc
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(classes, classes)`` counts; row = true class, column = predicted class."""
-    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred), minlength=n_classes**2).reshape(
-        n_classes, n_classes)
+__all__ = ["CLASSIFICATION", "METRICS", "METRIC_KEYS", "METRIC_NAMES", "REGRESSION", "Confusion", "Metric",
+           "bootstrap_ci", "ccc", "classification_metrics", "confusion", "metrics_from_confusion", "paired_comparison",
+           "per_class_recall"]
 
-
-@dataclass(frozen=True)
-class Confusion:
-    """The per-class counts every classification metric is a formula of (computed once per confusion matrix)."""
-
-    cm: np.ndarray          # float64, row = true class
-    support: np.ndarray     # true utterances per class
-    predicted: np.ndarray   # predictions per class
-    tp: np.ndarray
-    total: float
-    present: np.ndarray     # classes present in the ground truth
-    recall: np.ndarray
-    f1: np.ndarray
-
-    @classmethod
-    def of(cls, cm: np.ndarray) -> Confusion:
-        cm = np.asarray(cm, dtype=np.float64)
-        support, predicted, tp = cm.sum(1), cm.sum(0), np.diag(cm)
-        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                       where=(precision + recall) > 0)
-        return cls(cm, support, predicted, tp, float(cm.sum()), support > 0, recall, f1)
-
-
-def _nan_if_empty(fn: Callable[[Confusion], float]) -> Callable[[Confusion], float]:
-    return lambda c: float(fn(c)) if c.total and c.present.any() else float("nan")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One reported figure: its key (metrics.json, eval CSV, report CSV columns ``KEY_mean``...) and display name.
-
-    Classification metrics are a formula of the test confusion matrix (``of``), so one list serves the
-    trainer, ``eval``, the report's bootstrap and its pooled figures. Regression metrics (``of`` None)
-    are the CCC of one valence/arousal output (``regression_index``), for heads that regress them.
-    """
-
-    key: str
-    label: str
-    of: Callable[[Confusion], float] | None = None
-    regression_index: int | None = None
-    summary: bool = False  # on the one-line summaries (eval's mean line)
-
-
-#: Every metric sercache reports, in table order. A new metric is one entry here.
-METRICS: tuple[Metric, ...] = (
-    Metric("wa", "WA", _nan_if_empty(lambda c: c.tp.sum() / c.total), summary=True),
-    Metric("ua", "UA", _nan_if_empty(lambda c: c.recall[c.present].mean()), summary=True),
-    Metric("macro_f1", "macro-F1", _nan_if_empty(lambda c: c.f1[c.present].mean()), summary=True),
-    Metric("weighted_f1", "weighted-F1", _nan_if_empty(lambda c: (c.f1 * c.support).sum() / c.support.sum())),
-    # Cohen's kappa as scikit-learn's cohen_kappa_score: (p_o - p_e) / (1 - p_e), both terms times N^2; NaN at p_e = 1
-    Metric("kappa", "kappa", _nan_if_empty(lambda c: (c.total * c.tp.sum() - c.support @ c.predicted) / d
-                                           if (d := c.total ** 2 - c.support @ c.predicted) else float("nan")), summary=True),
-    Metric("ccc_valence", "CCC-V", regression_index=0),
-    Metric("ccc_arousal", "CCC-A", regression_index=1),
-)
+#: Every metric sercache reports, in table order (the metric registry, read when this module is imported).
+METRICS: tuple[Metric, ...] = tuple(metrics().values())
 CLASSIFICATION = tuple(m for m in METRICS if m.of is not None)
 REGRESSION = tuple(m for m in METRICS if m.regression_index is not None)
 #: The classification metrics' keys (every one computed for every run), and every metric's.
@@ -113,20 +50,6 @@ def per_class_recall(cm: np.ndarray) -> np.ndarray:
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     return metrics_from_confusion(confusion(y_true, y_pred, n_classes))
-
-
-def ccc(x: np.ndarray, y: np.ndarray) -> float:
-    """Concordance correlation coefficient of predictions ``x`` and targets ``y`` (NaN pairs dropped)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 2:
-        return float("nan")
-    mx, my = x.mean(), y.mean()
-    cov = ((x - mx) * (y - my)).mean()
-    denom = x.var() + y.var() + (mx - my) ** 2
-    return float(2 * cov / denom) if denom > 0 else float("nan")
-
 
 
 def bootstrap_ci(runs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, *, n_boot: int = 1000, seed: int = 0,

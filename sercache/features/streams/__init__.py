@@ -1,14 +1,14 @@
 """The stream registry: every ``--streams`` kind, one module per kind (or family) in this package.
 
-Each module here defines ``KINDS``, a tuple of :class:`StreamKind` entries; the package finds
-them itself, so a new kind is one new file (see whisper.py). Everything else reads the
-registry: the ``--streams`` choices and model flags of ``sercache extract``, ExtractOptions'
+Each module here calls :func:`register_stream` with its :class:`StreamKind` entries when imported; the
+first read of the registry imports every module of the package, so a new kind is one new file (see
+whisper.py). A name or a stream option declared twice is refused (``RegistryError``). Everything else
+reads the registry: the ``--streams`` choices and model flags of ``sercache extract``, ExtractOptions'
 validation, the runner's extractors, predict's rebuilding from recorded provenance, and
 ``cache verify``'s stream-specific checks.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,35 +20,57 @@ from sercache.features.streams.base import (
     StreamKind,
     StreamOption,
 )
-from sercache.registry import package_modules
+from sercache.registry import Registry, RegistryError
 from sercache.stream_checks import register_stream_check
 
-__all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKind", "StreamOption", "all_options",
-           "build_extractor", "default_streams", "kind_of_identity", "options_of", "run_order", "stream_checks",
-           "stream_kinds"]
+__all__ = ["COMMON_FIELDS", "ExtractError", "Runtime", "StreamConfig", "StreamKind", "StreamOption",
+           "UnknownStreamError", "all_options", "build_extractor", "default_streams", "get_stream", "kind_of_identity",
+           "options_of", "register_stream", "run_order", "stream_checks", "stream_kinds"]
 
 
-@functools.lru_cache(maxsize=1)
+class UnknownStreamError(RegistryError, KeyError):
+    """A stream kind no module registers (a ``KeyError`` too, as a lookup in :func:`stream_kinds` was)."""
+
+    __str__ = RegistryError.__str__  # the message itself, not KeyError's quoted repr
+
+
+#: The stream kinds by name, in listing order (the help's, and the default ``--streams``').
+_STREAMS: Registry[StreamKind] = Registry("stream kind", __name__, UnknownStreamError, order=lambda k: (k.order, k.name))
+
+
+def register_stream(*kinds: StreamKind) -> tuple[StreamKind, ...]:
+    """Make ``kinds`` available by name (a stream module calls this once, at import, with the kinds it defines).
+
+    Refused (``RegistryError``) when a name is taken or an option's dest is declared by a registered kind
+    already (declare it once and name it in the other kind's ``uses``). Registers the kinds' ``cache verify`` hooks.
+    """
+    declared = {o.dest: k.name for k in _STREAMS.entries.values() for o in k.options}
+    for kind in kinds:
+        if kind.name in _STREAMS.entries:
+            raise RegistryError(f"stream kind name {kind.name!r} is taken")
+        twice = [o.dest for o in kind.options if o.dest in declared]
+        if twice:
+            raise RegistryError(f"stream kind {kind.name!r}: option {twice[0]!r} is declared by stream kind "
+                                f"{declared[twice[0]]!r} already; declare it once and name it in the other's `uses`")
+        _STREAMS.add(kind.name, kind)
+        declared.update((o.dest, kind.name) for o in kind.options)
+        for hook in kind.verify:  # cache verify runs them without knowing what they check
+            register_stream_check(hook)
+    return kinds
+
+
 def stream_kinds() -> dict[str, StreamKind]:
     """Kind name -> entry, in listing order (the help's, and the default ``--streams``')."""
-    found = [kind for module in package_modules(__name__) for kind in getattr(module, "KINDS", ())]
-    names = [k.name for k in found]
-    if len(set(names)) != len(names):
-        raise RuntimeError(f"two stream kinds share a name: {sorted(names)}")
-    return {k.name: k for k in sorted(found, key=lambda k: (k.order, k.name))}
+    return _STREAMS.all()
 
 
-@functools.lru_cache(maxsize=1)
+def get_stream(name: str) -> StreamKind:
+    return _STREAMS.get(name)
+
+
 def all_options() -> dict[str, StreamOption]:
-    """Every stream option by dest, in the order the kinds declare them."""
-    out: dict[str, StreamOption] = {}
-    for kind in stream_kinds().values():
-        for option in kind.options:
-            if option.dest in out:
-                raise RuntimeError(f"option {option.dest!r} is declared by two stream kinds; declare it once and "
-                                   "name it in the other's `uses`")
-            out[option.dest] = option
-    return out
+    """Every stream option by dest, in the order the kinds declare them (each is declared once)."""
+    return {option.dest: option for kind in stream_kinds().values() for option in kind.options}
 
 
 def options_of(kind: StreamKind) -> list[StreamOption]:
@@ -62,7 +84,7 @@ def run_order(kinds: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
 
     def add(kind: str) -> None:
-        needed = stream_kinds()[kind].needs
+        needed = get_stream(kind).needs
         if needed in kinds and needed not in out:
             add(needed)
         if kind not in out:
@@ -84,7 +106,7 @@ def kind_of_identity(identity: Mapping[str, Any]) -> StreamKind | None:
 
 def build_extractor(kind: str, config: StreamConfig, runtime: Runtime) -> Any:
     """The extractor for one stream (checks its model config and layers; loads no weights)."""
-    return stream_kinds()[kind].build(config, runtime)
+    return get_stream(kind).build(config, runtime)
 
 
 def stream_checks() -> list[Any]:
@@ -92,5 +114,4 @@ def stream_checks() -> list[Any]:
     return [hook for kind in stream_kinds().values() for hook in kind.verify]
 
 
-for _check in stream_checks():  # cache verify runs them without knowing what they check
-    register_stream_check(_check)
+stream_kinds()  # every kind now, so that cache verify has their checks once this package is imported

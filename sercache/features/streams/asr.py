@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
 
 DEFAULT_ASR_MODEL = "facebook/wav2vec2-large-960h"
@@ -51,7 +52,7 @@ def build(c: ASRConfig, rt: Runtime) -> Any:
                         chunk_seconds=c.chunk_seconds, overlap_seconds=c.overlap_seconds)
 
 
-KINDS = (StreamKind(
+register_stream(StreamKind(
     "asr", "ASR transcripts: CTC or Whisper", ASRConfig, build, order=20, default=True, model_option="--asr-model",
     options=(
         StreamOption("asr_model", DEFAULT_ASR_MODEL, "HF id or local folder of an ASR model: CTC (wav2vec2-style) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import Runtime, StreamConfig, StreamKind
 
 
@@ -20,5 +21,6 @@ def _builder(kind: str) -> Any:
     return build
 
 
-KINDS = tuple(StreamKind(kind, f"openSMILE {name}; needs the opensmile package", OpenSmileConfig, _builder(kind), order=order)
-              for kind, name, order in (("egemaps", "eGeMAPSv02", 60), ("compare", "ComParE_2016", 61)))
+register_stream(*(StreamKind(kind, f"openSMILE {name}; needs the opensmile package", OpenSmileConfig, _builder(kind),
+                              order=order)
+                   for kind, name, order in (("egemaps", "eGeMAPSv02", 60), ("compare", "ComParE_2016", 61))))

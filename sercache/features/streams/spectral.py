@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
 
 MFCC_MEL_BANDS = 128  # sercache.features.spectral.mfcc's n_mels
@@ -33,7 +34,7 @@ def _builder(kind: str) -> Any:
     return build
 
 
-KINDS = (
+register_stream(
     StreamKind("mfcc", "MFCCs", MFCCConfig, _builder("mfcc"), order=50, default=True, options=(
         StreamOption("n_mfcc", 26, "MFCC coefficients (GLAM uses 26).", flag="--mfcc-coefficients", type=int,
                      check=(lambda v: 1 <= v <= MFCC_MEL_BANDS,

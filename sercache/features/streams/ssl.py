@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
 
 DEFAULT_SSL_MODEL = "facebook/hubert-large-ls960-ft"
@@ -26,7 +27,7 @@ def build(c: SSLConfig, rt: Runtime) -> Any:
                         batch_seconds=rt.batch_seconds, chunk_seconds=c.chunk_seconds, overlap_seconds=c.overlap_seconds)
 
 
-KINDS = (StreamKind(
+register_stream(StreamKind(
     "ssl", "speech-encoder hidden states", SSLConfig, build, order=10, default=True, model_option="--ssl-model",
     options=(
         StreamOption("ssl_model", DEFAULT_SSL_MODEL, "HF id or local folder of the speech encoder.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import Runtime, StreamConfig, StreamKind, StreamOption
 
 DEFAULT_TEXT_MODEL = "bert-base-uncased"
@@ -45,7 +46,7 @@ OPTIONS = (
     StreamOption("text_batch_size", 32, "texts per batch", field="batch_size", type=int,
                  check=(lambda v: v >= 1, "at least 1")),
 )
-KINDS = (
+register_stream(
     StreamKind("text_asr", "text encoder over the ASR transcripts", TextConfig, build, OPTIONS, order=30,
                default=True, model_option="--text-model", identity_kind="text", needs="asr",
                constants={"source": "asr"}, verify=(check_tokens,)),

@@ -22,7 +22,7 @@ each frame comes from the chunk where it is furthest from an edge, and pooled st
 layers are merged chunk by chunk. Stored like ``ssl``: the ``--whisper-layers`` frame by frame,
 mean/std of every hidden state (0 = conv front end + positions, then each layer).
 
-This file is the whole stream kind: the registry (sercache.features.streams) finds ``KINDS``.
+This file is the whole stream kind: it registers it (``register_stream``) when the registry imports it.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sercache.features.base import STORAGE_DTYPES, AudioItem, BatchPolicy, Extractor, ExtractResult
+from sercache.features.streams import register_stream
 from sercache.features.streams.base import ExtractError, Runtime, StreamConfig, StreamKind, StreamOption
 from sercache.store.frames import hop_frames
 from sercache.store.records import UtteranceFeatures
@@ -252,7 +253,7 @@ def check_window(f: Any, index: Any, bad: Any) -> None:
                 f"{', '.join(WINDOWS)}); it was written by another version: update sercache, or re-extract with --overwrite")
 
 
-KINDS = (StreamKind(
+register_stream(StreamKind(
     "whisper", "Whisper encoder hidden states", WhisperStreamConfig, WhisperExtractor, order=70,
     model_option="--whisper-model", implied={"window": "full"}, verify=(check_window,), options=(
         StreamOption("whisper_model", DEFAULT_WHISPER_MODEL, "HF id or local folder of a Whisper model (its "
