@@ -79,8 +79,9 @@ def fail(exc: Exception, status: int | None = None) -> None:
 
 
 #: What every command prints as ``error: <message>`` (exit 2, or the error's ``exit_code``), in one place:
-#: sercache's own errors, and the builtin ones its libraries raise for a refused value or a missing file.
-#: Anything else is a bug and keeps its traceback.
+#: sercache's own errors (SercacheError: sercache raises no bare builtin, tests/test_errors.py checks), and the
+#: builtin ones its libraries raise for a refused value or a missing file (pandas' ValueError, open()'s
+#: FileNotFoundError). Anything else is a bug and keeps its traceback.
 COMMAND_ERRORS: tuple[type[Exception], ...] = (SercacheError, KeyError, ValueError, FileNotFoundError)
 
 

@@ -12,9 +12,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sercache.errors import SercacheError
 from sercache.store.records import ExtractionProblem
 
 log = logging.getLogger(__name__)
+
+
+class CorpusError(SercacheError, ValueError):
+    """A corpus folder or manifest that cannot be read as given (the message names the file and the fix)."""
+
+
+class CorpusNotFoundError(SercacheError, FileNotFoundError):
+    """A corpus file or folder that is not where it was looked for."""
 
 #: Columns of every manifest, in order. Text columns are '' where unknown, numbers NaN.
 MANIFEST_COLUMNS = {
@@ -96,14 +105,14 @@ def read_csv_rows(path: Path, what: str = "a CSV manifest") -> pd.DataFrame:
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header:
-            raise ValueError(f"{path} is empty: {what} needs a header line and one row per utterance")
+            raise CorpusError(f"{path} is empty: {what} needs a header line and one row per utterance")
         rows = 0
         for row in reader:
             if len(row) > len(header):
-                raise ValueError(
+                raise CorpusError(
                     f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {len(header)} "
                     f"({','.join(header)}). Quote a value that holds a comma (\"a, b\"), or remove the extra field.")
             rows += bool(row)
     if not rows:
-        raise ValueError(f"{path} has a header ({','.join(header)}) and no rows: add one row per utterance")
+        raise CorpusError(f"{path} has a header ({','.join(header)}) and no rows: add one row per utterance")
     return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)

@@ -8,13 +8,14 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sercache.corpora.base import CorpusNotFoundError
 from sercache.store.records import ExtractionProblem
 
 
 def _wavs(root: Path, pattern: str) -> list[Path]:
     files = sorted(root.rglob(pattern))
     if not files:
-        raise FileNotFoundError(f"{root} holds no {pattern} files")
+        raise CorpusNotFoundError(f"{root} holds no {pattern} files")
     return files
 
 

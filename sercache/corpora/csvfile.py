@@ -5,7 +5,15 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.corpora import Corpus, register_corpus
-from sercache.corpora.base import MANIFEST_COLUMNS, Manifest, drop_duplicates, make_table, read_csv_rows
+from sercache.corpora.base import (
+    MANIFEST_COLUMNS,
+    CorpusError,
+    CorpusNotFoundError,
+    Manifest,
+    drop_duplicates,
+    make_table,
+    read_csv_rows,
+)
 from sercache.store.records import ExtractionProblem
 
 OPTIONAL = ("label", "speaker", "session", "gender", "transcript", "valence", "arousal", "dominance", "fold",
@@ -21,11 +29,11 @@ def read_csv_manifest(root: Pathlike, sessions: list[str] | None = None) -> Mani
     root = Path(root)
     csv = root / "manifest.csv" if root.is_dir() else root
     if not csv.is_file():
-        raise FileNotFoundError(f"no CSV manifest at {csv}: give a .csv file with columns utt_id,path,...")
+        raise CorpusNotFoundError(f"no CSV manifest at {csv}: give a .csv file with columns utt_id,path,...")
     df = read_csv_rows(csv)
     missing = [c for c in ("utt_id", "path") if c not in df.columns]
     if missing:
-        raise ValueError(f"{csv} lacks required column(s) {missing}; it has {list(df.columns)}")
+        raise CorpusError(f"{csv} lacks required column(s) {missing}; it has {list(df.columns)}")
     problems: list[ExtractionProblem] = []
     rows = []
     for lineno, rec in enumerate(df.to_dict("records"), start=2):

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.corpora import Corpus, LabelPreset, add_preset_alias, register_corpus
-from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
+from sercache.corpora.base import (
+    CorpusError,
+    CorpusNotFoundError,
+    Manifest,
+    drop_duplicates,
+    make_table,
+    read_text,
+)
 from sercache.store.records import ExtractionProblem
 
 KNOWN_CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
@@ -28,7 +35,7 @@ def parse_utt_id(utt_id: str) -> dict[str, str]:
     """
     m = _UTT_ID.match(utt_id)
     if not m:
-        raise ValueError(f"{utt_id!r} is not an IEMOCAP utterance id (e.g. Ses01F_impro01_F000)")
+        raise CorpusError(f"{utt_id!r} is not an IEMOCAP utterance id (e.g. Ses01F_impro01_F000)")
     session, kind, gender = m.groups()
     return {"session": str(int(session)), "speaker": f"Ses{session}{gender}", "gender": gender,
             "dialog_type": kind, "dialog": utt_id.rsplit("_", 1)[0]}
@@ -87,13 +94,13 @@ def read_iemocap(root: Pathlike, sessions: list[str] | None = None) -> Manifest:
     root = Path(root)
     session_dirs = sorted(p for p in root.glob("Session*") if p.is_dir() and p.name[7:].isdigit())
     if not session_dirs:
-        raise FileNotFoundError(f"{root} holds no Session1..Session5 folders: give the IEMOCAP_full_release folder")
+        raise CorpusNotFoundError(f"{root} holds no Session1..Session5 folders: give the IEMOCAP_full_release folder")
     if sessions:
         wanted = {str(int(s)) for s in sessions}
         found = {p.name[7:] for p in session_dirs}
         missing = sorted(wanted - {str(int(f)) for f in found})
         if missing:
-            raise FileNotFoundError(f"{root} has no Session{missing[0]} (found: {[p.name for p in session_dirs]})")
+            raise CorpusNotFoundError(f"{root} has no Session{missing[0]} (found: {[p.name for p in session_dirs]})")
         session_dirs = [p for p in session_dirs if str(int(p.name[7:])) in wanted]
     problems: list[ExtractionProblem] = []
     rows: list[dict] = []

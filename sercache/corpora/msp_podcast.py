@@ -27,7 +27,14 @@ from pathlib import Path
 
 from sercache._typing import Pathlike
 from sercache.corpora import Corpus, LabelPreset, register_corpus
-from sercache.corpora.base import Manifest, drop_duplicates, make_table, read_text
+from sercache.corpora.base import (
+    CorpusError,
+    CorpusNotFoundError,
+    Manifest,
+    drop_duplicates,
+    make_table,
+    read_text,
+)
 from sercache.store.records import ExtractionProblem
 
 LABELS = Path("Labels") / "labels_consensus.csv"
@@ -44,15 +51,15 @@ def read_msp_podcast(root: Pathlike, sessions: list[str] | None = None) -> Manif
     root = Path(root)
     labels = root / LABELS
     if not labels.is_file():
-        raise FileNotFoundError(f"{root} has no {LABELS}: give the MSP-Podcast release folder (the one holding "
-                                "Audios/, Labels/ and Transcripts/)")
+        raise CorpusNotFoundError(f"{root} has no {LABELS}: give the MSP-Podcast release folder (the one holding "
+                                  "Audios/, Labels/ and Transcripts/)")
     problems: list[ExtractionProblem] = []
     with labels.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{labels} lacks column(s) {missing}; it has {reader.fieldnames}. Expected the release's "
-                             f"labels_consensus.csv ({', '.join(COLUMNS)})")
+            raise CorpusError(f"{labels} lacks column(s) {missing}; it has {reader.fieldnames}. Expected the release's "
+                              f"labels_consensus.csv ({', '.join(COLUMNS)})")
         records = list(reader)
     wanted = {s.lower() for s in sessions} if sessions else None
     rows = []
@@ -62,7 +69,7 @@ def read_msp_podcast(root: Pathlike, sessions: list[str] | None = None) -> Manif
             rows.append(row)
     if wanted and not rows:
         found = sorted({(r.get("Split_Set") or "").strip() for r in records})
-        raise FileNotFoundError(f"{labels} has no utterance in partition(s) {sessions} (partitions: {found})")
+        raise CorpusNotFoundError(f"{labels} has no utterance in partition(s) {sessions} (partitions: {found})")
     return Manifest(make_table(drop_duplicates(rows, problems, "msp-podcast"), ["partition"]), problems)
 
 

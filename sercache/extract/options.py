@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from sercache.corpora import corpora, get_corpus
+from sercache.errors import SercacheError
 from sercache.features.streams import (
     COMMON_FIELDS,
     ExtractError,
@@ -41,6 +42,10 @@ class StrictStop(ExtractError):
     """--strict met a failing utterance: the input data is at fault, not the request (CLI exit code 1)."""
 
     exit_code = 1
+
+
+class UnknownOptionError(SercacheError, TypeError):
+    """A keyword that is neither a shared option nor one of a stream kind's (a TypeError, as Python's own is)."""
 
 
 @dataclass(init=False)
@@ -84,8 +89,8 @@ class ExtractOptions:
         declared = all_options()
         unknown = sorted((set(kwargs) | set(self.options)) - set(declared))
         if unknown:
-            raise TypeError(f"ExtractOptions got an unexpected keyword argument {unknown[0]!r}; stream options: "
-                            f"{', '.join(declared)}")
+            raise UnknownOptionError(f"ExtractOptions got an unexpected keyword argument {unknown[0]!r}; stream options: "
+                                     f"{', '.join(declared)}")
         self.options = {d: kwargs.get(d, self.options.get(d, o.default)) for d, o in declared.items()}
         self.__post_init__()
 

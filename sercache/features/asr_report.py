@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from sercache.store.errors import CacheKeyError
 from sercache.store.reader import FeatureStore
 
 #: the stream kind whose per-utterance fields are hypotheses with word error counts (features/asr.py)
@@ -23,7 +24,7 @@ def transcripts(cache: FeatureStore, stream: str = "asr") -> pd.DataFrame:
     """The ASR hypotheses, with per-utterance WER where a gold transcript exists."""
     info = cache.stream_info(stream)
     if info.kind != ASR_KIND:
-        raise KeyError(f"stream {stream!r} is a {info.kind!r} stream, not an ASR stream")
+        raise CacheKeyError(f"stream {stream!r} is a {info.kind!r} stream, not an ASR stream")
     ids = cache.utt_ids(stream)
     data: dict[str, Any] = {"utt_id": ids}
     for name in info.per_utterance_fields:

@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 
 from sercache import __version__
+from sercache.errors import SercacheError
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+class BackendError(SercacheError, RuntimeError):
+    """A model library answered other than sercache was built for (a version it was not measured on)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sercache.features.streams.base import ExtractError
 from sercache.store.frames import conv_frames, receptive_field
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -121,9 +122,9 @@ class AudioEncoder:
                  precision: str = "fp32", do_normalize: bool = True, chunk_seconds: float = 30.0,
                  overlap_seconds: float = 5.0, sample_rate: int = 16_000, forward_kwargs: dict | None = None) -> None:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
+            raise ExtractError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
         if overlap_seconds >= chunk_seconds:
-            raise ValueError(f"--chunk-overlap {overlap_seconds} s must be shorter than --chunk-seconds {chunk_seconds} s")
+            raise ExtractError(f"--chunk-overlap {overlap_seconds} s must be shorter than --chunk-seconds {chunk_seconds} s")
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.config = config
@@ -156,8 +157,8 @@ class AudioEncoder:
         """One padded batch (no chunking). Returns, per utterance, its ``(frames, dim)`` tensors."""
         lengths = [len(w) for w in waves]
         if not self.pad_safe and len(set(lengths)) > 1:
-            raise ValueError("internal: a group-norm encoder was given a padded batch; "
-                             "batches for it must hold utterances of equal length")
+            raise ExtractError("internal: a group-norm encoder was given a padded batch; "
+                               "batches for it must hold utterances of equal length")
         batch = np.zeros((len(waves), max(lengths)), dtype=np.float32)
         for i, w in enumerate(waves):
             batch[i, : len(w)] = normalize(w) if self.do_normalize else w
@@ -209,7 +210,7 @@ class AudioEncoder:
         if len(waves) == 1 and self.needs_chunking(len(waves[0])):
             return [self.encode_long(waves[0])]
         if any(self.needs_chunking(len(w)) for w in waves):
-            raise ValueError("internal: utterances to chunk must be planned in batches of one")
+            raise ExtractError("internal: utterances to chunk must be planned in batches of one")
         return self.forward(waves)
 
 
@@ -247,5 +248,5 @@ class RunningStats:
 
     def result(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         if self.mean is None:
-            raise ValueError("no frames were seen")
+            raise ExtractError("no frames were seen")
         return self.mean.astype(dtype), np.sqrt(self.m2 / self.n).astype(dtype)

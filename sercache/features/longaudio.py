@@ -15,10 +15,16 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from sercache.errors import SercacheError
+
 #: Files longer than this (seconds, at their own rate) are read block by block.
 LONG_AUDIO_SECONDS = 600.0
 #: Input seconds per block.
 BLOCK_SECONDS = 60.0
+
+
+class AudioDataError(SercacheError, ValueError):
+    """Samples a long file cannot be used with (``load_audio`` reports it as an AudioError)."""
 
 
 def resample_blocks(read_block, n: int, rate: int, target_rate: int, out: np.ndarray) -> None:  # noqa: ANN001
@@ -55,8 +61,8 @@ def load_long(path: Path, info: sf._SoundFileInfo, target_rate: int) -> tuple[np
             fh.seek(start)
             data = fh.read(stop - start, dtype="float32", always_2d=True)
             if not np.isfinite(data).all():
-                raise ValueError(f"audio holds {int((~np.isfinite(data)).sum())} NaN/inf samples between "
-                                 f"{start / rate:.0f} s and {stop / rate:.0f} s; re-export the file")
+                raise AudioDataError(f"audio holds {int((~np.isfinite(data)).sum())} NaN/inf samples between "
+                                     f"{start / rate:.0f} s and {stop / rate:.0f} s; re-export the file")
             return data.mean(axis=1) if channels > 1 else data[:, 0]
 
         if rate == target_rate:

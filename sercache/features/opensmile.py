@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sercache.features.base import AudioItem, BatchPolicy, Extractor, ExtractResult
+from sercache.features.base import AudioItem, BackendError, BatchPolicy, Extractor, ExtractResult
+from sercache.features.streams.base import ExtractError
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 
 SAMPLE_RATE = 16_000
@@ -60,7 +61,7 @@ class OpenSmileExtractor(Extractor):
 
     def __init__(self, kind: str) -> None:
         if kind not in OPENSMILE_KINDS:
-            raise ValueError(f"opensmile kind {kind!r}: use one of {', '.join(OPENSMILE_KINDS)}")
+            raise ExtractError(f"opensmile kind {kind!r}: use one of {', '.join(OPENSMILE_KINDS)}")
         self.kind = kind
         self.feature_set = OPENSMILE_KINDS[kind]
         self._opensmile = _import_opensmile(kind)
@@ -104,12 +105,12 @@ class OpenSmileExtractor(Extractor):
             lld = self._lld.process_signal(samples, SAMPLE_RATE).to_numpy(dtype=np.float32)
             func = self._func.process_signal(samples, SAMPLE_RATE).to_numpy(dtype=np.float32).reshape(-1)
             if lld.shape != (opensmile_frames(len(it.samples)), len(self.lld_names)):
-                raise RuntimeError(f"openSMILE {self._opensmile.__version__} returned LLDs of shape {lld.shape} for "
+                raise BackendError(f"openSMILE {self._opensmile.__version__} returned LLDs of shape {lld.shape} for "
                                    f"{len(it.samples)} samples, not ({opensmile_frames(len(it.samples))}, "
                                    f"{len(self.lld_names)}): its framing differs from the one sercache was measured "
                                    "on (opensmile 2.6.0); install that version: pip install 'opensmile==2.6.0'")
             if func.shape != (len(self.functional_names),):
-                raise RuntimeError(f"openSMILE returned {func.shape} functionals; expected "
+                raise BackendError(f"openSMILE returned {func.shape} functionals; expected "
                                    f"({len(self.functional_names)},)")
             lld, lld_bad = _finite(lld, self.lld_names)
             func, func_bad = _finite(func[None], self.functional_names)
@@ -139,8 +140,6 @@ def _finite(values: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]
 
 
 def _import_opensmile(kind: str) -> Any:
-    from sercache.features.streams.base import ExtractError
-
     try:
         import opensmile
     except ImportError as exc:

@@ -16,6 +16,7 @@ from scipy.fft import dct
 from scipy.signal import get_window
 
 from sercache.features.base import AudioItem, BatchPolicy, Extractor, ExtractResult
+from sercache.features.streams.base import ExtractError
 from sercache.store.records import UtteranceFeatures
 
 
@@ -170,7 +171,7 @@ class SpectralExtractor(Extractor):
 
     def __init__(self, kind: str = "mfcc", *, n_mfcc: int = 26, n_mels: int | None = None) -> None:
         if kind not in SPECTRAL_KINDS:
-            raise ValueError(f"spectral kind {kind!r}: use one of {', '.join(SPECTRAL_KINDS)}")
+            raise ExtractError(f"spectral kind {kind!r}: use one of {', '.join(SPECTRAL_KINDS)}")
         self.kind = kind
         if kind == "mfcc":
             self.params = {"n_mfcc": n_mfcc, "n_fft": 2048, "hop": 512, "n_mels": n_mels or 128}

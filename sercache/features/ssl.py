@@ -16,6 +16,7 @@ from sercache.features.models import (
     resolve_layers,
     weights_fingerprint,
 )
+from sercache.features.streams.base import ExtractError
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 
 #: Padded audio seconds per batch on a GPU for pad-safe encoders. On a CPU batching buys
@@ -40,9 +41,9 @@ class AudioModelExtractor(Extractor):
         self.model_name = model
         self.config = self._check(model)
         if precision not in PRECISIONS:
-            raise ValueError(f"--precision {precision!r}: use one of {sorted(PRECISIONS)}")
+            raise ExtractError(f"--precision {precision!r}: use one of {sorted(PRECISIONS)}")
         if overlap_seconds >= chunk_seconds:
-            raise ValueError(f"--chunk-overlap ({overlap_seconds} s) must be shorter than --chunk-seconds ({chunk_seconds} s)")
+            raise ExtractError(f"--chunk-overlap ({overlap_seconds} s) must be shorter than --chunk-seconds ({chunk_seconds} s)")
         self.device, self.precision = device, precision
         self.frontend = ConvFrontend.of(self.config)
         self.pad_safe = pad_safe(self.config)
@@ -128,7 +129,7 @@ class SSLExtractor(AudioModelExtractor):
         self.layers = resolve_layers(layers, n_layers, model)
         self.pooled_layers = list(range(n_layers + 1))
         if dtype not in STORAGE_DTYPES:
-            raise ValueError(f"--dtype {dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
+            raise ExtractError(f"--dtype {dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
         self.dtype_name, self.dtype = dtype, STORAGE_DTYPES[dtype]
 
     def _select(self, output: Any) -> list[torch.Tensor]:

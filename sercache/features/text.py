@@ -17,6 +17,7 @@ from sercache.features.models import (
     text_tokenizer,
     weights_fingerprint,
 )
+from sercache.features.streams.base import ExtractError
 from sercache.features.textnorm import sentence_case, strip_tags
 from sercache.store.records import ExtractionProblem, UtteranceFeatures
 
@@ -65,9 +66,9 @@ class TextExtractor(Extractor):
     def __init__(self, model: str, source: str, layers: str | None = None, *, device: str = "cpu",
                  precision: str = "fp32", dtype: str = "float16", batch_size: int = 32) -> None:
         if source not in ("asr", "gold"):
-            raise ValueError(f"text source {source!r}: use 'asr' or 'gold'")
+            raise ExtractError(f"text source {source!r}: use 'asr' or 'gold'")
         if dtype not in STORAGE_DTYPES:
-            raise ValueError(f"--dtype {dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
+            raise ExtractError(f"--dtype {dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
         model = model_reference(model)
         self.model_name = model
         self.config = config = check_text_encoder(model)

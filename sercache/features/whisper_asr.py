@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from sercache.features.asr import WER_NORMALIZATION, Decoded, transcript_record
-from sercache.features.base import AudioItem, BatchPolicy, Extractor, ExtractResult
+from sercache.features.base import AudioItem, BackendError, BatchPolicy, Extractor, ExtractResult
 from sercache.features.models import ModelError, model_reference, weights_fingerprint, whisper_language
+from sercache.features.streams.base import ExtractError
 from sercache.store.frames import hop_frames
 
 SAMPLE_RATE = 16_000
@@ -77,7 +78,7 @@ class WhisperASRExtractor(WhisperTranscriber):
         self.config = _config(model, "--asr-model")
         self.language = whisper_language(model, language)
         if precision not in PRECISIONS:
-            raise ValueError(f"--precision {precision!r}: use one of {sorted(PRECISIONS)}")
+            raise ExtractError(f"--precision {precision!r}: use one of {sorted(PRECISIONS)}")
         self.device, self.precision, self.torch_dtype = device, precision, PRECISIONS[precision]
         try:
             self.fe = WhisperFeatureExtractor.from_pretrained(model)
@@ -219,7 +220,7 @@ class WhisperASRExtractor(WhisperTranscriber):
                                   **self._generate_kwargs(language))
         windows = list(_by_window(out["segments"][0]))
         if len(windows) != len(seeks):
-            raise RuntimeError(f"long-form decoding made {len(windows)} windows but reported {len(seeks)} positions")
+            raise BackendError(f"long-form decoding made {len(windows)} windows but reported {len(seeks)} positions")
         tokens = []
         for seek, segments in zip(seeks, windows):
             result = segments[0]["result"]

@@ -22,6 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sercache.errors import SercacheError
+
+
+class HeadError(SercacheError, ValueError):
+    """A head's hyperparameters or inputs that it cannot work with (the message names them and the fix)."""
+
 
 @dataclass
 class StreamBatch:
@@ -123,8 +129,8 @@ class Head(nn.Module):
         for key, value in values.items():
             rule = _hyperparameter_rule(key, defaults.get(key), value)
             if rule:
-                raise ValueError(f"--set {key}={value!r}: {rule} (head {cls.name!r}; its defaults: "
-                                 + ", ".join(f"{k}={v!r}" for k, v in defaults.items()) + ")")
+                raise HeadError(f"--set {key}={value!r}: {rule} (head {cls.name!r}; its defaults: "
+                                + ", ".join(f"{k}={v!r}" for k, v in defaults.items()) + ")")
 
     @classmethod
     def required_roles(cls, hyperparameters: dict[str, Any]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sercache.heads import register
-from sercache.heads.base import Batch, HeadOutput, PooledHead, masked_mean
+from sercache.heads.base import Batch, HeadError, HeadOutput, PooledHead, masked_mean
 
 
 def _grid(value: Any) -> list[Any]:
@@ -105,7 +105,7 @@ class SVMHead(ClassicalHead):
                  pooling: str = "meanstd", with_text: bool = False) -> None:
         super().__init__(dims, n_classes, with_text=with_text, pooling=pooling)
         if kernel not in ("rbf", "linear"):
-            raise ValueError(f"kernel={kernel!r}: use 'rbf' or 'linear'")
+            raise HeadError(f"kernel={kernel!r}: use 'rbf' or 'linear'")
         self.C, self.gamma, self.kernel, self.class_weight = C, gamma, kernel, class_weight
         pairs = [(i, j) for i in range(n_classes) for j in range(i + 1, n_classes)]
         self.register_buffer("pair_first", torch.tensor([p[0] for p in pairs], dtype=torch.long))
@@ -126,8 +126,8 @@ class SVMHead(ClassicalHead):
     def export(self, fitted: Any) -> None:
         classes = fitted.classes_.astype(np.int64)
         if not np.array_equal(classes, np.arange(len(classes))) or len(classes) != self.n_classes:
-            raise ValueError(f"the SVM was fitted on classes {classes.tolist()}; every one of the {self.n_classes} "
-                             "classes needs training utterances")
+            raise HeadError(f"the SVM was fitted on classes {classes.tolist()}; every one of the {self.n_classes} "
+                            "classes needs training utterances")
         self._set("support_vectors", fitted.support_vectors_)
         self._set("support_class", np.repeat(classes, fitted.n_support_))
         self._set("dual_coef", fitted._dual_coef_)     # libsvm's own signs (the public ones flip for 2 classes)
@@ -195,8 +195,8 @@ class LogisticRegressionHead(ClassicalHead):
     def export(self, fitted: Any) -> None:
         classes = fitted.classes_.astype(np.int64)
         if not np.array_equal(classes, np.arange(self.n_classes)):
-            raise ValueError(f"logistic regression was fitted on classes {classes.tolist()}; every one of the "
-                             f"{self.n_classes} classes needs training utterances")
+            raise HeadError(f"logistic regression was fitted on classes {classes.tolist()}; every one of the "
+                            f"{self.n_classes} classes needs training utterances")
         coef, intercept = fitted.coef_, fitted.intercept_
         if self.n_classes == 2:  # scikit-learn keeps one row for two classes: the logit of class 1
             coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadOutput, attend, masked_mean
+from sercache.heads.base import Batch, Head, HeadError, HeadOutput, attend, masked_mean
 
 #: Audio frames gated at once in evaluation: ``sercache predict`` of a long recording is one utterance of
 #: hundreds of thousands of frames, and each frame's gate reads only itself and the text (blocks change nothing
@@ -115,7 +115,7 @@ class GateFusionHead(Head):
                  dropout: float = 0.0) -> None:
         super().__init__()
         if align not in ("attention", "pool"):
-            raise ValueError(f"align={align!r}: use 'attention' or 'pool'")
+            raise HeadError(f"align={align!r}: use 'attention' or 'pool'")
         d = dims["audio"]
         self.align = align
         self.text_proj = nn.Linear(dims["text"], d)

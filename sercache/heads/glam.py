@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sercache.heads import register
+from sercache.heads.base import HeadError
 from sercache.heads.segmented import (
     APCNN_TRAIN_DEFAULTS,
     GLAM_TRAIN_DEFAULTS,
@@ -146,9 +147,9 @@ class GLAMNet(nn.Module):
         # both axes. Computed rather than traced so BatchNorm statistics stay untouched.
         spatial = ((2 * height) // 4) * (width // 4)
         if spatial == 0:
-            raise ValueError(f"a {height}x{width} segment is too small for GLAM (needs height >= 2, width >= 4)")
+            raise HeadError(f"a {height}x{width} segment is too small for GLAM (needs height >= 2, width >= 4)")
         if gmlp_act not in _GATE_ACTS:
-            raise ValueError(f"gmlp_act must be one of {sorted(_GATE_ACTS)}, not {gmlp_act!r}")
+            raise HeadError(f"gmlp_act must be one of {sorted(_GATE_ACTS)}, not {gmlp_act!r}")
         self.gmlp = GMLPBlock(spatial, seq_len=128, ff_mult=ff_mult, act=_GATE_ACTS[gmlp_act]())
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(128 * spatial, n_classes)
@@ -217,7 +218,7 @@ class AttentionCNNBody(nn.Module):
 def _check_baseline_size(height: int, width: int) -> None:
     """Fail at construction, not at the first batch, when two 2x2 pools would leave nothing."""
     if (height - 1) // 4 < 1 or (width - 1) // 4 < 1:
-        raise ValueError(f"a {height}x{width} segment is too small for the baseline CNN (needs >= 5x5)")
+        raise HeadError(f"a {height}x{width} segment is too small for the baseline CNN (needs >= 5x5)")
 
 
 class APCNNNet(nn.Module):

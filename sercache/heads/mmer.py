@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sercache.heads import register
-from sercache.heads.base import CHAR_VOCAB, Batch, Head, HeadOutput, StreamBatch, masked_max
+from sercache.heads.base import CHAR_VOCAB, Batch, Head, HeadError, HeadOutput, StreamBatch, masked_max
 
 #: BERT's LayerNorm epsilon, as in the original's ``BertLayerNorm``.
 BERT_LAYER_NORM_EPS = 1e-12
@@ -164,9 +164,9 @@ class MMERHead(Head):
         super().__init__()
         missing = [role for role in self.roles if role not in dims]
         if missing:
-            raise ValueError(f"mmer needs dims for roles {list(self.roles)}; missing {missing} in {dims}")
+            raise HeadError(f"mmer needs dims for roles {list(self.roles)}; missing {missing} in {dims}")
         if hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
+            raise HeadError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
         d_audio, d_text = dims["audio"], dims["text"]
         self.ctc_weight, self.supcon_weight, self.infonce_weight = ctc_weight, supcon_weight, infonce_weight
         self.temperature = temperature

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sercache.heads.base import Batch, Head, HeadOutput, StreamBatch
+from sercache.heads.base import Batch, Head, HeadError, HeadOutput, StreamBatch
 
 #: Each reference's training recipe (sercache's defaults). ``batch_size`` counts segments, as in
 #: the references. None of them stopped early: ``patience`` = ``epochs`` runs every epoch and
@@ -54,7 +54,7 @@ def segment_windows(lengths: Tensor, segment_frames: int, hop_frames: float) -> 
         ascending in time within an utterance.
     """
     if hop_frames <= 0 or segment_frames < 1:
-        raise ValueError(f"segments need segment_frames >= 1 and hop_frames > 0, got {segment_frames}, {hop_frames}")
+        raise HeadError(f"segments need segment_frames >= 1 and hop_frames > 0, got {segment_frames}, {hop_frames}")
     lengths = lengths.long()
     last_start = (lengths - segment_frames).clamp(min=0)
     counts = torch.ceil(last_start.double() / hop_frames - 1e-9).long().clamp(min=0) + 1
@@ -93,14 +93,14 @@ class SegmentHead(Head):
                  mixup_alpha: float) -> None:
         super().__init__()
         if frame_rate <= 0 or segment_seconds <= 0 or hop_seconds <= 0:
-            raise ValueError(f"segment_seconds, hop_seconds and frame_rate must be positive, got {segment_seconds}, "
-                             f"{hop_seconds}, {frame_rate}")
+            raise HeadError(f"segment_seconds, hop_seconds and frame_rate must be positive, got {segment_seconds}, "
+                            f"{hop_seconds}, {frame_rate}")
         self.n_classes = n_classes
         self.segment_frames = int(segment_frames) if segment_frames is not None else segment_size(segment_seconds,
                                                                                                    frame_rate)
         self.hop_frames = float(hop_frames) if hop_frames is not None else hop_seconds * frame_rate
         if self.segment_frames < 1 or self.hop_frames <= 0:
-            raise ValueError("segment_frames and hop_frames must be positive")
+            raise HeadError("segment_frames and hop_frames must be positive")
         self.mixup_alpha = mixup_alpha
         dim = dims[self.roles[0]]
         self.input_proj = nn.Linear(dim, input_proj) if input_proj is not None else None

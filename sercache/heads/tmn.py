@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadOutput, masked_mean
+from sercache.heads.base import Batch, Head, HeadError, HeadOutput, masked_mean
 
 __all__ = ["TensorMixerHead", "focal_loss", "masked_mse", "peak_labels"]
 
@@ -181,8 +181,8 @@ class TensorMixerHead(Head):
                  reg_weight: float = 0.3) -> None:
         super().__init__()
         if fusion_dim % patch_size:
-            raise ValueError(f"fusion_dim must be a multiple of patch_size, got fusion_dim={fusion_dim}, "
-                             f"patch_size={patch_size}")
+            raise HeadError(f"fusion_dim must be a multiple of patch_size, got fusion_dim={fusion_dim}, "
+                            f"patch_size={patch_size}")
         self.n_classes = n_classes
         self.patch_size = patch_size
         self.peakl = peakl

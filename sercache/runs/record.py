@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import pandas as pd
 
+from sercache.runs.errors import RunNotFoundError
 from sercache.splits import load_folds
 from sercache.store.atomic import read_json
 from sercache.training import run_layout
@@ -44,8 +45,8 @@ def read_run(path: str | Path, kind: type[R] = RunRecord) -> R:  # type: ignore[
     """The run directory's record, as ``kind`` (:class:`RunRecord` or a subclass that adds behaviour)."""
     path = Path(path)
     if not run_layout.config_path(path).exists():
-        raise FileNotFoundError(f"{path} is not a run directory (no {run_layout.CONFIG_FILE}): give the --out of "
-                                "`sercache train`")
+        raise RunNotFoundError(f"{path} is not a run directory (no {run_layout.CONFIG_FILE}): give the --out of "
+                               "`sercache train`")
     config = RunConfig.load(run_layout.config_path(path))
     folds = load_folds(run_layout.folds_path(path))
     rows, preds = [], []
@@ -57,7 +58,7 @@ def read_run(path: str | Path, kind: type[R] = RunRecord) -> R:  # type: ignore[
             rows.append({"fold": fold.name, "seed": seed, **m})
             preds.append(pd.read_csv(seed_dir / run_layout.PREDICTIONS).assign(fold=fold.name, seed=seed))
     if not rows:
-        raise FileNotFoundError(f"{path} has no finished fold yet (no */seed*/{run_layout.DONE}); run `sercache train` "
-                                "first")
+        raise RunNotFoundError(f"{path} has no finished fold yet (no */seed*/{run_layout.DONE}); run `sercache train` "
+                               "first")
     return kind(path, config, pd.DataFrame(rows), pd.concat(preds, ignore_index=True),
                 {f.name: f.test for f in folds})

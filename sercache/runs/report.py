@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sercache.runs.errors import ReportError
 from sercache.runs.record import RunRecord, read_run
 from sercache.runs.report_tables import per_class_sections, run_warnings
 from sercache.runs.summary import (
@@ -81,7 +82,7 @@ def make_report(paths: list[str | Path], fmt: str = "md", n_boot: int = 1000, ht
         (run.path / run_layout.REPORT_MD).write_text("\n".join(single))
         csv_table([run], [s]).to_csv(run.path / run_layout.REPORT_CSV, index=False)
     if fmt not in ("md", "csv"):
-        raise ValueError(f"--format {fmt!r}: use md or csv")
+        raise ReportError(f"--format {fmt!r}: use md or csv")
     text = csv_table(runs, summaries).to_csv(index=False) if fmt == "csv" else markdown_report(runs, summaries)
     if html is not None:
         write_html(runs, summaries, html)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from sercache import __version__
 from sercache.runs import report_plots as plots
+from sercache.runs.errors import ReportError, ReportPathError
 from sercache.runs.record import RunRecord
 from sercache.runs.report_tables import per_class_table, run_warnings
 from sercache.runs.summary import MAIN_CAPTION, SUBSET_CAPTION, header, paired_table, per_fold_table, runs_table, subset_table
@@ -56,10 +57,10 @@ def check_html_path(path: str | Path) -> Path:
     """The page's path, checked before any work: a file name in an existing folder."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"--html {path} is a folder: give a file name, e.g. {path / 'report.html'}")
+        raise ReportError(f"--html {path} is a folder: give a file name, e.g. {path / 'report.html'}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"--html {path}: the folder {path.parent} does not exist; create it first or give "
-                                "a path in an existing folder")
+        raise ReportPathError(f"--html {path}: the folder {path.parent} does not exist; create it first or give "
+                              "a path in an existing folder")
     return path
 
 

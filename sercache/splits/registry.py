@@ -22,6 +22,10 @@ class RoutingError(SercacheError, ValueError):
     """Options that do not fit the protocol (``--folds`` with ``--protocol loso``...)."""
 
 
+class RegistrationError(SercacheError, ValueError):
+    """A protocol or protocol option that cannot be registered (a plugin's mistake, named in the message)."""
+
+
 @dataclass(frozen=True)
 class ProtocolOption:
     """One option of a protocol: its keyword (and config.json key), its flag and its click parameter.
@@ -116,14 +120,14 @@ def register_protocol(protocol: Protocol) -> Protocol:
     """Make ``protocol`` available by its name (a protocol file calls this once, at import)."""
     unknown = [k for k in protocol.options if k not in OPTIONS]
     if unknown:
-        raise ValueError(f"protocol {protocol.name!r}: unknown options {unknown} (register_option them first)")
+        raise RegistrationError(f"protocol {protocol.name!r}: unknown options {unknown} (register_option them first)")
     return _PROTOCOLS.add(protocol.name, protocol)
 
 
 def register_option(option: ProtocolOption) -> ProtocolOption:
     """A new option for a new protocol (declared in that protocol's file, before registering it)."""
     if OPTIONS.get(option.key, option) != option:
-        raise ValueError(f"protocol option {option.key!r} is taken")
+        raise RegistrationError(f"protocol option {option.key!r} is taken")
     OPTIONS[option.key] = option
     return option
 

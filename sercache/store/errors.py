@@ -26,3 +26,11 @@ class IncompleteStreamError(CacheError):
 
 class DiskFullError(CacheError):
     """Too little free space for the next write; raised before writing, so nothing is torn."""
+
+
+class CacheValueError(CacheError, ValueError):
+    """A value the cache cannot take: a stream, shard or field name, an ``out=`` array, a pooling mode."""
+
+
+class CacheKeyError(CacheError, KeyError):
+    """A stream, field or layer the cache does not hold; the message lists the ones it does."""

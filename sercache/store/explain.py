@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from sercache.store.catalog import Catalog, StreamInfo
-from sercache.store.errors import CacheError, IncompleteStreamError
+from sercache.store.errors import CacheError, CacheKeyError, IncompleteStreamError
 
 
 def checked_stream(catalog: Catalog, stream: str, *, finished: bool = True) -> StreamInfo:
     """``stream``'s info; raises if it is unknown, (with ``finished``) not finished anywhere, or inconsistent."""
     if stream not in catalog.streams:
-        raise KeyError(f"no stream {stream!r} in {catalog.path}; streams here: {sorted(catalog.streams) or 'none'}")
+        raise CacheKeyError(f"no stream {stream!r} in {catalog.path}; streams here: {sorted(catalog.streams) or 'none'}")
     info = catalog.streams[stream]
     if finished and not info.shards:  # staged work only: no layer or field can be read yet
         raise IncompleteStreamError(
@@ -25,16 +25,16 @@ def frame_field(info: StreamInfo, layer: int | None, name: str | None) -> str:
     stream = info.name
     if name is not None:
         if name not in info.frame_fields:
-            raise KeyError(f"stream {stream!r} has no frame field {name!r}; fields: {info.frame_fields}")
+            raise CacheKeyError(f"stream {stream!r} has no frame field {name!r}; fields: {info.frame_fields}")
         return name
     if not info.layers:
-        raise KeyError(f"stream {stream!r} ({info.kind}) stores no feature layers; fields: {info.frame_fields}")
+        raise CacheKeyError(f"stream {stream!r} ({info.kind}) stores no feature layers; fields: {info.frame_fields}")
     layer = info.default_layer if layer is None else int(layer)
     if layer not in info.layers:
         hint = (f"; pooled statistics exist for layers {info.pooled_layers} (use .pooled)"
                 if layer in info.pooled_layers else "")
-        raise KeyError(f"layer {layer} is not stored frame-by-frame in stream {stream!r} (stored: {info.layers})"
-                       f"{hint}; re-extract with --layers {layer} (and --overwrite or a new --stream-name)")
+        raise CacheKeyError(f"layer {layer} is not stored frame-by-frame in stream {stream!r} (stored: {info.layers})"
+                            f"{hint}; re-extract with --layers {layer} (and --overwrite or a new --stream-name)")
     return f"layer_{layer}"
 
 

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
+from sercache.store.errors import CacheValueError
 
 FORMAT_VERSION = 1
 REGISTRY_FILE = "sercache.json"
@@ -36,7 +37,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def check_name(name: str, what: str) -> str:
     """Reject names that would make odd file names (stream and shard names become files)."""
     if not _NAME_RE.match(name) or name.endswith(STREAM_SUFFIX) or name == Path(MANIFEST_FILE).stem:
-        raise ValueError(
+        raise CacheValueError(
             f"invalid {what} name {name!r}: use letters, digits, '_', '.', '-' "
             f"(and not {Path(MANIFEST_FILE).stem!r})"
         )
@@ -51,7 +52,7 @@ def is_folder_name(name: object) -> bool:
 def shard_dir(cache: Pathlike, shard: str) -> Path:
     # a shard is one directory directly inside the cache, whatever a manifest or registry says
     if not is_folder_name(shard):
-        raise ValueError(f"invalid shard name {shard!r}: a shard is a directory directly inside the cache {cache}")
+        raise CacheValueError(f"invalid shard name {shard!r}: a shard is a directory directly inside the cache {cache}")
     return Path(cache) / shard
 
 

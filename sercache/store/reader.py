@@ -27,6 +27,7 @@ import pandas as pd
 
 from sercache._typing import Pathlike
 from sercache.store.catalog import Catalog, StreamInfo, read_catalog
+from sercache.store.errors import CacheKeyError, CacheValueError
 from sercache.store.explain import checked_stream, frame_field, missing_utterance
 from sercache.store.integrity import RowChecksums
 from sercache.store.io_engine import RAW_PIECE, READ_THREADS, ReadEngine
@@ -143,8 +144,8 @@ class FeatureStore:
         if out is None:
             out = np.empty(shape, dtype=dtype)
         elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError(f"out= must be a writeable C-contiguous {dtype} array of shape {shape} for these "
-                             f"{len(locs)} utterances of {stream!r}; got {out.dtype} {out.shape}")
+            raise CacheValueError(f"out= must be a writeable C-contiguous {dtype} array of shape {shape} for these "
+                                  f"{len(locs)} utterances of {stream!r}; got {out.dtype} {out.shape}")
         self._io.read_rows(indexes, locs, offsets, field_name, out)
         if verify:
             self._checksums.verify(self._io, self.path, indexes, field_name, utt_ids, locs, out, offsets)
@@ -154,7 +155,7 @@ class FeatureStore:
         """A per-utterance field (``pooled_mean``, ``text``, ``wer``...) for ``utt_ids`` (default: all)."""
         info = checked_stream(self._catalog, stream)
         if name not in info.per_utterance_fields:
-            raise KeyError(f"stream {stream!r} has no per-utterance field {name!r}; fields: {info.per_utterance_fields}")
+            raise CacheKeyError(f"stream {stream!r} has no per-utterance field {name!r}; fields: {info.per_utterance_fields}")
         ids = self.utt_ids(stream) if utt_ids is None else list(utt_ids)
         if not ids:  # keep the field's dtype and trailing shape, so an empty selection still indexes
             dtype, tail = next(ix.schema.per_utterance[name] for ix in self._index[stream]
@@ -185,12 +186,12 @@ class FeatureStore:
         """
         info = checked_stream(self._catalog, stream)
         if how not in ("mean", "std", "meanstd"):
-            raise ValueError(f"how={how!r}: use 'mean', 'std' or 'meanstd'")
+            raise CacheValueError(f"how={how!r}: use 'mean', 'std' or 'meanstd'")
         if not info.pooled_layers:
-            raise KeyError(f"stream {stream!r} has no pooled statistics")
+            raise CacheKeyError(f"stream {stream!r} has no pooled statistics")
         layer = info.pooled_layers[-1] if layer is None else int(layer)
         if layer not in info.pooled_layers:
-            raise KeyError(f"layer {layer} is not pooled in stream {stream!r} (pooled: {info.pooled_layers})")
+            raise CacheKeyError(f"layer {layer} is not pooled in stream {stream!r} (pooled: {info.pooled_layers})")
         li = info.pooled_layers.index(layer)
         if how == "meanstd":
             return np.concatenate([self.pooled(stream, layer, "mean", utt_ids),

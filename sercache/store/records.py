@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sercache.store.errors import CacheValueError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,7 +32,7 @@ class UtteranceFeatures:
     def __post_init__(self) -> None:
         lengths = {name: len(a) for name, a in self.frames.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"{self.utt_id}: ragged arrays disagree on length: {lengths}")
+            raise CacheValueError(f"{self.utt_id}: ragged arrays disagree on length: {lengths}")
 
     @property
     def n_frames(self) -> int:

@@ -22,6 +22,7 @@ from sercache.heads.base import Head
 from sercache.training.data import bucket_batches
 from sercache.training.metrics import classification_metrics
 from sercache.training.segments import SegmentTable
+from sercache.training.train_config import TrainConfigError
 
 
 class TrainingError(SercacheError, RuntimeError):
@@ -68,7 +69,7 @@ def make_optimizer(cfg: Any, params: list[torch.nn.Parameter]) -> torch.optim.Op
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                nesterov=cfg.nesterov)
-    raise ValueError(f"optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
+    raise TrainConfigError(f"optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
 
 
 def next_lr(cfg: Any, epoch: int, lr: float) -> float:
@@ -78,7 +79,7 @@ def next_lr(cfg: Any, epoch: int, lr: float) -> float:
     if cfg.schedule == "step" and epoch % cfg.step_size == 0:
         return lr * cfg.gamma
     if cfg.schedule not in ("none", "exponential", "step"):
-        raise ValueError(f"schedule {cfg.schedule!r}: use none, exponential or step")
+        raise TrainConfigError(f"schedule {cfg.schedule!r}: use none, exponential or step")
     return lr
 
 

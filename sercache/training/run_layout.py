@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from sercache._typing import Pathlike
+from sercache.errors import SercacheError
 from sercache.store.layout import is_folder_name
 
 # written by train: the run's settings and folds, the lock of the one process training into it
@@ -41,6 +42,10 @@ DONE, FAILED = "DONE", "FAILED"
 
 SEED_PREFIX = "seed"
 _SEED_RE = re.compile(rf"^{SEED_PREFIX}(\d+)$")
+
+
+class RunLayoutError(SercacheError, ValueError):
+    """A fold or task folder name that does not fit a run's layout."""
 
 
 def config_path(run: Pathlike) -> Path:
@@ -63,7 +68,7 @@ def eval_csv(run: Pathlike, other_cache: Pathlike | None = None) -> Path:
 def task_dir(run: Pathlike, fold: str, seed: int) -> Path:
     """``RUN/<fold>/seed<k>``: a fold name is one folder level inside the run, whatever folds.json says."""
     if not is_folder_name(fold):
-        raise ValueError(f"invalid fold name {fold!r}: a fold is a directory directly inside the run {run}")
+        raise RunLayoutError(f"invalid fold name {fold!r}: a fold is a directory directly inside the run {run}")
     return Path(run) / fold / f"{SEED_PREFIX}{int(seed)}"
 
 
@@ -71,7 +76,7 @@ def seed_of(task: Pathlike) -> int:
     """The seed of a ``seed<k>`` task directory."""
     match = _SEED_RE.match(Path(task).name)
     if match is None:
-        raise ValueError(f"{task} is not a task directory (seed<k>)")
+        raise RunLayoutError(f"{task} is not a task directory (seed<k>)")
     return int(match.group(1))
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sercache.errors import SercacheError
 from sercache.heads import HEADS
+
+
+class TrainConfigError(SercacheError, ValueError):
+    """Optimisation settings that would train nothing or fail late (the message names them and their bounds)."""
 
 
 @dataclass
@@ -39,16 +44,16 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid training option(s): {values} (lr > 0; batch_size, epochs, patience, step_size "
-                             ">= 1; 0 <= momentum < 1; 0 < gamma <= 1; optimizer adam/adamw/sgd; schedule "
-                             "none/exponential/step)")
+            raise TrainConfigError(f"invalid training option(s): {values} (lr > 0; batch_size, epochs, patience, step_size "
+                                   ">= 1; 0 <= momentum < 1; 0 < gamma <= 1; optimizer adam/adamw/sgd; schedule "
+                                   "none/exponential/step)")
 
     @classmethod
     def for_head(cls, head: str, overrides: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; options: {sorted(names)}")
+            raise TrainConfigError(f"unknown training option(s) {sorted(unknown)}; options: {sorted(names)}")
         base = {k: v for k, v in HEADS[head].resolved_train_defaults().items() if k in names}
         cfg = cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
         if not HEADS[head].closed_form:  # svm/logreg fit in closed form: no optimiser settings apply

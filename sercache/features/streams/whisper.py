@@ -90,13 +90,13 @@ class WhisperExtractor(Extractor):
             raise ExtractError(f"--whisper-window {c.window!r}: use one of {', '.join(WINDOWS)}")
         if c.precision not in PRECISIONS or c.dtype not in STORAGE_DTYPES:
             raise ExtractError(f"precision {c.precision!r} / dtype {c.dtype!r}: use {sorted(PRECISIONS)} / "
-                             f"{sorted(STORAGE_DTYPES)}")
+                               f"{sorted(STORAGE_DTYPES)}")
         self.window_samples = int(self.fe.n_samples)
         self.grid = FrameGrid(int(self.fe.hop_length) * 2)  # conv2 halves the mel frame rate
         if c.chunk_seconds * SAMPLE_RATE > self.window_samples or c.overlap_seconds >= c.chunk_seconds:
             raise ExtractError(f"--chunk-seconds {c.chunk_seconds:g}: {model!r} encodes at most "
-                             f"{self.window_samples / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
-                             f"({c.overlap_seconds:g} s) below it")
+                               f"{self.window_samples / SAMPLE_RATE:g} s at once; use at most that, with --chunk-overlap "
+                               f"({c.overlap_seconds:g} s) below it")
         n_layers = int(self.config.encoder_layers)
         self.layers = resolve_layers(c.layers, n_layers, model, option="--whisper-layers")
         self.pooled_layers = list(range(n_layers + 1))
