@@ -27,15 +27,20 @@ from _common import REPO, benchmark_parser, machine, workdir
 BEFORE = "75a2eea"
 
 
-def build_run(work: Path) -> Path:
-    """A gate run on a small extracted cache (built once per work folder)."""
+#: ``--head`` choices: head name and hyperparameters (``cmgi-sa``: the self-attention version, frames x frames).
+HEADS = {"gate": ("gate", {}), "cmgi": ("cmgi", {}), "cmgi-sa": ("cmgi", {"self_attn": True})}
+
+
+def build_run(work: Path, label: str = "gate") -> Path:
+    """A run of ``HEADS[label]`` on a small extracted cache (built once per work folder)."""
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
     from sercache.synthetic.corpus import iemocap_like, write_iemocap_tree
     from sercache.synthetic.models import make_tiny_models
     from sercache.training.run import TrainRequest, run_training
 
-    corpus, cache, run = work / "corpus", work / "cache", work / "runs" / "gate"
+    corpus, cache, run = work / "corpus", work / "cache", work / "runs" / label
+    head, hyper = HEADS[label]
     if not (corpus / "Session5").exists():
         write_iemocap_tree(corpus, iemocap_like(1, durations=(1.0, 2.0)))
     models = make_tiny_models(work / "models", width=256)
@@ -44,7 +49,7 @@ def build_run(work: Path) -> Path:
                                    asr_model=str(models["asr"]), text_model=str(models["text"]), device="cpu",
                                    progress=False))
     if not (run / "config.json").exists():
-        run_training(TrainRequest(cache=cache, head="gate", out=run, fold="1", seeds=1, device="cpu",
+        run_training(TrainRequest(cache=cache, head=head, out=run, fold="1", seeds=1, device="cpu", hyperparameters=hyper,
                                   train={"lr": 3e-3, "batch_size": 8, "epochs": 1}), progress=lambda m: None)
     return run
 
@@ -82,12 +87,13 @@ def predict_peak(code: Path, run: Path, wav: Path, out: Path) -> tuple[float, fl
 def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--minutes", default="5,15", help="recording lengths, comma-separated (120: the issue's 2 h)")
+    ap.add_argument("--head", default="gate", choices=sorted(HEADS), help="the run's head (cmgi-sa: cmgi, self_attn)")
     ap.add_argument("--before", default=BEFORE, help="git commit to compare with ('' : this checkout alone)")
     args = ap.parse_args()
     import pandas as pd
 
     work = workdir(args.workdir, "predict-memory")
-    run = build_run(work)
+    run = build_run(work, args.head)
     codes = {"now": REPO}
     if args.before:
         old = work / f"before-{args.before}"
@@ -97,7 +103,7 @@ def main() -> None:
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         codes["before"] = old
-    print(f"machine: {machine()}; gate run, 256-d stand-in models; whole-file predict, 16 kHz PCM16 noise; "
+    print(f"machine: {machine()}; {args.head} run, 256-d stand-in models; whole-file predict, 16 kHz PCM16 noise; "
           f"before = {args.before or '-'}")
     print("| recording | audio MB at 16 kHz | before: peak RSS MB | now: peak RSS MB | now / before | seconds now |")
     print("|---|---|---|---|---|---|")
@@ -105,7 +111,7 @@ def main() -> None:
         wav = write_noise(work / f"rec-{minutes:g}min.wav", minutes)
         peaks, seconds, tables = {}, {}, {}
         for name, code in codes.items():
-            out = work / f"pred-{name}-{minutes:g}.csv"
+            out = work / f"pred-{args.head}-{name}-{minutes:g}.csv"
             peaks[name], seconds[name] = predict_peak(code, run, wav, out)
             tables[name] = pd.read_csv(out)
         if "before" in tables:
