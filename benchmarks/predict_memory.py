@@ -9,9 +9,18 @@ own process, once with this checkout and once with ``--before`` (a git commit, c
 folder of the work directory (``git archive``)); the peak RSS of that process alone is read from ``wait4``. Both write the same
 table (the probabilities are compared).
 
-Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default lengths take minutes).
+``--head`` picks the run's head: ``gate`` (default), ``cmgi``, or ``cmgi-sa`` (``cmgi`` with ``self_attn``: a
+self-attention over every frame, evaluated a block of query rows at a time since issue 23's point 10).
 
-    python benchmarks/predict_memory.py [--minutes 5,15] [--before 75a2eea] [--workdir DIR]
+Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default lengths take minutes). Measured
+(docs/benchmarks.md, 2 shared cores, 2026-12-04; before = main at 5992824):
+
+    python benchmarks/predict_memory.py --minutes 120 --before main --workdir DIR
+        120 min, gate: 1705 MB before, 1598 MB now (193 s)
+    python benchmarks/predict_memory.py --head cmgi-sa --minutes 5 --before main --workdir DIR
+        5 min, cmgi self_attn: 2444 MB before, 868 MB now
+
+    python benchmarks/predict_memory.py [--minutes 5,15] [--head gate] [--before 75a2eea] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -75,7 +84,9 @@ def predict_peak(code: Path, run: Path, wav: Path, out: Path) -> tuple[float, fl
     cmd = [sys.executable, "-m", "sercache", "predict", str(run), str(wav), "--device", "cpu", "--no-progress",
            "--out", str(out)]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # run from the work folder: ``python -m`` puts the current folder first on sys.path, so started from the
+    # repository's root both processes would import this checkout's sercache, whatever PYTHONPATH says
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(out.parent),
                             env={**os.environ, "PYTHONPATH": str(code)})
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
