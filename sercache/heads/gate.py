@@ -13,6 +13,8 @@ its code do. Encoders are frozen here: the heads train on cached features.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -162,6 +164,17 @@ class CrossAttention(nn.Module):
     def forward(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
         return attend(self.q(query), self.k(source), self.v(source), source_mask)
 
+    def over_frames(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
+        """``self(query, source, source_mask)`` for ``query`` already projected (``self.q``), without projecting
+        ``source``: for a long source in evaluation (:func:`~sercache.heads.base.attend_rows`).
+
+        ``q . (W_k s + b_k) = (W_k^T q) . s + q . b_k``, and the second term is the same for every key (the
+        softmax ignores it); each row of weights sums to 1, so ``A (s W_v^T + b_v) = (A s) W_v^T + b_v``. No
+        ``frames x d`` key or value copy of the source is made.
+        """
+        scale = 1.0 / math.sqrt(query.shape[-1])
+        return self.v(attend_rows(query @ self.k.weight, source, source, source_mask, scale))
+
     def gated(self, gate: TemporalGate, x: Tensor, query: Tensor, source: Tensor,
               source_mask: Tensor | None) -> Tensor:
         """``gate(x, self(query, source, source_mask))``, through :func:`gated_attention`."""
@@ -223,21 +236,22 @@ class CmGIHead(Head):
 
         The audio side is gated and pooled :data:`EVAL_FRAME_BLOCK` frames at a time, and every attention that
         reads all the frames (``Cl``, the self-attention) is computed a block of query rows at a time
-        (:func:`~sercache.heads.base.attend_rows`): the frames x frames scores of the self-attention (518 GB for
-        2 hours at 50 Hz) are never held. The same outputs as training's path, up to float rounding.
+        (:func:`~sercache.heads.base.attend_rows`), with no key or value projection of the frames
+        (:meth:`CrossAttention.over_frames`): the frames x frames scores of the self-attention (518 GB for 2 hours
+        at 50 Hz) and the frames x d copies are never held. The same outputs as training's path, up to float
+        rounding.
         """
         mask_a, mask_t = (None, None) if self.faithful_padding else (audio_mask, text_mask)
         cross, sa = self.cross, self.self_attention
-        cl = attend_rows(cross.q(y), cross.k(x), cross.v(x), mask_a)  # (batch, text tokens, d)
+        cl = cross.over_frames(cross.q(y), x, mask_a)  # (batch, text tokens, d)
         yg = y if sa is None else attend_rows(sa.q(y), sa.k(y), sa.v(y), mask_t)
         fl = self.gate(yg, cl)
         pl = fl.mean(1) if self.faithful_padding else masked_mean(fl, text_mask)
         key_y, value_y = cross.k(y), cross.v(y)
-        key_x, value_x = (None, None) if sa is None else (sa.k(x), sa.v(x))
         total = x.new_zeros(x.shape[0], x.shape[-1])
         for start in range(0, x.shape[1], EVAL_FRAME_BLOCK):
             xs = x[:, start:start + EVAL_FRAME_BLOCK]
-            xg = xs if sa is None else attend_rows(sa.q(xs), key_x, value_x, mask_a)
+            xg = xs if sa is None else sa.over_frames(sa.q(xs), x, mask_a)
             fa = gated_attention(self.gate, xg, cross.q(xs), key_y, value_y, mask_t)
             if not self.faithful_padding:
                 fa = fa * audio_mask[:, start:start + EVAL_FRAME_BLOCK].unsqueeze(-1).to(fa.dtype)
