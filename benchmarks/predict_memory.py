@@ -17,6 +17,8 @@ Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default leng
 
     python benchmarks/predict_memory.py --minutes 120 --before main --workdir DIR
         120 min, gate: 1705 MB before, 1598 MB now (193 s)
+    python benchmarks/predict_memory.py --head cmgi --minutes 120 --before main --workdir DIR
+        120 min, cmgi: 4363 MB before, 1618 MB now (435 s)
     python benchmarks/predict_memory.py --head cmgi-sa --minutes 5 --before main --workdir DIR
         5 min, cmgi self_attn: 2420 MB before, 834 MB now
 
