@@ -9,9 +9,20 @@ own process, once with this checkout and once with ``--before`` (a git commit, c
 folder of the work directory (``git archive``)); the peak RSS of that process alone is read from ``wait4``. Both write the same
 table (the probabilities are compared).
 
-Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default lengths take minutes).
+``--head`` picks the run's head: ``gate`` (default), ``cmgi``, or ``cmgi-sa`` (``cmgi`` with ``self_attn``: a
+self-attention over every frame, evaluated a block of query rows at a time since issue 23's point 10).
 
-    python benchmarks/predict_memory.py [--minutes 5,15] [--before 75a2eea] [--workdir DIR]
+Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default lengths take minutes). Measured
+(docs/benchmarks.md, 2 shared cores, 2026-12-04; before = main at 5992824):
+
+    python benchmarks/predict_memory.py --minutes 120 --before main --workdir DIR
+        120 min, gate: 1705 MB before, 1598 MB now (193 s)
+    python benchmarks/predict_memory.py --head cmgi --minutes 120 --before main --workdir DIR
+        120 min, cmgi: 4363 MB before, 1618 MB now (435 s)
+    python benchmarks/predict_memory.py --head cmgi-sa --minutes 5 --before main --workdir DIR
+        5 min, cmgi self_attn: 2420 MB before, 834 MB now
+
+    python benchmarks/predict_memory.py [--minutes 5,15] [--head gate] [--before 75a2eea] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -27,15 +38,20 @@ from _common import REPO, benchmark_parser, machine, workdir
 BEFORE = "75a2eea"
 
 
-def build_run(work: Path) -> Path:
-    """A gate run on a small extracted cache (built once per work folder)."""
+#: ``--head`` choices: head name and hyperparameters (``cmgi-sa``: the self-attention version, frames x frames).
+HEADS = {"gate": ("gate", {}), "cmgi": ("cmgi", {}), "cmgi-sa": ("cmgi", {"self_attn": True})}
+
+
+def build_run(work: Path, label: str = "gate") -> Path:
+    """A run of ``HEADS[label]`` on a small extracted cache (built once per work folder)."""
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
     from sercache.synthetic.corpus import iemocap_like, write_iemocap_tree
     from sercache.synthetic.models import make_tiny_models
     from sercache.training.run import TrainRequest, run_training
 
-    corpus, cache, run = work / "corpus", work / "cache", work / "runs" / "gate"
+    corpus, cache, run = work / "corpus", work / "cache", work / "runs" / label
+    head, hyper = HEADS[label]
     if not (corpus / "Session5").exists():
         write_iemocap_tree(corpus, iemocap_like(1, durations=(1.0, 2.0)))
     models = make_tiny_models(work / "models", width=256)
@@ -44,7 +60,7 @@ def build_run(work: Path) -> Path:
                                    asr_model=str(models["asr"]), text_model=str(models["text"]), device="cpu",
                                    progress=False))
     if not (run / "config.json").exists():
-        run_training(TrainRequest(cache=cache, head="gate", out=run, fold="1", seeds=1, device="cpu",
+        run_training(TrainRequest(cache=cache, head=head, out=run, fold="1", seeds=1, device="cpu", hyperparameters=hyper,
                                   train={"lr": 3e-3, "batch_size": 8, "epochs": 1}), progress=lambda m: None)
     return run
 
@@ -70,7 +86,9 @@ def predict_peak(code: Path, run: Path, wav: Path, out: Path) -> tuple[float, fl
     cmd = [sys.executable, "-m", "sercache", "predict", str(run), str(wav), "--device", "cpu", "--no-progress",
            "--out", str(out)]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # run from the work folder: ``python -m`` puts the current folder first on sys.path, so started from the
+    # repository's root both processes would import this checkout's sercache, whatever PYTHONPATH says
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(out.parent),
                             env={**os.environ, "PYTHONPATH": str(code)})
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
@@ -82,12 +100,13 @@ def predict_peak(code: Path, run: Path, wav: Path, out: Path) -> tuple[float, fl
 def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--minutes", default="5,15", help="recording lengths, comma-separated (120: the issue's 2 h)")
+    ap.add_argument("--head", default="gate", choices=sorted(HEADS), help="the run's head (cmgi-sa: cmgi, self_attn)")
     ap.add_argument("--before", default=BEFORE, help="git commit to compare with ('' : this checkout alone)")
     args = ap.parse_args()
     import pandas as pd
 
     work = workdir(args.workdir, "predict-memory")
-    run = build_run(work)
+    run = build_run(work, args.head)
     codes = {"now": REPO}
     if args.before:
         old = work / f"before-{args.before}"
@@ -97,7 +116,7 @@ def main() -> None:
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         codes["before"] = old
-    print(f"machine: {machine()}; gate run, 256-d stand-in models; whole-file predict, 16 kHz PCM16 noise; "
+    print(f"machine: {machine()}; {args.head} run, 256-d stand-in models; whole-file predict, 16 kHz PCM16 noise; "
           f"before = {args.before or '-'}")
     print("| recording | audio MB at 16 kHz | before: peak RSS MB | now: peak RSS MB | now / before | seconds now |")
     print("|---|---|---|---|---|---|")
@@ -105,7 +124,7 @@ def main() -> None:
         wav = write_noise(work / f"rec-{minutes:g}min.wav", minutes)
         peaks, seconds, tables = {}, {}, {}
         for name, code in codes.items():
-            out = work / f"pred-{name}-{minutes:g}.csv"
+            out = work / f"pred-{args.head}-{name}-{minutes:g}.csv"
             peaks[name], seconds[name] = predict_peak(code, run, wav, out)
             tables[name] = pd.read_csv(out)
         if "before" in tables:

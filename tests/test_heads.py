@@ -180,6 +180,69 @@ def test_gate_and_cmgi_equal_the_naive_formula_in_outputs_and_gradients(name, hy
         torch.testing.assert_close(fast_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=f"gradient of {n}")
 
 
+class _SoftmaxSizes(torch.overrides.TorchFunctionMode):
+    """Records the size of every tensor a softmax is taken of (attention scores), as the head runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func in (torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax):
+            self.sizes.append(args[0].numel())
+        return func(*args, **(kwargs or {}))
+
+
+def _long_audio_batch(n_audio: int = 200, n_text: int = 12) -> Batch:
+    """Two items, long audio (one padded) and a few text tokens: the shape of predicting a long recording."""
+    g = torch.Generator().manual_seed(5)
+    lengths = {"audio": [n_audio, n_audio - 37], "text": [n_text, n_text - 5]}
+    streams = {}
+    for role, ls in lengths.items():
+        x = torch.randn(2, max(ls), DIMS[role], generator=g)
+        streams[role] = StreamBatch(x, torch.arange(max(ls))[None] < torch.tensor(ls)[:, None])
+    return Batch(streams, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(("name", "hyper"), [("gate", {}), ("cmgi", {}), ("cmgi", {"self_attn": True}),
+                                             ("cmgi", {"self_attn": True, "faithful_padding": True})])
+def test_gate_and_cmgi_evaluate_long_inputs_in_blocks(name, hyper, monkeypatch):
+    """In evaluation no attention holds frames x frames (or tokens x all frames) scores, and the outputs are the
+    unblocked training path's: the evaluation of a 2-hour recording (predict) in bounded memory."""
+    from sercache.heads import base, gate
+
+    torch.manual_seed(0)
+    head = get_head(name)(dims=DIMS, n_classes=4, **hyper)
+    batch, frames = _long_audio_batch(), 200
+    with torch.no_grad(), _SoftmaxSizes() as unblocked:
+        whole = head.train()(batch).logits  # dropout 0: training's path is the unblocked computation
+    if hyper.get("self_attn"):
+        assert max(unblocked.sizes) == 2 * frames * frames  # the recorder sees the scores it must bound
+    monkeypatch.setattr(gate, "EVAL_FRAME_BLOCK", 32)
+    monkeypatch.setattr(base, "EVAL_SCORE_ELEMENTS", 1024)
+    with torch.no_grad(), _SoftmaxSizes() as blocked:
+        out = head.eval()(batch).logits
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
+    assert blocked.sizes and max(blocked.sizes) <= 1024 < max(unblocked.sizes)
+    if hyper.get("self_attn"):  # the self-attention's frames x frames, two query rows at a time
+        assert len(blocked.sizes) >= frames // 2
+
+
+@pytest.mark.parametrize("budget", [1, 62, 200, 10_000])  # a row alone over budget, 1 row, 3 rows, all at once
+def test_attend_rows_equals_attend_for_any_block(budget, monkeypatch):
+    from sercache.heads import base
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(2, 23, 8, generator=g), torch.randn(2, 31, 8, generator=g), torch.randn(2, 31, 5, generator=g)
+    mask = torch.arange(31)[None] < torch.tensor([31, 12])[:, None]
+    whole = base.attend(q, k, v, mask)
+    monkeypatch.setattr(base, "EVAL_SCORE_ELEMENTS", budget)
+    with _SoftmaxSizes() as sizes:
+        blocked = base.attend_rows(q, k, v, mask)
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=1e-6)
+    assert max(sizes.sizes) <= max(budget, 2 * 31) and len(sizes.sizes) == -(-23 // max(1, budget // 62))
+
+
 def test_wsum_weights_start_uniform_and_need_matching_layers():
     head = get_head("wsum")(dims={"audio": 8}, n_classes=4, n_layers=5)
     assert head.layer_distribution == pytest.approx([0.2] * 5)

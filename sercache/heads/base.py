@@ -239,6 +239,29 @@ def attend(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, s
     return torch.matmul(scores.softmax(-1), value)
 
 
+#: Attention scores (query rows x keys, over the batch) :func:`attend_rows` computes at once: 2**24 float32
+#: scores are 64 MB. A 2-hour recording is 360 000 frames at 50 Hz: its frames x frames scores would be 518 GB,
+#: and 512 text tokens x its frames 737 MB per copy (the mask and the softmax make two more).
+EVAL_SCORE_ELEMENTS = 1 << 24
+
+
+def attend_rows(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None,
+                scale: float | None = None) -> Tensor:
+    """:func:`attend`, a block of query rows at a time: at most :data:`EVAL_SCORE_ELEMENTS` scores at once (one
+    row when a row alone has more).
+
+    Each query row's softmax reads only its own scores, so the result is the whole product's, row for row.
+    For evaluation of long inputs (``sercache predict`` of a recording); training calls :func:`attend`.
+    """
+    rows = max(1, EVAL_SCORE_ELEMENTS // max(1, query.shape[0] * key.shape[1]))
+    if query.shape[1] <= rows:
+        return attend(query, key, value, key_mask, scale)
+    out = query.new_empty(*query.shape[:-1], value.shape[-1])
+    for start in range(0, query.shape[1], rows):
+        out[:, start:start + rows] = attend(query[:, start:start + rows], key, value, key_mask, scale)
+    return out
+
+
 #: Characters of gold transcripts for CTC targets (MMER's auxiliary loss). Id 0 is the CTC blank
 #: (and the padding of ``Batch.chars``). Other alphabets are spelled with these letters (ä -> AE, é -> E) and
 #: what remains outside is dropped: see sercache.training.targets.transcript_chars.

@@ -13,15 +13,19 @@ its code do. Encoders are frozen here: the heads train on cached features.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadError, HeadOutput, attend, masked_mean
+from sercache.heads.base import Batch, Head, HeadError, HeadOutput, attend, attend_rows, masked_mean
 
 #: Audio frames gated at once in evaluation: ``sercache predict`` of a long recording is one utterance of
 #: hundreds of thousands of frames, and each frame's gate reads only itself and the text (blocks change nothing
-#: but the order of the mean's sum); 16384 frames are 5.5 minutes of 50 Hz features.
+#: but the order of the mean's sum); 16384 frames are 5.5 minutes of 50 Hz features. The attention over all the
+#: frames (text tokens, or ``cmgi``'s self-attention, reading every frame) is computed a block of query rows at
+#: a time (:func:`~sercache.heads.base.attend_rows`): frames x frames scores are never held.
 EVAL_FRAME_BLOCK = 16_384
 
 
@@ -133,7 +137,7 @@ class GateFusionHead(Head):
                 pooled_audio = masked_mean(gated_audio, a.mask)
             else:
                 pooled_audio = self._gated_audio_mean(x, y, a.mask, t.mask)
-            audio_on_text = attend(y, x, x, a.mask)   # (batch, text tokens, d)
+            audio_on_text = (attend if self.training else attend_rows)(y, x, x, a.mask)  # (batch, text tokens, d)
             pooled_text = masked_mean(self.gate_text(y, audio_on_text), t.mask)
         else:
             xa, yt = masked_mean(x, a.mask), masked_mean(y, t.mask)
@@ -159,6 +163,17 @@ class CrossAttention(nn.Module):
 
     def forward(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
         return attend(self.q(query), self.k(source), self.v(source), source_mask)
+
+    def over_frames(self, query: Tensor, source: Tensor, source_mask: Tensor | None) -> Tensor:
+        """``self(query, source, source_mask)`` for ``query`` already projected (``self.q``), without projecting
+        ``source``: for a long source in evaluation (:func:`~sercache.heads.base.attend_rows`).
+
+        ``q . (W_k s + b_k) = (W_k^T q) . s + q . b_k``, and the second term is the same for every key (the
+        softmax ignores it); each row of weights sums to 1, so ``A (s W_v^T + b_v) = (A s) W_v^T + b_v``. No
+        ``frames x d`` key or value copy of the source is made.
+        """
+        scale = 1.0 / math.sqrt(query.shape[-1])
+        return self.v(attend_rows(query @ self.k.weight, source, source, source_mask, scale))
 
     def gated(self, gate: TemporalGate, x: Tensor, query: Tensor, source: Tensor,
               source_mask: Tensor | None) -> Tensor:
@@ -201,6 +216,8 @@ class CmGIHead(Head):
     def forward(self, batch: Batch) -> HeadOutput:
         a, t = batch.streams["audio"], batch.streams["text"]
         x, y = a.x, self.text_proj(t.x)
+        if not self.training:
+            return self._evaluate(x, y, a.mask, t.mask)
         mask_a, mask_t = (None, None) if self.faithful_padding else (a.mask, t.mask)
         cl = self.cross(y, x, mask_a)
         xg, yg = (x, y) if self.self_attention is None else (self.self_attention(x, x, mask_a),
@@ -213,3 +230,32 @@ class CmGIHead(Head):
         else:
             pa, pl = masked_mean(fa, a.mask), masked_mean(fl, t.mask)
         return HeadOutput(self.classifier(self.dropout(torch.cat([pa, pl], dim=-1))))
+
+    def _evaluate(self, x: Tensor, y: Tensor, audio_mask: Tensor, text_mask: Tensor) -> HeadOutput:
+        """:meth:`forward` in evaluation, in bounded memory for any number of audio frames.
+
+        The audio side is gated and pooled :data:`EVAL_FRAME_BLOCK` frames at a time, and every attention that
+        reads all the frames (``Cl``, the self-attention) is computed a block of query rows at a time
+        (:func:`~sercache.heads.base.attend_rows`), with no key or value projection of the frames
+        (:meth:`CrossAttention.over_frames`): the frames x frames scores of the self-attention (518 GB for 2 hours
+        at 50 Hz) and the frames x d copies are never held. The same outputs as training's path, up to float
+        rounding.
+        """
+        mask_a, mask_t = (None, None) if self.faithful_padding else (audio_mask, text_mask)
+        cross, sa = self.cross, self.self_attention
+        cl = cross.over_frames(cross.q(y), x, mask_a)  # (batch, text tokens, d)
+        yg = y if sa is None else attend_rows(sa.q(y), sa.k(y), sa.v(y), mask_t)
+        fl = self.gate(yg, cl)
+        pl = fl.mean(1) if self.faithful_padding else masked_mean(fl, text_mask)
+        key_y, value_y = cross.k(y), cross.v(y)
+        total = x.new_zeros(x.shape[0], x.shape[-1])
+        for start in range(0, x.shape[1], EVAL_FRAME_BLOCK):
+            xs = x[:, start:start + EVAL_FRAME_BLOCK]
+            xg = xs if sa is None else sa.over_frames(sa.q(xs), x, mask_a)
+            fa = gated_attention(self.gate, xg, cross.q(xs), key_y, value_y, mask_t)
+            if not self.faithful_padding:
+                fa = fa * audio_mask[:, start:start + EVAL_FRAME_BLOCK].unsqueeze(-1).to(fa.dtype)
+            total += fa.sum(1)
+        count = (torch.full_like(total[:, :1], x.shape[1]) if self.faithful_padding
+                 else audio_mask.unsqueeze(-1).to(x.dtype).sum(1).clamp(min=1.0))
+        return HeadOutput(self.classifier(self.dropout(torch.cat([total / count, pl], dim=-1))))
