@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sercache"
 #: Layer of each top-level module or package of sercache (a higher layer may import a lower one).
 LAYERS = {
     "errors": -1,  # the exception root, below everything
-    "_typing": 0, "option_pairs": 0, "cluster_engines": 0, "stream_checks": 0, "registry": 0,  # leaf utilities
+    "_typing": 0, "interrupts": 0, "option_pairs": 0, "cluster_engines": 0, "stream_checks": 0, "registry": 0,  # leaf utilities
     "head_catalog": 0,                            # the heads' names and roles, read from their source (stdlib)
     "store": 1,
     "metrics": 1,                                 # the reported figures and their registry, one module each (numpy)

@@ -95,6 +95,7 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
     click.echo(f"extract: reading {root} as {corpus} (streams {streams}) into {out}", err=True)
     try:
         from sercache.extract.runner import run_extract
+        from sercache.interrupts import remembered_interrupts
     except KeyboardInterrupt:
         stopped_before_work()
     from sercache.extract.options import (
@@ -120,7 +121,8 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
         if scale_out is not None:
             return run_on_cluster(opts, scale_out, progress=not no_progress)
         say_resuming(opts)
-        report = run_extract(opts)
+        with remembered_interrupts():
+            report = run_extract(opts)
     except KeyboardInterrupt:  # finished batches were flushed on the way out
         interrupted(opts) if opts is not None else stopped_before_work()
     # errors: printed by the sercache group (cli/common.py); StrictStop (bad data, not a bad request) exits 1

@@ -102,6 +102,7 @@ def train(**options: Any) -> None:
     options from a YAML/JSON file; a run's own config.json replays that run.
     """
     try:  # torch and the heads: seconds, during which Ctrl-C must not end in a bare "Aborted!"
+        from sercache.interrupts import remembered_interrupts
         from sercache.training.config_file import load_train_file, request_from_options
         from sercache.training.outcome import finished_results, training_outcome
         from sercache.training.run import TrainingInterrupted, run_training
@@ -116,7 +117,8 @@ def train(**options: Any) -> None:
             if options["head"] and file.file_only(options["head"]):  # the command line alone cannot redo the run
                 skip = ("no_progress", "progress_every")
         req = request_from_options(options, file, command=replayable_command(ctx, skip))
-        run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
+        with remembered_interrupts():
+            run, results = run_training(req, progress=lambda m: click.echo(m, err=True))
     except TrainingInterrupted as stop:
         click.echo(f"\ninterrupted. kept {stop.kept} of {stop.total} fold/seed tasks in {stop.run} (finished ones "
                    "are not trained again); rerun the same command to resume", err=True)

@@ -22,6 +22,7 @@ from sercache.extract.batching import PlanItem, plan_batches
 from sercache.extract.options import StrictStop
 from sercache.features.audio import AudioError, load_audio, resampled_length
 from sercache.features.base import AudioItem, Extractor, ExtractResult, TextItem
+from sercache.interrupts import stop_if_interrupted
 from sercache.store.layout import staging_dir, stream_path
 from sercache.store.manifest import read_stream_field, read_stream_index
 from sercache.store.records import ExtractionProblem
@@ -92,6 +93,7 @@ class StreamJob:
                  f" ({len(self.rows) - len(writer.remaining_ids)} staged before)" if writer.done_ids else "")
         try:
             self._run_audio(run) if extractor.input == "audio" else self._run_text()
+            stop_if_interrupted()  # a Ctrl-C swallowed during the last batch: not finalised, kept for the rerun
         except BaseException:
             with contextlib.suppress(Exception):  # Ctrl-C or a crash: keep every finished batch
                 writer.flush()
@@ -186,6 +188,7 @@ class StreamJob:
             start = time.monotonic()
             pending: Future | None = pool.submit(self._load, batches[0]) if batches else None
             for b, batch in enumerate(batches):
+                stop_if_interrupted()
                 waited = time.monotonic()
                 good, bad = pending.result()  # type: ignore[union-attr]
                 pending = pool.submit(self._load, batches[b + 1]) if b + 1 < len(batches) else None  # decode ahead
@@ -232,6 +235,7 @@ class StreamJob:
         batches = plan_batches(items, self.extractor.batch_policy())
         with self._progress(len(items)) as bar:
             for b, batch in enumerate(batches):
+                stop_if_interrupted()
                 began = time.monotonic()
                 self._store([TextItem(it.utt_id, str(self.by_id.loc[it.utt_id, "path"]), texts[it.utt_id])
                              for it in batch])

@@ -19,6 +19,7 @@ import torch
 
 from sercache.errors import SercacheError
 from sercache.heads.base import Head
+from sercache.interrupts import stop_if_interrupted
 from sercache.training.data import bucket_batches
 from sercache.training.metrics import classification_metrics
 from sercache.training.segments import SegmentTable
@@ -109,6 +110,7 @@ def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray |
         total, count = 0.0, 0
         batches = segments.batches(cfg.batch_size, rng) if segments else bucket_batches(lengths, cfg.batch_size, rng)
         for k, b in enumerate(batches, 1):
+            stop_if_interrupted()  # a Ctrl-C swallowed by a finaliser still stops the task here
             if segments is not None:
                 x, mask, y = segments.gather(b)
                 loss = head.segment_loss(x, mask, y)
