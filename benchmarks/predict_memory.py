@@ -9,8 +9,9 @@ own process, once with this checkout and once with ``--before`` (a git commit, c
 folder of the work directory (``git archive``)); the peak RSS of that process alone is read from ``wait4``. Both write the same
 table (the probabilities are compared).
 
-``--head`` picks the run's head: ``gate`` (default), ``cmgi``, or ``cmgi-sa`` (``cmgi`` with ``self_attn``: a
-self-attention over every frame, evaluated a block of query rows at a time since issue 23's point 10).
+``--head`` picks the run's head: ``gate`` (default), ``cmgi``, ``cmgi-sa`` (``cmgi`` with ``self_attn``: a
+self-attention over every frame, evaluated a block of query rows at a time since issue 23's point 10), or ``mmer``
+(its frames read a block at a time in evaluation: sercache/heads/mmer_streamed.py).
 
 Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default lengths take minutes). Measured
 (docs/benchmarks.md, 2 shared cores, 2026-12-04; before = main at 5992824):
@@ -21,6 +22,8 @@ Target (issue 23): at most 2 GB for 2 hours (``--minutes 120``; the default leng
         120 min, cmgi: 4363 MB before, 1618 MB now (435 s)
     python benchmarks/predict_memory.py --head cmgi-sa --minutes 5 --before main --workdir DIR
         5 min, cmgi self_attn: 2420 MB before, 834 MB now
+    python benchmarks/predict_memory.py --head mmer --minutes 5,15 --before 4db8305 --workdir DIR
+        15 min, mmer: 2422 MB before, 1452 MB now; with --minutes 120 --before '': 1572 MB now
 
     python benchmarks/predict_memory.py [--minutes 5,15] [--head gate] [--before 75a2eea] [--workdir DIR]
 """
@@ -39,7 +42,7 @@ BEFORE = "75a2eea"
 
 
 #: ``--head`` choices: head name and hyperparameters (``cmgi-sa``: the self-attention version, frames x frames).
-HEADS = {"gate": ("gate", {}), "cmgi": ("cmgi", {}), "cmgi-sa": ("cmgi", {"self_attn": True})}
+HEADS = {"gate": ("gate", {}), "cmgi": ("cmgi", {}), "cmgi-sa": ("cmgi", {"self_attn": True}), "mmer": ("mmer", {})}
 
 
 def build_run(work: Path, label: str = "gate") -> Path:

@@ -228,6 +228,60 @@ def test_gate_and_cmgi_evaluate_long_inputs_in_blocks(name, hyper, monkeypatch):
         assert len(blocked.sizes) >= frames // 2
 
 
+class _LargestTensor(torch.overrides.TorchFunctionMode):
+    """Records the largest tensor any torch function returns (intermediates included), as the head runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize(("n_audio", "n_text", "budget"), [(200, 12, 1024), (200, 12, 1), (150, 90, 2048)])
+def test_mmer_evaluates_long_inputs_a_block_of_frames_at_a_time(n_audio, n_text, budget, monkeypatch):
+    """In evaluation MMER reads the frames a block at a time (a running softmax over the blocks for the token
+    queries, the frame-query attention and feed-forward per block) and gives the unblocked path's logits; nothing
+    it computes is larger than the budget allows (issue 23: predict of a long recording in bounded memory)."""
+    from sercache.heads import base
+
+    torch.manual_seed(0)
+    head = get_head("mmer")(dims=DIMS, n_classes=4, hidden=32, heads=4, ffn_dim=64, dropout=0.0)
+    batch = _long_audio_batch(n_audio, n_text)
+    with torch.no_grad(), _LargestTensor() as unblocked:
+        whole = head.eval()(batch).logits  # the budget's default: a short input takes the unblocked path
+    monkeypatch.setattr(base, "EVAL_SCORE_ELEMENTS", budget)
+    with torch.no_grad(), _LargestTensor() as blocked:
+        out = head.eval()(batch).logits
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
+    # nothing larger than the budget, or than the text's own fused sequence (tokens x 2 hidden), whatever the frames
+    text_wide = 2 * n_text * 2 * 32
+    assert blocked.largest <= max(budget, text_wide) < unblocked.largest
+    longer = _long_audio_batch(2 * n_audio, n_text)
+    with torch.no_grad(), _LargestTensor() as twice_the_frames:
+        head(longer)
+    assert twice_the_frames.largest == blocked.largest
+
+
+def test_mmer_blocks_keep_an_item_without_real_frames_as_the_unblocked_path_does(monkeypatch):
+    from sercache.heads import base
+
+    torch.manual_seed(0)
+    head = get_head("mmer")(dims=DIMS, n_classes=4, hidden=32, heads=4, ffn_dim=64, dropout=0.0).eval()
+    batch = _long_audio_batch(120, 8)
+    batch.streams["audio"].mask[1] = False  # every frame of the second item is padding
+    with torch.no_grad():
+        whole = head(batch).logits
+        monkeypatch.setattr(base, "EVAL_SCORE_ELEMENTS", 500)
+        out = head(batch).logits
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("budget", [1, 62, 200, 10_000])  # a row alone over budget, 1 row, 3 rows, all at once
 def test_attend_rows_equals_attend_for_any_block(budget, monkeypatch):
     from sercache.heads import base

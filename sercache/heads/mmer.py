@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from sercache.heads import register
 from sercache.heads.base import CHAR_VOCAB, Batch, Head, HeadError, HeadOutput, StreamBatch, masked_max
+from sercache.heads.mmer_streamed import evaluate_in_blocks, needs_blocks
 
 #: BERT's LayerNorm epsilon, as in the original's ``BertLayerNorm``.
 BERT_LAYER_NORM_EPS = 1e-12
@@ -223,6 +224,8 @@ class MMERHead(Head):
             None in eval mode or when every auxiliary term is off or unavailable.
         """
         audio, text = batch.streams["audio"], batch.streams["text"]
+        if not self.training and needs_blocks(self, audio, text):  # a long recording: frames a block at a time
+            return HeadOutput(evaluate_in_blocks(self, audio, text))
         a1, a2 = self.proj_a1(audio.x), self.proj_a2(audio.x)
         fused = self._pooled_fusion(a1, a2, audio.mask, text)
         features = torch.cat([masked_max(audio.x, audio.mask), self.downsample(fused)], -1)
