@@ -140,7 +140,9 @@ def test_ctrl_c_stops_the_device_workers_says_what_is_kept_and_the_same_command_
     command.remove("--no-progress")  # the workers' progress, as one bar on the coordinator's stderr
     first = tmp_path / "first.err"
     with open(first, "w") as err:
-        coordinator = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=ENV)
+        # SIGINT back to its default in the coordinator: a test run in the background would pass it on ignored
+        coordinator = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=ENV,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers: list[int] = []
     try:
         while not list(out.glob("*/.staging/*/seg-*.h5")):  # the event: a worker has stored a batch

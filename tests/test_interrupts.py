@@ -17,6 +17,15 @@ from tests.conftest import extract_args
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """SIGINT handled as in a terminal, also when the suite runs in the background (nohup, &: SIGINT ignored,
+    which sercache keeps ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 class _Garbage:
     pass
 
@@ -35,6 +44,14 @@ def test_a_swallowed_ctrl_c_is_remembered_until_the_next_safe_point():
         with pytest.raises(KeyboardInterrupt):
             stop_if_interrupted()
         stop_if_interrupted()  # once only: the next check passes
+
+
+def test_an_ignored_sigint_stays_ignored():  # nohup sercache extract ... &
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with remembered_interrupts():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)
+        stop_if_interrupted()
 
 
 def test_outside_the_block_sigint_is_handled_as_before():
