@@ -24,7 +24,8 @@ folds (``--folds`` EmoBox folder or CSV).
    chosen on the validation speakers), the same with the openSMILE functionals, ``wsum`` over every
    hidden state, and the fusion heads (gate, cmgi, tmn, mmer: Whisper frames + MiniLM tokens of the
    Whisper transcripts, and of the gold text), these for the ``--fusion-presets`` only (default
-   ``emodb7``: a CPU trains them for hours). tmn and mmer count as slow (``--skip-slow``). Extraction
+   ``emodb7``: a CPU trains them for hours). tmn and mmer count as slow (``--skip-slow``). The ASR and MiniLM
+   streams are extracted only when a fusion row will run (decoding costs seconds per clip on a CPU). Extraction
    seconds per utterance of each stream are printed (the whole ``sercache extract`` call over the corpus).
 
 Every method sees the same test folds (read from the first sercache run's folds.json). UA and WA
@@ -139,8 +140,11 @@ def minilm_folder() -> str:
 
 
 def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str, text_model: str,
-                          precision: str) -> list[tuple[str, float]]:
-    """The Whisper, Whisper-ASR and MiniLM streams into the benchmark's cache: (streams, seconds per utterance)."""
+                          precision: str, with_text: bool = True) -> list[tuple[str, float]]:
+    """The Whisper, Whisper-ASR and MiniLM streams into the benchmark's cache: (streams, seconds per utterance).
+
+    ``with_text=False``: the Whisper frames only (no fusion row will run: decoding costs seconds per clip on a CPU).
+    """
     import sercache
 
     common = ["extract", root, "--corpus", corpus, "--out", str(cache_dir), *DEVICE, "--precision", precision,
@@ -150,7 +154,7 @@ def extract_real_encoders(root: str, corpus: str, cache_dir: Path, model: str, t
         ("asr (Whisper, German)", ["--streams", "asr", "--asr-model", model, "--asr-language", "de"]),
         ("text_asr + text_gold (MiniLM)", ["--streams", "text_asr,text_gold", "--text-model", text_model,
                                           "--text-layers", "all"]),
-    ]
+    ][:None if with_text else 1]
     out = []
     for name, args in calls:
         seconds, _ = sercache_cli(*common, *args)
@@ -313,13 +317,18 @@ def main() -> None:
         print(f"sercache extract --streams {STREAMS}: {seconds:.0f} s (reused if already there)")
         heads = HEADS
     if not args.no_whisper:
-        extract_real_encoders(args.root, args.corpus, cache_dir, args.whisper, args.text_model or minilm_folder(),
-                              args.precision)
         heads = heads + [h for h in WHISPER_HEADS if not (args.no_classic and "egemaps" in h[0])]
     if args.only:
         heads = [h for h in heads if args.only in h[0]]
     if args.heads:
         heads = [h for h in heads if h[1][1] in args.heads.split(",")]
+    heads = [h for h in heads if not (h[2] and args.skip_slow)]
+    fusion_runs = any(h[1][1] in FUSION for h in heads) and (
+        args.fusion_folds or set(args.presets.split(",")) & set(args.fusion_presets.split(",")))
+    if not args.no_whisper:  # the transcripts and their embeddings only where a fusion row reads them
+        extract_real_encoders(args.root, args.corpus, cache_dir, args.whisper,
+                              (args.text_model or minilm_folder()) if fusion_runs else "", args.precision,
+                              with_text=bool(fusion_runs))
     cache = sercache.open_cache(cache_dir)
     paths = dict(zip(cache.utterances.utt_id, cache.utterances.path))
     ids = sorted(paths)

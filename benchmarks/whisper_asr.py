@@ -14,7 +14,8 @@ gold text comes from the EmoDB reader's table of the sentences), default model
 4. ``--asr-backend faster-whisper`` and ``faster-whisper-int8`` (CTranslate2), where the
    ``faster_whisper`` package is importable: step 1 again, then seconds per utterance, WER, and how
    many transcripts equal the transformers backend's. The one-off conversion of MODEL with
-   ctranslate2's converter (into ``--workdir``/ctranslate2) happens before the timing; it works
+   ctranslate2's converter (into ``--workdir``/ctranslate2) happens before the timing; the backends
+   then run in turn, ``--rounds`` times (a backend's figure is its median over the rounds); it works
    with transformers 5.24 and ctranslate2 4.8 as they are. faster-whisper pads the log-mel with
    zeros after normalising where transformers pads the audio, so transcripts of short clips can
    differ for that reason alone (../shared/models/README.md).
@@ -24,7 +25,7 @@ sentence: the missing words count as deletions, and the WER is far above Whisper
 sentences. ``--limit N`` takes N clips spread over the corpus (a quick look).
 
     python benchmarks/whisper_asr.py [--root DIR] [--model DIR] [--limit N] [--batches 1,8]
-        [--backends faster-whisper,faster-whisper-int8] [--skip-detect] [--workdir DIR]
+        [--backends faster-whisper,faster-whisper-int8] [--rounds 2] [--skip-detect] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from _common import REPO, benchmark_parser, machine, workdir
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "emodb-2s"
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--backends", default="faster-whisper,faster-whisper-int8",
                     help="--asr-backend values to compare with transformers (need faster-whisper)")
     ap.add_argument("--skip-detect", action="store_true", help="skip the language-detection run")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the backend timing (each backend once per round)")
     args = ap.parse_args()
     work = workdir(args.workdir, "whisper-asr")
     root, model = Path(args.root), Path(args.model)
@@ -154,15 +157,29 @@ def main() -> None:
     os.environ.setdefault("SERCACHE_CT2_CACHE", str(work / "ctranslate2"))
     convert_for_faster_whisper(model)
     ours = {u: text for u, (text, _) in reference.items()}
+    backends = ["transformers", *[b for b in args.backends.split(",") if b]]
+    # Side by side: every round runs each backend once, in turn, so a change of the machine's load falls on
+    # all of them; a backend's figure is its median over the rounds (round 1 of transformers is the run above).
+    seconds = {b: [] for b in backends}
+    seconds["transformers"].append(given_per_utt)
+    for round_ in range(args.rounds):
+        for backend in backends:
+            if round_ == 0 and backend == "transformers":
+                continue
+            cache = work / f"cache-{backend}"
+            seconds[backend].append(extract(corpus, cache, model, "--asr-language", "de", "--asr-backend", backend))
     print("\n## --asr-backend, language de, greedy; identical: transcripts equal to transformers generate's")
-    print(f"{'backend':<22} {'s/utt':>7} {'WER':>7} {'identical':>10}")
-    print(f"{'transformers':<22} {given_per_utt:>7.2f} {100 * cache_wer(given):>6.1f}% {len(ours):>4}/{len(ours)}")
-    for backend in [b for b in args.backends.split(",") if b]:
-        cache = work / f"cache-{backend}"
-        per_utt = extract(corpus, cache, model, "--asr-language", "de", "--asr-backend", backend)
+    print(f"s/utt: the median of {args.rounds} round(s), each backend once per round in turn (each round's figure in brackets)")
+    print(f"{'backend':<22} {'s/utt':>7} {'vs transformers':>16} {'WER':>7} {'identical':>10}  rounds")
+    base = float(np.median(seconds["transformers"]))
+    for backend in backends:
+        cache = given if backend == "transformers" else work / f"cache-{backend}"
         texts = {u: text for u, (text, _) in hypotheses(cache).items()}
         same = sum(texts[u] == ours.get(u) for u in texts)
-        print(f"{backend:<22} {per_utt:>7.2f} {100 * cache_wer(cache):>6.1f}% {same:>4}/{len(texts)}")
+        median = float(np.median(seconds[backend]))
+        rounds = ", ".join(f"{x:.2f}" for x in seconds[backend])
+        print(f"{backend:<22} {median:>7.2f} {base / median:>15.2f}x {100 * cache_wer(cache):>6.1f}% "
+              f"{same:>4}/{len(texts)}  [{rounds}]")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Regenerate docs/report-screenshot.png: the demo's gate and cmgi runs as `sercache report --html` shows them.
 
-Runs the demo (synthetic corpus, tiny random models: about a minute on 2 CPU cores) in a temporary folder,
+Runs the demo (synthetic corpus, tiny random models: about 35 s on 2 idle CPU cores) in a temporary folder,
 writes the HTML report, renders its top in headless Chromium (tests/browser.py) and saves a 256-colour PNG.
 Needs chromium, chromium-driver and selenium (``pip install -e '.[html]'``)::
 

@@ -145,3 +145,14 @@ def exit_with_parent(parent: int, every: float = 1.0) -> None:
         os._exit(3)
 
     threading.Thread(target=watch, name="sercache-parent-watch", daemon=True).start()
+
+
+def local_pool(jobs: int, return_as: str = "generator_unordered") -> Any:
+    """joblib's loky pool of ``jobs`` worker processes that die with this one (see :func:`exit_with_parent`).
+
+    ``train`` and ``sweep`` both start it here, with the same size and initializer, so that a later call in
+    the same process reuses the workers an earlier one started (joblib keeps one reusable executor).
+    """
+    from joblib import Parallel
+
+    return Parallel(n_jobs=jobs, return_as=return_as, initializer=exit_with_parent, initargs=(os.getpid(),))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sercache.cluster_engines import SlurmSettings, drop_pickles, exit_with_parent, make_executor, squeue_states
+from sercache.cluster_engines import SlurmSettings, drop_pickles, local_pool, make_executor, squeue_states
 from sercache.heads import get_head
 from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
@@ -137,8 +137,7 @@ def _execute(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> It
     calls = [delayed(train_task)(str(t.run), t.fold, t.seed, t.config, device,
                                  int(t.config.threads_per_task or threads), None, parent) for t in tasks]
     if req.backend == "loky":
-        results = Parallel(n_jobs=max(1, min(req.jobs, len(tasks))), return_as="generator",
-                           initializer=exit_with_parent, initargs=(parent,))(calls)
+        results = local_pool(max(1, min(req.jobs, len(tasks))), return_as="generator")(calls)
         yield from zip(tasks, results)
         return
     from dask.distributed import Client  # noqa: F401 - the dask backend needs a client in this context

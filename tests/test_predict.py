@@ -278,6 +278,9 @@ def test_bad_requests_are_refused_before_any_model_loads(runs, tmp_path):
     sf.write(wav, np.sin(np.arange(16_000) / 10).astype(np.float32), 16_000)
     assert "--fold '9'" in refused(str(wav), "--fold", "9")
     assert "needs --window" in refused(str(wav), "--hop", "1")
+    for option, value in (("--window", "inf"), ("--window", "nan"), ("--window", "0"), ("--hop", "inf"),
+                          ("--hop", "-1")):  # inf was an OverflowError traceback; named by option now
+        assert f"Invalid value for '{option}'" in refused(str(wav), "--window", "1", option, value), (option, value)
     assert not (tmp_path / "p.csv").exists()
     with pytest.raises(PredictError, match="waveform of shape"):
         sercache.load_run(runs["gate"]).predict(np.zeros((2, 3, 4)), 16_000, device="cpu")

@@ -130,3 +130,16 @@ def test_sweep_takes_trains_fold_options_an_emobox_folder_included(tmp_path):
             predicted = pd.read_csv(run / f"fold-{k}" / "seed0" / "predictions.csv")
             assert sorted(predicted.utt_id) == sorted(test), (name, k)
     assert "emobox" in (tmp_path / "sweep" / "sweep.json").read_text()
+
+
+def test_sweep_takes_trains_patience(tmp_path):
+    """A sweep's configurations are `train` runs: the early stopping `train --patience` sets is a sweep option too."""
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+    from tests.test_emobox import manifest
+
+    cache = write_synthetic_cache(tmp_path / "cache", manifest(), [SyntheticStream("ssl", "ssl", 8, (0, 1))])
+    made = CliRunner().invoke(cli, ["sweep", str(cache), "--heads", "linear", "--seeds", "1", "--fold", "1",
+                                    "--epochs", "3", "--patience", "1", "--device", "cpu",
+                                    "--out", str(tmp_path / "sweep")], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    assert json.loads((tmp_path / "sweep" / "linear" / "config.json").read_text())["train"]["patience"] == 1

@@ -186,6 +186,8 @@ def cache_status_command(path: Path) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: each head's).")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Epochs without a better validation UA before stopping (default: each head's).")
 @click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
 @click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")
 @click.option("--slurm-gpus-per-task", type=int, default=0, help="GPUs per task for --backend slurm.")
@@ -197,7 +199,7 @@ def cache_status_command(path: Path) -> None:
 def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int, backend: str,
                   scheduler: str | None, jobs: int, fold: str, split_seed: int, label_preset: str | None,
                   audio_stream: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
-                  device: str, **more: Any) -> None:
+                  patience: int | None, device: str, **more: Any) -> None:
     """Train every head x layer configuration on CACHE and write one combined report.
 
     Each configuration is a normal run directory under OUT; all their folds x seeds go through one
@@ -220,7 +222,8 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
                         protocol_options=protocol_options, folds=more["fold_file"], split_seed=split_seed,
                         labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, device=device,
-                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size}, progress_every=None)
+                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience},
+                        progress_every=None)
     req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,
                        scheduler=scheduler, jobs=jobs, base=base, slurm=slurm_settings(slurm),
                        command=replayable_command(click.get_current_context()))

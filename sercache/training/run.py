@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache import __version__
-from sercache.cluster_engines import exit_with_parent
+from sercache.cluster_engines import local_pool
 from sercache.errors import SercacheError
 from sercache.heads import get_head
 from sercache.heads.base import Head
@@ -322,7 +322,7 @@ def run_training(req: TrainRequest, progress: Any = print) -> tuple[Path, list[d
 
 def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[Fold], device: str,
                   progress: Any) -> tuple[Path, list[dict[str, Any]]]:
-    from joblib import Parallel, delayed
+    from joblib import delayed
 
     config = prepare_run_dir(run, config, folds)
     todo = [(f, s) for f in folds for s in config.seeds if not run_layout.is_done(task_dir(run, f.name, s))]
@@ -339,8 +339,7 @@ def _train_locked(req: TrainRequest, run: Path, config: RunConfig, folds: list[F
              for f, s in todo)
     try:
         # each worker dies with this process, even before its first task (see exit_with_parent)
-        for res in Parallel(n_jobs=jobs, return_as="generator_unordered", initializer=exit_with_parent,
-                            initargs=(os.getpid(),))(tasks):
+        for res in local_pool(jobs)(tasks):
             results.append(res)
             progress(describe_result(config, res))
     except BaseException as exc:  # a task's records are written by rename, DONE last: each is done or to redo
