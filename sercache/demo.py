@@ -55,6 +55,7 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
 
     from sercache.extract.options import ExtractOptions
     from sercache.extract.runner import run_extract
+    from sercache.features.models import model_bars
     from sercache.runs.report import make_report
     from sercache.synthetic.corpus import iemocap_like, write_iemocap_tree
     from sercache.synthetic.models import make_tiny_models
@@ -69,7 +70,8 @@ def run_demo(out: Pathlike = "sercache-demo", *, jobs: int = 2, progress: bool =
         write_iemocap_tree(corpus, iemocap_like(**DEMO_CORPUS))
     say(f"[1/4] corpus: {corpus} (IEMOCAP release layout, 5 sessions x 2 speakers, {DEMO_UTTERANCES} utterances "
         "in IEMOCAP's class proportions)")
-    models = make_tiny_models(out / "models", width=DEMO_WIDTH)
+    with model_bars(progress):
+        models = make_tiny_models(out / "models", width=DEMO_WIDTH)
     say(f"[2/4] random stand-in models: {', '.join(str(p) for p in models.values())}")
     # One intra-op thread: the stand-ins' matrices are so small that a second thread only adds
     # synchronisation, and on a shared, busy 2-core machine each step then waits for a free core

@@ -39,7 +39,7 @@ class SweepRequest:
     heads: list[str]
     out: Path
     layers: list[int | None] = field(default_factory=lambda: [None])
-    seeds: int = 3
+    seeds: int | None = None         # None: each head's default (3, or 1 for svm and logreg)
     backend: str = "loky"
     scheduler: str | None = None     # dask: a scheduler address; None starts nothing and is refused
     jobs: int = 1                    # loky: tasks at once
@@ -95,7 +95,8 @@ def run_sweep(req: SweepRequest, progress: Callable[[str], None] = print) -> tup
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / run_layout.SWEEP_FILE, json.dumps(
-        {"cache": str(Path(req.cache).resolve()), "heads": req.heads, "layers": req.layers, "seeds": req.seeds,
+        {"cache": str(Path(req.cache).resolve()), "heads": req.heads, "layers": req.layers,
+         "seeds": {r.out.name: len(c.seeds) for r, (c, _, _) in zip(requests, plans)},
          "backend": req.backend, "runs": [r.out.name for r in requests], "command": req.command}, indent=1))
     with contextlib.ExitStack() as locks:
         tasks = []

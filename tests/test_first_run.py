@@ -133,3 +133,21 @@ def test_predict_names_every_missing_model_folder_before_loading_any(small_corpu
     assert result.exit_code == 2, result.output
     assert "2 model folders the run needs are missing (nothing was loaded)" in result.output, result.output
     assert str(ssl) in result.output and str(text) in result.output and "--model ssl=FOLDER" in result.output
+
+
+def test_no_progress_means_no_bars_from_transformers_either(small_corpus, models, tmp_path, capfd):
+    """run_extract(progress=False), as a script or notebook calls it, shows no "Loading weights" bar from
+    transformers either (the CLI silenced it, the Python API did not), and leaves transformers' setting as it was."""
+    from transformers.utils import logging as hf_logging
+
+    from sercache.extract.options import ExtractOptions
+    from sercache.extract.runner import run_extract
+
+    hf_logging.enable_progress_bar()  # as in a fresh notebook (a CLI test in this process may have turned it off)
+    for progress in (False, True):
+        run_extract(ExtractOptions(root=small_corpus, corpus="iemocap", out=tmp_path / f"cache-{progress}",
+                                   streams=("ssl",), ssl_model=str(models["ssl"]), sessions=["1"], device="cpu",
+                                   progress=progress))
+        err = capfd.readouterr().err
+        assert ("Loading weights" in err) == progress, err[-2000:]
+        assert hf_logging.is_progress_bar_enabled()

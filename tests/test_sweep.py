@@ -143,3 +143,17 @@ def test_sweep_takes_trains_patience(tmp_path):
                                     "--out", str(tmp_path / "sweep")], catch_exceptions=False)
     assert made.exit_code == 0, made.output
     assert json.loads((tmp_path / "sweep" / "linear" / "config.json").read_text())["train"]["patience"] == 1
+
+
+def test_sweep_seeds_default_as_trains(tmp_path):
+    """Without --seeds a sweep gives each head train's default: 3 seeds, 1 for a deterministic head (logreg)."""
+    from sercache.synthetic.cache import SyntheticStream, write_synthetic_cache
+    from tests.test_emobox import manifest
+
+    cache = write_synthetic_cache(tmp_path / "cache", manifest(), [SyntheticStream("ssl", "ssl", 8, (0, 1))])
+    made = CliRunner().invoke(cli, ["sweep", str(cache), "--heads", "linear,logreg", "--fold", "1", "--epochs", "1",
+                                    "--device", "cpu", "--out", str(tmp_path / "sweep")], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["seeds"] == {"linear": 3, "logreg": 1}
+    for head, seeds in (("linear", [0, 1, 2]), ("logreg", [0])):
+        assert json.loads((tmp_path / "sweep" / head / "config.json").read_text())["seeds"] == seeds

@@ -265,9 +265,11 @@ def test_faster_whisper_backend(tmp_path, monkeypatch):
     from sercache.features.rebuild import extractor_for
     from sercache.features.whisper_ct2 import FasterWhisperASRExtractor
 
-    monkeypatch.setenv("SERCACHE_CT2_CACHE", str(tmp_path / "ct2"))
+    monkeypatch.delenv("SERCACHE_CT2_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # nothing may land there
     model = make_whisper_asr(tmp_path / "tiny-30s", window_seconds=30, max_tokens=448, multilingual=False)
-    ext = build_extractor("asr", ASRConfig(model=str(model), backend="faster-whisper"), Runtime("cpu"))
+    store = tmp_path / "cache" / ".models"  # what extract passes: inside the output cache
+    ext = build_extractor("asr", ASRConfig(model=str(model), backend="faster-whisper"), Runtime("cpu", model_store=store))
     assert isinstance(ext, FasterWhisperASRExtractor) and ext.identity()["backend"] == "faster-whisper"
     items = [AudioItem(f"u{i}", "", wave(s, seed=i), transcript="the cat") for i, s in enumerate((0.4, 1.1, 2.5))]
     records = ext.extract(items).records
@@ -282,5 +284,15 @@ def test_faster_whisper_backend(tmp_path, monkeypatch):
         assert ((frames["confidence"] >= 0) & (frames["confidence"] <= 1)).all()
         start, end = frames["start_frame"], frames["end_frame"]
         assert (np.diff(start) >= 0).all() and (end >= start).all() and end.max() <= rec.per_utterance["n_frames"]
-    rebuilt = extractor_for("asr", ext.provenance())
+    assert [p.name for p in (store / "ctranslate2").glob("*/model.bin")] == ["model.bin"]  # converted once, there
+    rebuilt = extractor_for("asr", ext.provenance())  # predict's path: no output cache to keep a conversion in
     assert isinstance(rebuilt, FasterWhisperASRExtractor) and rebuilt.identity() == ext.identity()
+    again = rebuilt.extract(items[:1]).records[0]
+    assert again.per_utterance["text"] == records[0].per_utterance["text"]
+    scratch = rebuilt.scratch
+    assert scratch is not None and (rebuilt.converted() / "model.bin").exists()
+    rebuilt.close()
+    assert not scratch.exists() and not (tmp_path / "home").exists()
+    monkeypatch.setenv("SERCACHE_CT2_CACHE", str(tmp_path / "ct2"))  # the user's own place wins
+    named = extractor_for("asr", ext.provenance())
+    assert named.converted().parent == tmp_path / "ct2" and named.scratch is None

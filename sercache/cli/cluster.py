@@ -171,7 +171,8 @@ def cache_status_command(path: Path) -> None:
               help="Comma-separated audio layers, e.g. 12,18,24 (default: the stream's last). Heads that read every "
                    "stored layer (wsum) get one configuration.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory: one run per configuration.")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds per fold (0..N-1).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds per fold (0..N-1). Default: 3, or 1 for deterministic heads (svm, logreg).")
 @click.option("--backend", type=click.Choice(["loky", "dask", "slurm"]), default="loky",
               help="Where the fold x seed tasks run: local processes, a dask.distributed scheduler, or a SLURM array.")
 @click.option("--scheduler", default=None, help="dask scheduler address for --backend dask, e.g. tcp://host:8786.")
@@ -196,7 +197,7 @@ def cache_status_command(path: Path) -> None:
 @click.option("--slurm-time", default="4:00:00", help="Time limit per task for --backend slurm.")
 @click.option("--slurm-array-parallelism", type=int, default=16, help="At most this many SLURM tasks at once.")
 @click.option("--slurm-setup", multiple=True, help="A shell line run before each SLURM task (repeatable).")
-def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int, backend: str,
+def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int | None, backend: str,
                   scheduler: str | None, jobs: int, fold: str, split_seed: int, label_preset: str | None,
                   audio_stream: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
                   patience: int | None, device: str, **more: Any) -> None:

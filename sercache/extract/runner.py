@@ -26,9 +26,10 @@ from sercache.extract.manifests import read_corpus
 from sercache.extract.options import ExtractError, ExtractOptions, assign_shards, problem_shards
 from sercache.extract.stream_job import ProgressHook, RunSettings, StreamJob, StreamRun, safe_extract
 from sercache.features.base import Extractor
-from sercache.features.streams import Runtime, build_extractor, kind_of_identity, stream_kinds
+from sercache.features.models import model_bars
+from sercache.features.streams import Runtime, build_extractor, get_stream, kind_of_identity, stream_kinds
 from sercache.store.errors import CacheCorruptError, StaleCacheError
-from sercache.store.layout import check_name, list_shards, manifest_path, staging_dir, stream_path
+from sercache.store.layout import MODELS_DIR, check_name, list_shards, manifest_path, staging_dir, stream_path
 from sercache.store.lock import ShardLock
 from sercache.store.manifest import read_manifest, read_stream_index, register_streams, registered_streams, write_manifest
 from sercache.store.ownership import refuse_foreign_files
@@ -84,7 +85,7 @@ def resolve_precision(precision: str, device: str) -> str:
 def build_extractors(opts: ExtractOptions, device: str, precision: str) -> dict[str, Extractor]:
     """Stream name -> extractor, checking every model config and layer spec (no weights loaded)."""
     kinds = {opts.name_of(k): k for k in opts.streams}
-    runtime = Runtime(device=device, batch_seconds=opts.batch_seconds)
+    runtime = Runtime(device=device, batch_seconds=opts.batch_seconds, model_store=opts.out / MODELS_DIR)
     return {name: build_extractor(kinds[name], config, runtime)
             for name, config in opts.stream_configs(precision).items()}
 
@@ -159,10 +160,11 @@ def run_extract(opts: ExtractOptions, on_progress: ProgressHook | None = None) -
                     on_progress(job.shard, name, 0, len(job.rows))
         # Stream by stream, in --streams order, each over every shard: the first stream is finished
         # corpus-wide before a slow one starts, and each model is freed once its stream is done.
-        for name, extractor in extractors.items():
-            for job in jobs:
-                report.runs.append(job.run_stream(name, settings))
-            extractor.close()
+        with model_bars(opts.progress or all(get_stream(k).model_option is None for k in opts.streams)):
+            for name, extractor in extractors.items():
+                for job in jobs:
+                    report.runs.append(job.run_stream(name, settings))
+                extractor.close()
     return report
 
 

@@ -7,6 +7,7 @@ hour of extraction.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -14,6 +15,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,27 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 
 class ModelError(SercacheError, ValueError):
     """A model that cannot serve the role it was given (named in the message)."""
+
+
+@contextlib.contextmanager
+def model_bars(shown: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") shown or hidden for a block.
+
+    A caller that asked for no progress (``progress=False``) gets none from transformers either; the
+    setting is restored after, so a notebook's later ``from_pretrained`` calls show their bars again.
+    """
+    if shown:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_shown:
+            hf_logging.enable_progress_bar()
 
 
 def _config(name: str, role: str) -> Any:

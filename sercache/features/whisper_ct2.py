@@ -2,9 +2,11 @@
 
 An optional backend of the ``asr`` stream (``pip install 'sercache[faster-whisper]'``), faster on a
 CPU than transformers' ``generate`` (benchmarks/whisper_asr.py). ``--asr-model`` stays the
-transformers folder or hub id: its weights are converted once with ctranslate2's own converter
-into ``$SERCACHE_CT2_CACHE`` (default ``~/.cache/sercache/ctranslate2``), in a folder named by the
-weights' fingerprint, so the recorded identity still names the model the user gave.
+transformers folder or hub id: its weights are converted once with ctranslate2's own converter,
+into a folder named by the model and its weights' fingerprint (so the recorded identity still names
+the model the user gave) under ``$SERCACHE_CT2_CACHE`` when set, else under the output cache's
+``.models/ctranslate2`` (extract: reused by every shard and rerun), else into a temporary folder
+removed when the extractor closes (``predict``): nothing is written outside a folder the user named.
 
 Clips within the 30 s window are decoded in batches the way the transformers backend decodes
 them: one encoder pass, language detection on it where no language is given, greedy ``generate``
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +45,18 @@ COMPUTE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 INT8 = {"cpu": "int8", "cuda": "int8_float16"}
 
 
-def ct2_cache() -> Path:
-    return Path(os.environ.get("SERCACHE_CT2_CACHE", Path.home() / ".cache" / "sercache" / "ctranslate2"))
+def ct2_cache(model_store: Path | None) -> Path | None:
+    """Where converted models are kept: ``$SERCACHE_CT2_CACHE``, else ``MODEL_STORE/ctranslate2`` (None: nowhere)."""
+    if os.environ.get("SERCACHE_CT2_CACHE"):
+        return Path(os.environ["SERCACHE_CT2_CACHE"]).expanduser()
+    return model_store / "ctranslate2" if model_store is not None else None
 
 
 class FasterWhisperASRExtractor(WhisperTranscriber):
     """Greedy Whisper transcripts from CTranslate2, stored token by token like the transformers backend's."""
 
     def __init__(self, model: str, *, backend: str = "faster-whisper", language: str = "detect", device: str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", model_store: Path | None = None) -> None:
         try:
             import faster_whisper  # noqa: F401
         except ImportError:
@@ -74,6 +80,8 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         self.timestamp_begin, self.special_ids = self.no_timestamps + 1, set(self.tokenizer.all_special_ids)
         self.window = 30 * SAMPLE_RATE  # faster-whisper's, whatever the model's
         self.fingerprint = weights_fingerprint(model)
+        self.store = ct2_cache(model_store)
+        self.scratch: Path | None = None  # a temporary conversion, removed on close
         self.model: Any = None
 
     def identity(self) -> dict[str, Any]:
@@ -87,7 +95,8 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         import faster_whisper
 
         return dict(super().details(), device=self.device, ctranslate2=ctranslate2.__version__,
-                    faster_whisper=faster_whisper.__version__, converted=str(self.converted()),
+                    faster_whisper=faster_whisper.__version__,
+                    converted=str(self.converted()) if self.store is not None else "a temporary folder",
                     confidence="the token's probability in ctranslate2's aligning pass",
                     long_audio="faster-whisper transcribe (timestamp tokens, word timestamps): stored by word")
 
@@ -96,7 +105,11 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
 
     def converted(self) -> Path:
         """The CTranslate2 folder for these weights (named by model and weights, so a changed model converts anew)."""
-        return ct2_cache() / hashlib.sha256(f"{self.model_name}\n{self.fingerprint}".encode()).hexdigest()[:24]
+        if self.store is None and self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="sercache-ct2-"))
+        root = self.store if self.store is not None else self.scratch
+        assert root is not None
+        return root / hashlib.sha256(f"{self.model_name}\n{self.fingerprint}".encode()).hexdigest()[:24]
 
     def load(self) -> None:
         if self.model is not None:
@@ -108,6 +121,7 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
         if not (folder / "model.bin").exists():  # converted once, beside and then renamed: shards may race
             from ctranslate2.converters import TransformersConverter
 
+            folder.parent.mkdir(parents=True, exist_ok=True)
             partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
             TransformersConverter(self.model_name, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
                 str(partial), force=True)
@@ -121,6 +135,9 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
 
     def close(self) -> None:
         self.model = None
+        if self.scratch is not None:  # a temporary conversion (no store): ours alone, so removed
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     def extract(self, items: list[AudioItem]) -> ExtractResult:
         self.load()

@@ -11,6 +11,7 @@ corpus (``all``) or a ``--shard i/N`` slice of either (``Session1-shard2of4``)::
         text_asr.h5
         .lock                       held (flock) by the one extract process writing this shard
         .staging/ssl/seg-000003.h5  work in progress: whole batches, each file atomic
+      .models/                      converted model copies some backends decode with (faster-whisper)
 
 A stream file only appears when every planned utterance of the shard is either stored or
 recorded as failed, so a finished-looking file is never partial. Work in progress lives
@@ -29,6 +30,7 @@ REGISTRY_FILE = "sercache.json"
 MANIFEST_FILE = "utterances.h5"
 STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
+MODELS_DIR = ".models"
 STREAM_SUFFIX = ".h5"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -36,7 +36,7 @@ def build(c: ASRConfig, rt: Runtime) -> Any:
             from sercache.features.whisper_ct2 import FasterWhisperASRExtractor
 
             return FasterWhisperASRExtractor(c.model, backend=c.backend, language=c.language, device=rt.device,
-                                             precision=c.precision)
+                                             precision=c.precision, model_store=rt.model_store)
         from sercache.features.whisper_asr import WhisperASRExtractor
 
         return WhisperASRExtractor(c.model, language=c.language, device=rt.device, precision=c.precision,

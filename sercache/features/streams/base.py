@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sercache.errors import SercacheError
@@ -53,6 +54,9 @@ class Runtime:
 
     device: str = "cpu"
     batch_seconds: float | None = None
+    #: where a converted copy of a model may be kept (inside the output cache the user named); None: a
+    #: temporary folder, removed when the extractor closes
+    model_store: Path | None = None
 
 
 #: ExtractOptions fields shared by every kind, under the config field names they fill.
