@@ -32,7 +32,7 @@ def main(workdir: str | None = None) -> None:
     out = REPO / "docs" / "report-screenshot.png"
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(workdir or tmp)  # relative paths in the page, as a user running `sercache demo` sees them
-        run_demo("sercache-demo", jobs=1, progress=False, say=lambda message: None)
+        run_demo("sercache-demo", progress=False, say=lambda message: None)  # as `sercache demo`: --jobs 2
         make_report(["sercache-demo/runs/gate", "sercache-demo/runs/cmgi"], html="report.html")
         shot = render(Path("report.html"), Path("shot.png"), down_to=DOWN_TO)
         if shot.errors or not all(i["complete"] and i["naturalWidth"] for i in shot.images):

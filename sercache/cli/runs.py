@@ -94,7 +94,7 @@ def report(runs: tuple[Path, ...], fmt: str, bootstrap: int, html: Path | None) 
 @click.option("--jobs", type=int, default=2, help="Folds trained in parallel.")
 @click.option("--no-progress", is_flag=True, help="No progress bars or lines.")
 def demo(out: Path, jobs: int, no_progress: bool) -> None:
-    """Run extract -> train -> report offline on a synthetic IEMOCAP-layout corpus (about 35 s on an idle 2-core CPU)."""
+    """Run extract -> train -> report offline on a synthetic IEMOCAP-layout corpus (about 35-40 s on an idle 2-core CPU)."""
     from sercache.demo import run_demo
 
     run_demo(out, jobs=jobs, progress=not no_progress, say=click.echo)
