@@ -105,11 +105,14 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
 
     def converted(self) -> Path:
         """The CTranslate2 folder for these weights (named by model and weights, so a changed model converts anew)."""
-        if self.store is None and self.scratch is None:
-            self.scratch = Path(tempfile.mkdtemp(prefix="sercache-ct2-"))
-        root = self.store if self.store is not None else self.scratch
-        assert root is not None
+        root = self.store if self.store is not None else self._scratch()
         return root / hashlib.sha256(f"{self.model_name}\n{self.fingerprint}".encode()).hexdigest()[:24]
+
+    def _scratch(self) -> Path:
+        """This extractor's temporary conversion folder (made on first use, removed by :meth:`close`)."""
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="sercache-ct2-"))
+        return self.scratch
 
     def load(self) -> None:
         if self.model is not None:
