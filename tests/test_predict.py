@@ -19,6 +19,7 @@ from sercache.runs.predict import PredictError, Predictor
 from sercache.runs.predict_inputs import Source, windows
 from sercache.store import open_cache
 from sercache.training.run import TrainRequest, run_training
+from sercache.training.trainer import load_checkpoint
 
 #: gate reads ssl + text_asr frames (so the asr stream runs too); linear pools ssl, mfcc and gold-text statistics.
 RUNS = {
@@ -29,6 +30,8 @@ RUNS = {
                 train={"lr": 2e-3, "batch_size": 8, "epochs": 2}, seeds=1),
     # each fold's layers of ssl chosen on validation: predict reads the ones each checkpoint recorded
     "linear-select": dict(head="linear", layers={"audio": "select"}, train={"lr": 2e-2, "epochs": 3}, seeds=1),
+    # a learned mix of every ssl layer: predict extracts them all and the head mixes them as in training
+    "cmgi-mix": dict(head="cmgi", layers={"audio": "all"}, train={"lr": 3e-3, "batch_size": 8, "epochs": 2}, seeds=1),
 }
 
 
@@ -82,6 +85,10 @@ def test_one_folds_predictions_equal_its_saved_test_predictions(runs, extracted_
         np.testing.assert_allclose(pred.table[["valence_pred", "arousal_pred"]].to_numpy(), va, atol=1e-3)
     else:
         assert "valence_pred" not in pred.table
+    if head == "cmgi-mix":  # the ssl stream's every layer, mixed by learned weights
+        layers = sercache.load_run(run).config.roles["audio"].layers
+        state = load_checkpoint(run / "loso-1" / "seed0" / "checkpoint.pt")["state_dict"]
+        assert len(layers) > 2 and state["layer_mix.audio"].shape == (len(layers),)
 
 
 def test_cli_writes_the_table_for_a_manifest(runs, extracted_cache, tmp_path):

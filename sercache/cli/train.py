@@ -56,7 +56,8 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--layer", default=None, metavar="LAYER",
               help="Audio-stream layer (default: the stream's last stored layer). Pooled heads (linear, mlp, svm, "
               "logreg) also take several, their statistics concatenated (2,3,4), all, or select: each single layer "
-              "and all of them tried, one chosen per fold on the validation speakers.")
+              "and all of them tried, one chosen per fold on the validation speakers. gate, cmgi, tmn and mmer "
+              "take several or all as a learned softmax mix of those layers' frames.")
 @click.option("--text-layer", default=None, metavar="LAYER", help="Text-stream layer (pooled heads: as --layer).")
 @protocol_setting_options()
 @click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0,

@@ -114,6 +114,9 @@ class Head(nn.Module):
     # The same data gives the same model whatever the seed: `train` runs one seed unless told more.
     deterministic: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # Reads every frame role through :meth:`frames`, so ``--layer all`` (or ``2,3,4``) can give it a learned
+    # mix of several stored layers (:meth:`mix_layers`). A head that reads ``batch.streams`` itself leaves it off.
+    mixes_layers: ClassVar[bool] = False
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
@@ -146,7 +149,8 @@ class Head(nn.Module):
         """What ``sercache heads NAME`` prints: the streams it reads, its hyperparameters, how it trains."""
         reads = (f"  reads: {', '.join(cls.roles)}"
                  + (f" (all stored layers of: {', '.join(cls.multi_layer_roles)})" if cls.multi_layer_roles else "")
-                 + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else ""))
+                 + (f"; also uses: {', '.join(sorted(cls.needs))}" if cls.needs else "")
+                 + ("; --layer all (or 2,3,4): a learned mix of those layers' frames" if cls.mixes_layers else ""))
         return "\n".join([f"{cls.name}: {cls.summary}", reads, "  hyperparameters (--set KEY=VALUE): "
                           + ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()),
                           f"  {cls.training_description()}"])
@@ -157,6 +161,39 @@ class Head(nn.Module):
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def mix_layers(self, counts: dict[str, int]) -> None:
+        """Read each of these roles as a learned softmax-weighted sum of its ``counts[role]`` stored layers.
+
+        The weights start at zero (an equal mix) and train with the head, as ``wsum``'s and SUPERB's
+        featurizer do: the mix replaces choosing one layer by hand. Called right after construction, so
+        a checkpoint rebuilds the same parameters; weights left at their zero start use no random numbers,
+        so the head's own initial weights are those of an unmixed run with the same seed.
+        """
+        if not self.mixes_layers:
+            raise HeadError(f"head {self.name!r} reads one stored layer per role; give --layer one layer number")
+        self.layer_mix = nn.ParameterDict({role: nn.Parameter(torch.zeros(n)) for role, n in counts.items()})
+
+    def frames(self, batch: Batch, role: str) -> StreamBatch:
+        """``role``'s frames as ``(batch, frames, dim)``: the stream itself, or its layers mixed (:meth:`mix_layers`)."""
+        stream = batch.streams[role]
+        mix = self._layer_mix()
+        if mix is None or role not in mix:
+            return stream
+        weights = mix[role]
+        if stream.x.dim() != 4 or stream.x.shape[1] != len(weights):
+            raise HeadError(f"{self.name} was built to mix {len(weights)} layers of {role!r}, and the batch gives "
+                            f"{tuple(stream.x.shape)}; the features must come from the run's streams and layers")
+        return StreamBatch(torch.einsum("l,bltd->btd", weights.softmax(0).to(stream.x.dtype), stream.x), stream.mask)
+
+    def layer_weights_of(self) -> dict[str, list[float]]:
+        """The learned share of each mixed layer, per role (empty when no role is mixed)."""
+        mix = self._layer_mix()
+        return {} if mix is None else {r: w.softmax(0).tolist() for r, w in mix.items()}
+
+    def _layer_mix(self) -> nn.ParameterDict | None:
+        # a submodule set after construction lives in _modules only (no class attribute may shadow it)
+        return self._modules.get("layer_mix")  # type: ignore[return-value]
 
     def loss(self, out: HeadOutput, batch: Batch) -> Tensor:
         """Cross-entropy on the labels, plus any auxiliary loss the head computed."""

@@ -113,6 +113,7 @@ class GateFusionHead(Head):
     name = "gate"
     summary = "single-layer temporal-aware gated fusion (parameter-free alignment, shared gate)"
     roles = ("audio", "text")
+    mixes_layers = True  # reads its roles through Head.frames
     train_defaults = {"optimizer": "adam", "lr": 1e-5, "batch_size": 2, "epochs": 15, "patience": 5}
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, align: str = "attention", share_gate: bool = True,
@@ -129,7 +130,7 @@ class GateFusionHead(Head):
         self.classifier = nn.Linear(2 * d, n_classes)
 
     def forward(self, batch: Batch) -> HeadOutput:
-        a, t = batch.streams["audio"], batch.streams["text"]
+        a, t = self.frames(batch, "audio"), self.frames(batch, "text")
         x, y = a.x, self.text_proj(t.x)
         if self.align == "attention":
             if self.training or x.shape[1] <= EVAL_FRAME_BLOCK:
@@ -199,6 +200,7 @@ class CmGIHead(Head):
     name = "cmgi"
     summary = "CmGI baseline: shared q/k/v cross-attention + temporal gate (optionally self-attention)"
     roles = ("audio", "text")
+    mixes_layers = True  # reads its roles through Head.frames
     train_defaults = {"optimizer": "adam", "lr": 1e-5, "batch_size": 2, "epochs": 15, "patience": 5}
 
     def __init__(self, dims: dict[str, int], n_classes: int, *, faithful_padding: bool = False,
@@ -214,7 +216,7 @@ class CmGIHead(Head):
         self.classifier = nn.Linear(2 * d, n_classes)
 
     def forward(self, batch: Batch) -> HeadOutput:
-        a, t = batch.streams["audio"], batch.streams["text"]
+        a, t = self.frames(batch, "audio"), self.frames(batch, "text")
         x, y = a.x, self.text_proj(t.x)
         if not self.training:
             return self._evaluate(x, y, a.mask, t.mask)

@@ -156,6 +156,7 @@ class MMERHead(Head):
     name: ClassVar[str] = "mmer"
     summary: ClassVar[str] = "MMER (Interspeech 2023): BERT-block cross-modal gated fusion + CTC/SupCon aux losses"
     roles: ClassVar[tuple[str, ...]] = ("audio", "text")
+    mixes_layers: ClassVar[bool] = True  # reads its roles through Head.frames
     needs: ClassVar[frozenset[str]] = frozenset({"chars"})
     train_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "lr": 5e-5, "batch_size": 16, "epochs": 30}
 
@@ -223,7 +224,7 @@ class MMERHead(Head):
             Logits ``(batch, n_classes)``; ``aux_loss`` is a weighted scalar in training mode and
             None in eval mode or when every auxiliary term is off or unavailable.
         """
-        audio, text = batch.streams["audio"], batch.streams["text"]
+        audio, text = self.frames(batch, "audio"), self.frames(batch, "text")
         if not self.training and needs_blocks(self, audio, text):  # a long recording: frames a block at a time
             return HeadOutput(evaluate_in_blocks(self, audio, text))
         a1, a2 = self.proj_a1(audio.x), self.proj_a2(audio.x)
@@ -246,6 +247,6 @@ class MMERHead(Head):
         if self.supcon_weight:
             terms.append(self.supcon_weight * supervised_contrastive_loss(z, batch.y, self.temperature))
         if self.infonce_weight and "text_aug" in batch.streams:
-            z_view = F.normalize(self._pooled_fusion(a1, a2, audio.mask, batch.streams["text_aug"]), dim=-1)
+            z_view = F.normalize(self._pooled_fusion(a1, a2, audio.mask, self.frames(batch, "text_aug")), dim=-1)
             terms.append(self.infonce_weight * info_nce_loss(z, z_view, self.temperature))
         return HeadOutput(logits, aux_loss=torch.stack(terms).sum() if terms else None)

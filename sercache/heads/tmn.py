@@ -164,6 +164,7 @@ class TensorMixerHead(Head):
     name: ClassVar[str] = "tmn"
     summary: ClassVar[str] = "Tensor Mixer Network: audio x text [CLS] outer product -> MLP-Mixer, PeakL + V/A"
     roles: ClassVar[tuple[str, ...]] = ("audio", "text")
+    mixes_layers: ClassVar[bool] = True  # reads its roles through Head.frames
     needs: ClassVar[frozenset[str]] = frozenset({"soft", "va"})
     regression: ClassVar[bool] = True
     # Published: AdamW, mixer lr 1e-4 (encoders 1e-5, frozen here), weight decay 1e-6, batch 8,
@@ -217,7 +218,7 @@ class TensorMixerHead(Head):
     def forward(self, batch: Batch) -> HeadOutput:
         """Audio ``(batch, frames, d_audio)`` and text ``(batch, tokens, d_text)`` -> logits
         ``(batch, K)`` and valence/arousal ``(batch, 2)``."""
-        audio, text = batch.streams["audio"], batch.streams["text"]
+        audio, text = self.frames(batch, "audio"), self.frames(batch, "text")
         pooled_audio = masked_mean(self.audio_proj(audio.x), audio.mask)  # (batch, F)
         cls_text = self.text_proj(text.x[:, 0])                           # (batch, F)
         image = pooled_audio.unsqueeze(2) * cls_text.unsqueeze(1)        # (batch, F, F): a_i * t_j

@@ -47,7 +47,8 @@ def restore_head(seed_dir: Path, head_name: str, data: Any) -> Head:
         raise DataError(f"{seed_dir}: the checkpoint expects feature dims {ckpt['dims']}, these features give "
                         f"{data.dims}; the features must come from the same encoders and layers")
     try:  # a checkpoint that is not this run's: its hyperparameters or weights do not fit the head
-        head = build_head(head_name, ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"])
+        head = build_head(head_name, ckpt["dims"], ckpt["n_classes"], ckpt["hyperparameters"],
+                          getattr(data, "roles", None))
         head.load_state_dict(ckpt["state_dict"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"{seed_dir}/{CHECKPOINT} does not rebuild this run's {head_name} head ({exc}); {RETRAIN}") from None

@@ -53,8 +53,12 @@ def summarize(run: RunRecord, n_boot: int = 1000) -> dict[str, Any]:
     return out
 
 
-def _layer_words(spec: RoleSpec | None, encoder: dict[str, Any]) -> str:
-    """``ssl layer(s) 12``; several layers of a pooled stream as ``whisper:0-6``, and how select chose among them."""
+def _layer_words(spec: RoleSpec | None, encoder: dict[str, Any], mixed: dict[str, float] | None = None) -> str:
+    """``ssl layer(s) 12``; several layers of a pooled stream as ``whisper:0-6``, and how select chose among them;
+    a frame head's learned mix of layers with its mean weights (``mixed``)."""
+    if mixed:
+        return (f"{encoder.get('stream')} layers {','.join(mixed)}, a learned mix (mean weight over tasks: "
+                + " ".join(f"{k}:{v:.2f}" for k, v in mixed.items()) + ")")
     if spec is None or not any(isinstance(v, list) for v in spec.layers):
         return f"{encoder.get('stream')} layer(s) {','.join(map(str, encoder.get('layers', [])))}"
     return spec.describe() + (" (per fold, one of each single layer or all, chosen on validation: --layer select)"
@@ -63,7 +67,7 @@ def _layer_words(spec: RoleSpec | None, encoder: dict[str, Any]) -> str:
 
 def header(run: RunRecord) -> list[str]:
     c = run.config
-    enc = "; ".join(f"{role}: {_layer_words(c.roles.get(role), e)}"
+    enc = "; ".join(f"{role}: {_layer_words(c.roles.get(role), e, mean_layer_weights(run, role))}"
                     f"{' (' + str(e['model']) + ')' if e.get('model') else ''}"
                     f"{' [synthetic]' if e.get('synthetic') else ''}" for role, e in c.encoders.items())
     proto = c.protocol + (f" ({c.subset} subset)" if c.subset != "all" else "")
@@ -84,6 +88,16 @@ def header(run: RunRecord) -> list[str]:
             + " by validation UA (validation carved from the training side; the test fold is never used)"
             + ("; then refit on training + validation" if c.train.refit else ""),
             f"cache: {c.cache}"]
+
+
+def mean_layer_weights(run: RunRecord, role: str) -> dict[str, float] | None:
+    """The mean over tasks of the learned weight of each layer of ``role`` (None: the run mixes no layers there)."""
+    if "layer_weights" not in run.metrics:
+        return None
+    per_task = [d[role] for d in run.metrics.layer_weights if isinstance(d, dict) and isinstance(d.get(role), dict)]
+    if not per_task:
+        return None
+    return {k: float(np.mean([float(w.get(k, np.nan)) for w in per_task])) for k in per_task[0]}
 
 
 def training_line(config: RunConfig) -> str:

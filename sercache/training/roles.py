@@ -3,7 +3,10 @@
 A head reads roles (``audio``, ``text``...); each maps to a cache stream and layers.
 
 * A frame head reads one stored layer of one stream (``--layer N``), or every stored layer for
-  the roles it weights itself (``multi_layer_roles``: wsum...).
+  the roles it weights itself (``multi_layer_roles``: wsum...). The fusion heads that read their
+  roles through ``Head.frames`` (gate, cmgi, tmn, mmer) also take several (``--layer 2,3,4``) or
+  ``all``: the role then arrives as ``(batch, layers, frames, dim)`` and the head learns a softmax
+  mix of those layers (``Head.mix_layers``) instead of reading one chosen by hand.
 * A pooled head (linear, mlp, svm, logreg) reads utterance statistics, which the cache holds for
   every layer of a stream, stored frame by frame or not. One role may name several streams
   (``--audio-stream whisper,egemaps``): openSMILE streams give their functionals, every other
@@ -34,7 +37,7 @@ from sercache.store.reader import FeatureStore, StreamInfo
 
 #: Which cache stream a role reads when the user does not say (declared by the head modules: STREAM_ROLES).
 ROLE_DEFAULT_STREAMS = role_default_streams()
-#: The words ``--layer`` takes besides layer numbers (pooled heads only).
+#: The words ``--layer`` takes besides layer numbers (pooled heads; ``all`` also for the mixing frame heads).
 LAYER_WORDS = ("all", "select")
 
 
@@ -178,13 +181,16 @@ def _pooled_role(role: str, infos: list[StreamInfo], asked: Any) -> RoleSpec:
 
 
 def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tuple[str, ...],
-                  streams: dict[str, str], layers: dict[str, Any], pooled: bool = False) -> dict[str, RoleSpec]:
+                  streams: dict[str, str], layers: dict[str, Any], pooled: bool = False,
+                  mixes: bool = False) -> dict[str, RoleSpec]:
     """Map the head's roles to cache streams and layers, with errors that list what exists.
 
     ``layers``: role -> what ``--layer``/``--text-layer`` say (None, a number, ``"2,3,4"``, a list of layers,
     ``"all"``, ``"select"``), or a :class:`RecordedLayers` of a run's config. A pooled head
     (``pooled=True``) reads utterance statistics, and one role may then name several streams
-    (``"mfcc,logmel,egemaps"``) whose statistics are concatenated (see the module doc).
+    (``"mfcc,logmel,egemaps"``) whose statistics are concatenated (see the module doc). A frame head
+    that mixes layers (``mixes=True``: :attr:`Head.mixes_layers`) reads several stored layers of a role
+    (``"all"``, ``"2,3,4"``) and learns their weighted sum.
     """
     asked_layers = {role: parse_layer_option(layers.get(role), layer_option(role)) for role in roles}
     selecting = [r for r, a in asked_layers.items() if a == "select" or isinstance(a, RecordedLayers) and a.select]
@@ -203,12 +209,12 @@ def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tupl
         if pooled:
             out[role] = _pooled_role(role, infos, asked)
             continue
-        out[role] = _frame_role(role, infos[0], asked, role in multi_layer)
+        out[role] = _frame_role(role, infos[0], asked, role in multi_layer, mixes)
     return out
 
 
-def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool) -> RoleSpec:
-    """One stream's frames: every stored layer (multi-layer roles) or one."""
+def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool, mixes: bool) -> RoleSpec:
+    """One stream's frames: every stored layer (multi-layer roles), one, or several to mix (``mixes``)."""
     if multi_layer:
         if len(info.layers) < 2:
             raise DataError(f"this head weights several layers, but stream {info.name!r} stores only {info.layers}; "
@@ -216,10 +222,24 @@ def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool) -> R
         return RoleSpec(role, info.name, list(info.layers))
     if isinstance(asked, RecordedLayers):
         asked = asked.entries[0] if len(asked.entries) == 1 else list(asked.entries)
-    if asked is not None and not isinstance(asked, int):
-        raise DataError(f"{layer_option(role)} {asked if isinstance(asked, str) else ','.join(map(str, asked))}: "
-                        "several layers, all and select are for the pooled heads (linear, mlp, svm, logreg); a frame "
-                        "head reads one stored layer (wsum weights every stored layer itself)")
-    if asked is not None and asked not in info.layers:
-        raise DataError(f"{layer_option(role)} {asked}: stream {info.name!r} stores layers {info.layers} frame by frame")
-    return RoleSpec(role, info.name, [info.default_layer if asked is None else int(asked)])
+    option = f"{layer_option(role)} {','.join(map(str, asked)) if isinstance(asked, list) else asked}"
+    if asked == "select" or (asked is not None and not isinstance(asked, int) and not mixes):
+        raise DataError(f"{option}: " + (
+            "choosing a layer on validation is for the pooled heads (linear, mlp, svm, logreg); give gate, cmgi, "
+            "tmn or mmer all (a learned mix of every stored layer), several (2,3,4) or one layer" if mixes else
+            "several layers, all and select are for the pooled heads (linear, mlp, svm, logreg) and for the frame "
+            "heads that learn a mix of layers (gate, cmgi, tmn, mmer); this head reads one stored layer (wsum "
+            "weights every stored layer itself)"))
+    layers = (list(info.layers) if asked == "all" else [info.default_layer] if asked is None
+              else [int(v) for v in asked] if isinstance(asked, list) else [int(asked)])
+    missing = [v for v in layers if v not in info.layers]
+    if missing:
+        raise DataError(f"{option}: stream {info.name!r} stores layers {info.layers} frame by frame (no {missing[0]})")
+    return RoleSpec(role, info.name, layers)
+
+
+def mixed_layer_counts(roles: dict[str, RoleSpec], multi_layer: tuple[str, ...], pooled: bool) -> dict[str, int]:
+    """The frame roles a head reads as a learned mix of several layers, and how many layers each mixes."""
+    if pooled:
+        return {}
+    return {role: len(spec.layers) for role, spec in roles.items() if len(spec.layers) > 1 and role not in multi_layer}

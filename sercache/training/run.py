@@ -155,7 +155,7 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     text = text_source(req, cache)
     streams.setdefault("text", f"text_{text}")
     roles = resolve_roles(cache, head_cls.required_roles(hyper), head_cls.multi_layer_roles, streams, req.layers,
-                          pooled=head_cls.pooled_input)
+                          pooled=head_cls.pooled_input, mixes=head_cls.mixes_layers)
     for role in head_cls.multi_layer_roles:
         if role in roles and "n_layers" in hyper:
             hyper["n_layers"] = len(roles[role].layers)

@@ -255,4 +255,4 @@ def recorded_roles(cache: FeatureStore, config: RunConfig) -> dict[str, RoleSpec
                          {r: s.stream for r, s in config.roles.items()},
                          {r: RecordedLayers(tuple(s.layers), s.select) for r, s in config.roles.items()
                           if r not in head_cls.multi_layer_roles},
-                         pooled=head_cls.pooled_input)
+                         pooled=head_cls.pooled_input, mixes=head_cls.mixes_layers)

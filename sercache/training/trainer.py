@@ -33,6 +33,7 @@ from sercache.training.data import InMemoryData, bucket_batches
 from sercache.training.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.training.layer_selection import choose_layers
 from sercache.training.metrics import REGRESSION, ccc, classification_metrics
+from sercache.training.roles import RoleSpec, mixed_layer_counts
 from sercache.training.run_layout import CHECKPOINT, CURVE, DONE, METRICS, PREDICTIONS
 from sercache.training.segments import SegmentTable
 from sercache.training.tblog import CurveLog
@@ -84,8 +85,15 @@ def _evaluate_segments(head: Head, data: InMemoryData, idx: np.ndarray, chunk: i
     return {"idx": idx, "logits": logits.cpu().numpy().astype(np.float32), "regression": None}, loss
 
 
-def build_head(name: str, dims: dict[str, int], n_classes: int, hyperparameters: dict[str, Any]) -> Head:
-    return HEADS[name](dims=dims, n_classes=n_classes, **hyperparameters)
+def build_head(name: str, dims: dict[str, int], n_classes: int, hyperparameters: dict[str, Any],
+               roles: dict[str, RoleSpec] | None = None) -> Head:
+    """A fresh head; ``roles`` (the data's) say which frame roles it reads as a learned mix of layers."""
+    head_cls = HEADS[name]
+    head = head_cls(dims=dims, n_classes=n_classes, **hyperparameters)
+    mixed = mixed_layer_counts(roles or {}, head_cls.multi_layer_roles, head_cls.pooled_input)
+    if mixed:
+        head.mix_layers(mixed)
+    return head
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -115,7 +123,7 @@ def _fit(head_name: str, hyperparameters: dict[str, Any], cfg: TrainConfig, data
     epochs or with the ``selected`` hyperparameters.
     """
     torch.manual_seed(seed)
-    head = build_head(head_name, data.dims, data.n_classes, hyperparameters).to(data.device)
+    head = build_head(head_name, data.dims, data.n_classes, hyperparameters, data.roles).to(data.device)
     # frozen encoders' features come at very different scales; statistics from the fitting utterances only
     data.normalization = data.fit_normalization(tr) if cfg.normalize else None
     start = time.perf_counter()
@@ -203,6 +211,11 @@ def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], 
         metrics["layers"] = data.describe_layers()
     if layer_choices is not None:
         metrics["layer_choices"] = layer_choices
+    if mix := head.layer_weights_of():  # frame heads mixing layers: the share each layer got, per role
+        metrics["layer_weights"] = {role: {str(layer): round(w, 4) for layer, w in zip(data.roles[role].layers, weights)}
+                                    for role, weights in mix.items()}
+        log("learned layer weights: " + "; ".join(f"{role} " + " ".join(f"{k}:{v:.2f}" for k, v in shares.items())
+                                                  for role, shares in metrics["layer_weights"].items()))
     # the log only: the caller prints each finished task's test line once (task.describe_result)
     log(f"test UA {100 * metrics['ua']:.2f}% WA {100 * metrics['wa']:.2f}%"
         + (f" (epoch {fit.best_epoch} of {len(fit.curve)} selected on validation)" if not head.closed_form else
