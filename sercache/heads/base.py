@@ -184,7 +184,7 @@ class Head(nn.Module):
         if stream.x.dim() != 4 or stream.x.shape[1] != len(weights):
             raise HeadError(f"{self.name} was built to mix {len(weights)} layers of {role!r}, and the batch gives "
                             f"{tuple(stream.x.shape)}; the features must come from the run's streams and layers")
-        return StreamBatch(torch.einsum("l,bltd->btd", weights.softmax(0).to(stream.x.dtype), stream.x), stream.mask)
+        return StreamBatch(mix_of_layers(weights, stream.x), stream.mask)
 
     def layer_weights_of(self) -> dict[str, list[float]]:
         """The learned share of each mixed layer, per role (empty when no role is mixed)."""
@@ -249,6 +249,11 @@ class PooledHead(Head):
         """``(batch, width)``: each read role's vector (or the masked mean of its frames), concatenated."""
         roles = ("audio", "text") if self.with_text else ("audio",)
         return torch.cat([masked_mean(batch.streams[r].x, batch.streams[r].mask) for r in roles], dim=-1)
+
+
+def mix_of_layers(weights: Tensor, x: Tensor) -> Tensor:
+    """``(batch, layers, frames, dim) -> (batch, frames, dim)``: the layers summed with ``softmax(weights)``."""
+    return torch.einsum("l,bltd->btd", weights.softmax(0).to(x.dtype), x)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

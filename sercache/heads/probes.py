@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sercache.heads import register
-from sercache.heads.base import Batch, Head, HeadError, HeadOutput, PooledHead, masked_mean
+from sercache.heads.base import Batch, Head, HeadError, HeadOutput, PooledHead, masked_mean, mix_of_layers
 
 #: Training defaults of the pooled probes: an epoch is a few milliseconds (see benchmarks/small_heads.py),
 #: so they may run long and stop on validation UA; weight decay because their inputs can be
@@ -101,9 +101,7 @@ class WeightedSumProbe(Head):
         s = batch.streams["audio"]  # x: (batch, layers, frames, dim)
         if s.x.shape[1] != len(self.layer_weights):
             raise HeadError(f"wsum was built for {len(self.layer_weights)} layers, got {s.x.shape[1]}")
-        w = self.layer_weights.softmax(0)
-        mixed = torch.einsum("l,bltd->btd", w, s.x)
-        pooled = masked_mean(torch.relu(self.proj(mixed)), s.mask)
+        pooled = masked_mean(torch.relu(self.proj(mix_of_layers(self.layer_weights, s.x))), s.mask)
         return HeadOutput(self.classifier(self.dropout(pooled)))
 
     @property

@@ -237,9 +237,3 @@ def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool, mixe
         raise DataError(f"{option}: stream {info.name!r} stores layers {info.layers} frame by frame (no {missing[0]})")
     return RoleSpec(role, info.name, layers)
 
-
-def mixed_layer_counts(roles: dict[str, RoleSpec], multi_layer: tuple[str, ...], pooled: bool) -> dict[str, int]:
-    """The frame roles a head reads as a learned mix of several layers, and how many layers each mixes."""
-    if pooled:
-        return {}
-    return {role: len(spec.layers) for role, spec in roles.items() if len(spec.layers) > 1 and role not in multi_layer}

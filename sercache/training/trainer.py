@@ -33,7 +33,7 @@ from sercache.training.data import InMemoryData, bucket_batches
 from sercache.training.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.training.layer_selection import choose_layers
 from sercache.training.metrics import REGRESSION, ccc, classification_metrics
-from sercache.training.roles import RoleSpec, mixed_layer_counts
+from sercache.training.roles import RoleSpec
 from sercache.training.run_layout import CHECKPOINT, CURVE, DONE, METRICS, PREDICTIONS
 from sercache.training.segments import SegmentTable
 from sercache.training.tblog import CurveLog
@@ -90,7 +90,10 @@ def build_head(name: str, dims: dict[str, int], n_classes: int, hyperparameters:
     """A fresh head; ``roles`` (the data's) say which frame roles it reads as a learned mix of layers."""
     head_cls = HEADS[name]
     head = head_cls(dims=dims, n_classes=n_classes, **hyperparameters)
-    mixed = mixed_layer_counts(roles or {}, head_cls.multi_layer_roles, head_cls.pooled_input)
+    # a frame role loaded with several layers that the head does not weigh itself (wsum) is mixed; pooled
+    # roles hold several layers' statistics instead
+    mixed = {} if head_cls.pooled_input else {role: len(spec.layers) for role, spec in (roles or {}).items()
+                                               if len(spec.layers) > 1 and role not in head_cls.multi_layer_roles}
     if mixed:
         head.mix_layers(mixed)
     return head
