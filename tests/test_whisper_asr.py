@@ -8,6 +8,7 @@ The tiny model's window is 2 s, so a 5 s clip takes transformers' long-form path
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -272,7 +273,17 @@ def test_faster_whisper_backend(tmp_path, monkeypatch):
     ext = build_extractor("asr", ASRConfig(model=str(model), backend="faster-whisper"), Runtime("cpu", model_store=store))
     assert isinstance(ext, FasterWhisperASRExtractor) and ext.identity()["backend"] == "faster-whisper"
     items = [AudioItem(f"u{i}", "", wave(s, seed=i), transcript="the cat") for i, s in enumerate((0.4, 1.1, 2.5))]
+    # conversions left half-made: by a killed process of this host (removed), a live one and another host's (kept)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    stale, live, elsewhere = (ext.converted().with_name(f"{ext.converted().name}.partial-{owner}") for owner in
+                              (f"{host}-{gone.pid}", f"{host}-1", f"another-host-{gone.pid}"))
+    for partial in (stale, live, elsewhere):
+        (partial / "model.bin").parent.mkdir(parents=True)
+        (partial / "model.bin").write_bytes(b"half")
     records = ext.extract(items).records
+    assert not stale.exists() and live.exists() and elsewhere.exists()
     for it, rec in zip(items, records):
         # (its transcripts are compared with the transformers backend's on real speech: benchmarks/whisper_asr.py;
         # a random model emits timestamp tokens that faster-whisper's own loop would re-decode from)
@@ -284,7 +295,8 @@ def test_faster_whisper_backend(tmp_path, monkeypatch):
         assert ((frames["confidence"] >= 0) & (frames["confidence"] <= 1)).all()
         start, end = frames["start_frame"], frames["end_frame"]
         assert (np.diff(start) >= 0).all() and (end >= start).all() and end.max() <= rec.per_utterance["n_frames"]
-    assert [p.name for p in (store / "ctranslate2").glob("*/model.bin")] == ["model.bin"]  # converted once, there
+    converted = sorted(p.parent for p in (store / "ctranslate2").glob("*/model.bin"))
+    assert converted == sorted([ext.converted(), live, elsewhere])  # converted once, there (beside the kept two)
     rebuilt = extractor_for("asr", ext.provenance())  # predict's path: no output cache to keep a conversion in
     assert isinstance(rebuilt, FasterWhisperASRExtractor) and rebuilt.identity() == ext.identity()
     again = rebuilt.extract(items[:1]).records[0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,34 @@ def ct2_cache(model_store: Path | None) -> Path | None:
     if os.environ.get("SERCACHE_CT2_CACHE"):
         return Path(os.environ["SERCACHE_CT2_CACHE"]).expanduser()
     return model_store / "ctranslate2" if model_store is not None else None
+
+
+#: a conversion in progress: ``<folder>.partial-<host>-<pid>``, renamed to ``<folder>`` when complete
+PARTIAL = ".partial-"
+
+
+def remove_stale_conversions(folder: Path) -> list[Path]:
+    """Remove the half-made conversions into ``folder`` of processes of this host that are gone (a conversion
+    killed before its rename: hundreds of MB, never used). Another host's, or a live process's, are left alone."""
+    removed = []
+    prefix = f"{socket.gethostname()}-"
+    for partial in folder.parent.glob(f"{folder.name}{PARTIAL}*"):
+        owner = partial.name[len(folder.name) + len(PARTIAL):]
+        pid = owner[len(prefix):] if owner.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class FasterWhisperASRExtractor(WhisperTranscriber):
@@ -125,12 +154,16 @@ class FasterWhisperASRExtractor(WhisperTranscriber):
             from ctranslate2.converters import TransformersConverter
 
             folder.parent.mkdir(parents=True, exist_ok=True)
-            partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-            TransformersConverter(self.model_name, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
-                str(partial), force=True)
+            remove_stale_conversions(folder)
+            partial = folder.with_name(f"{folder.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}")
             try:
-                partial.rename(folder)
-            except OSError:  # another process finished first
+                TransformersConverter(self.model_name, copy_files=["tokenizer.json", "preprocessor_config.json"]
+                                      ).convert(str(partial), force=True)
+                try:
+                    partial.rename(folder)
+                except OSError:  # another process finished first
+                    pass
+            finally:  # renamed, or a failed or interrupted conversion: nothing half-made stays
                 shutil.rmtree(partial, ignore_errors=True)
         device, _, index = self.device.partition(":")
         self.model = WhisperModel(str(folder), device=device, device_index=int(index or 0),
