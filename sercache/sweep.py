@@ -1,6 +1,7 @@
 """``sercache sweep``: heads x layers, each a normal run directory, all folds x seeds in one pool.
 
-``OUT/<head>-layer<L>/`` is exactly what ``sercache train --head H --layer L --out ...`` makes (so
+``OUT/<head>-layer<L>/`` (``-all-layers`` for ``--layer all``, ``-layer-select`` for ``--layer select``) is
+exactly what ``sercache train --head H --layer L --out ...`` makes (so
 ``report``, ``eval`` and a resumed ``train`` work on it); ``OUT/sweep.json`` records the grid and
 ``OUT/report.md``/``report.csv`` compare every configuration, with paired tests on identical folds.
 The fold x seed tasks of all configurations go through one engine: joblib's loky processes, a
@@ -23,6 +24,7 @@ from sercache.heads import get_head
 from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
 from sercache.training import run_layout
+from sercache.training.roles import check_roles_named, named_role_options
 from sercache.training.run import RunError, TrainRequest, plan_run, prepare_run_dir, resolve_device
 from sercache.training.run_config import RunConfig
 from sercache.training.run_layout import FAILED, METRICS, is_done, task_dir
@@ -38,7 +40,7 @@ class SweepRequest:
     cache: Path
     heads: list[str]
     out: Path
-    layers: list[int | None] = field(default_factory=lambda: [None])
+    layers: list[int | str | None] = field(default_factory=lambda: [None])  # str: "all" or "select"
     seeds: int | None = None         # None: each head's default (3, or 1 for svm and logreg)
     backend: str = "loky"
     scheduler: str | None = None     # dask: a scheduler address; None starts nothing and is refused
@@ -48,8 +50,35 @@ class SweepRequest:
     command: str = ""
 
 
+#: --layers words besides layer numbers: every stored layer in one configuration, or a layer chosen per fold
+WHOLE_STREAM = ("all", "select")
+
+
+def sweep_layers(text: str) -> list[int | str]:
+    """``--layers 6,12,all`` -> [6, 12, "all"]: one configuration each."""
+    layers: list[int | str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if word in WHOLE_STREAM:
+            layers.append(word)
+        elif word.isdigit():
+            layers.append(int(word))
+        else:
+            raise RunError(f"--layers {text!r}: {word!r} is not a layer number, 'all' or 'select'; e.g. 12,18,24,all")
+        if layers.count(layers[-1]) > 1:
+            raise RunError(f"--layers {text!r}: {word!r} is given twice")
+    return layers
+
+
+def configuration_name(head: str, layer: int | str | None) -> str:
+    """The run folder of one configuration: ``gate``, ``gate-layer12``, ``gate-all-layers``, ``logreg-layer-select``."""
+    if layer is None:
+        return head
+    return {"all": f"{head}-all-layers", "select": f"{head}-layer-select"}.get(str(layer), f"{head}-layer{layer}")
+
+
 def expand(req: SweepRequest) -> list[TrainRequest]:
-    """One TrainRequest per head x layer; a head that reads every stored layer (wsum) gets one, not one per layer."""
+    """One TrainRequest per head x layer (a head that reads every stored layer, wsum, or no audio gets one), each
+    with the stream options of the roles it reads."""
     if req.backend not in BACKENDS:
         raise RunError(f"--backend {req.backend!r}: use one of {', '.join(BACKENDS)}")
     if req.backend == "dask" and not req.scheduler:
@@ -58,14 +87,28 @@ def expand(req: SweepRequest) -> list[TrainRequest]:
     if not req.heads:
         raise RunError("--heads: give at least one head, e.g. gate,cmgi")
     base = req.base or TrainRequest(cache=req.cache, head=req.heads[0])
+    reads = {head: _roles_read(head, base) for head in req.heads}
+    # a stream option applies to the heads that read its role; one that no head reads would change nothing
+    check_roles_named(" or ".join(req.heads), sorted({r for roles in reads.values() for r in roles}),
+                      named_role_options(base.streams, base.layers, base.text))
     out = []
     for head in req.heads:
-        multi = "audio" in get_head(head).multi_layer_roles
-        for layer in ([None] if multi else req.layers):
-            name = head if layer is None else f"{head}-layer{layer}"
+        # one configuration for a head that weights every layer itself (wsum) or reads no audio role (apcnn)
+        one = "audio" in get_head(head).multi_layer_roles or "audio" not in reads[head]
+        streams = {r: s for r, s in base.streams.items() if r in reads[head]}
+        layers = {r: v for r, v in base.layers.items() if r in reads[head]}
+        text = base.text if "text" in reads[head] else None
+        for layer in ([None] if one else req.layers):
+            name = configuration_name(head, layer)
             out.append(replace(base, cache=req.cache, head=head, out=Path(req.out) / name, seeds=req.seeds,
-                               layers={**base.layers, "audio": layer}, jobs=req.jobs, command=req.command))
+                               streams=streams, layers={**layers, "audio": layer}, text=text, jobs=req.jobs,
+                               command=req.command))
     return out
+
+
+def _roles_read(head: str, base: TrainRequest) -> tuple[str, ...]:
+    head_cls = get_head(head)
+    return head_cls.required_roles({**head_cls.hyperparameters(), **base.hyperparameters})
 
 
 @dataclass

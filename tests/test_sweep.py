@@ -157,3 +157,32 @@ def test_sweep_seeds_default_as_trains(tmp_path):
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["seeds"] == {"linear": 3, "logreg": 1}
     for head, seeds in (("linear", [0, 1, 2]), ("logreg", [0])):
         assert json.loads((tmp_path / "sweep" / head / "config.json").read_text())["seeds"] == seeds
+
+
+def test_a_sweep_takes_all_layers_and_the_text_source_as_configurations(small_cache, tmp_path):
+    """--layers 1,all: a configuration per layer and one on every stored layer; --text goes to the heads that read
+    text only (linear reads none: it would be refused by train)."""
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(cli, ["sweep", str(small_cache), "--heads", "linear,gate", "--layers", "1,all",
+                                      "--text", "gold", "--fold", "1", "--seeds", "1", "--epochs", "1",
+                                      "--device", "cpu", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    names = ["gate-all-layers", "gate-layer1", "linear-all-layers", "linear-layer1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    configs = {n: json.loads((out / n / "config.json").read_text()) for n in names}
+    assert configs["gate-all-layers"]["roles"]["audio"]["layers"] == [0, 1, 2]  # the learned mix
+    assert configs["gate-layer1"]["roles"]["audio"]["layers"] == [1]
+    assert {configs[n]["roles"]["text"]["stream"] for n in names if n.startswith("gate")} == {"text_gold"}
+    assert all(list(configs[n]["roles"]) == ["audio"] for n in names if n.startswith("linear"))
+    assert configs["linear-all-layers"]["roles"]["audio"]["layers"] == [[0, 1, 2]]  # pooled statistics of each
+    report = (out / "report.md").read_text()
+    assert all(f"- run: {out / n}\n" in report for n in names)  # one combined report
+
+
+@pytest.mark.parametrize(("layers", "expect"), [("1,x", "'x' is not a layer number, 'all' or 'select'"),
+                                                ("1,all,1", "'1' is given twice")])
+def test_sweep_refuses_a_bad_layers_word(small_cache, tmp_path, layers, expect):
+    result = CliRunner().invoke(cli, ["sweep", str(small_cache), "--heads", "linear", "--layers", layers,
+                                      "--out", str(tmp_path / "sweep")])
+    assert result.exit_code != 0 and expect in result.output, result.output
+    assert not (tmp_path / "sweep").exists()

@@ -86,6 +86,14 @@ def test_options_given_override_a_run_config_and_drop_what_contradicts_them(smal
     assert config["train"] == {**vars(TrainConfig.for_head("cmgi", {})), "epochs": 1}  # cmgi's lr, not gate's
     assert config["fold_selection"] == "1" and config["protocol"] == "loso"  # the rest: from the file
 
+    # a head without a text role drops the recorded text stream and source (they would be refused as ignored)
+    probe = invoke("--config", tmp_path / "gate" / "config.json", "--head", "logreg", "--out", tmp_path / "logreg",
+                   "--no-progress")
+    assert probe.exit_code == 0, probe.output
+    config = json.loads((tmp_path / "logreg" / "config.json").read_text())
+    assert config["head"] == "logreg" and list(config["roles"]) == ["audio"] and config["text_source"] is None
+    assert config["roles"]["audio"] == json.loads((tmp_path / "gate" / "config.json").read_text())["roles"]["audio"]
+
 
 YAML = """\
 # a hand-written file: option names (either spelling), set as a mapping, train: for settings without an option

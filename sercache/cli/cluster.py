@@ -168,8 +168,10 @@ def cache_status_command(path: Path) -> None:
 @click.argument("cache_dir", metavar="CACHE", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--heads", required=True, help="Comma-separated heads, e.g. gate,cmgi,wsum (see `sercache heads`).")
 @click.option("--layers", default=None,
-              help="Comma-separated audio layers, e.g. 12,18,24 (default: the stream's last). Heads that read every "
-                   "stored layer (wsum) get one configuration.")
+              help="Comma-separated audio layers, one configuration each, e.g. 12,18,24 (default: the stream's "
+                   "last); 'all' is one more reading every stored layer (a learned mix, or pooled statistics of "
+                   "each), 'select' one choosing a layer per fold on validation (pooled heads). Heads that weigh "
+                   "every stored layer themselves (wsum) get one configuration.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory: one run per configuration.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds per fold (0..N-1). Default: 3, or 1 for deterministic heads (svm, logreg).")
@@ -184,6 +186,8 @@ def cache_status_command(path: Path) -> None:
               help="Seed of the fold protocol (random splits, fractions).")
 @click.option("--labels", "label_preset", default=None, help="Label preset (default per corpus).")
 @click.option("--audio-stream", default=None, help="Stream for the audio role (default ssl).")
+@click.option("--text", type=click.Choice(["asr", "gold"]), default=None,
+              help="Transcripts for the heads that read text (default: what the cache has, asr first).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: each head's).")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate (default: each head's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
@@ -199,7 +203,7 @@ def cache_status_command(path: Path) -> None:
 @click.option("--slurm-setup", multiple=True, help="A shell line run before each SLURM task (repeatable).")
 def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int | None, backend: str,
                   scheduler: str | None, jobs: int, fold: str, split_seed: int, label_preset: str | None,
-                  audio_stream: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
+                  audio_stream: str | None, text: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
                   patience: int | None, device: str, **more: Any) -> None:
     """Train every head x layer configuration on CACHE and write one combined report.
 
@@ -207,22 +211,19 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     engine. The folds are chosen as `sercache train` chooses them (--protocol, --folds and the
     validation options are the same). Rerun the same command to resume an interrupted sweep.
     """
-    from sercache.cli.common import fail as _fail
     from sercache.cli.common import replayable_command
     from sercache.splits.registry import route
-    from sercache.sweep import SweepRequest, run_sweep
+    from sercache.sweep import SweepRequest, run_sweep, sweep_layers
     from sercache.training.run import TrainRequest
 
-    try:
-        layer_list = [int(x) for x in layers.split(",")] if layers else [None]
-    except ValueError:
-        _fail(ValueError(f"--layers {layers!r}: give layer numbers, e.g. 12,18,24"))
+    layer_list = sweep_layers(layers) if layers else [None]
     head_list = [h.strip() for h in heads.split(",") if h.strip()]
     slurm = {k: more.pop(k) for k in list(more) if k.startswith("slurm_")}
     protocol, protocol_options = route(more)  # the rest: the protocol options, as train reads them
     base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
                         protocol_options=protocol_options, folds=more["fold_file"], split_seed=split_seed,
-                        labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, device=device,
+                        labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, text=text,
+                        device=device,
                         train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience},
                         progress_every=None)
     req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,

@@ -97,6 +97,13 @@ class TrainFile:
             train = {}
             for name in ("settings", *TRAIN_OPTIONS):
                 options.pop(name, None)
+            # the recorded streams of roles the other head does not read (gate's text, for logreg) are not asked for
+            reads = _roles_read(given["head"], given.get("settings") or ())
+            for role, stream in ROLE_STREAM.items():
+                if role not in reads:
+                    layers.pop(role, None)
+                    for name in (stream, ROLE_LAYER.get(role), "text" if role == "text" else None):
+                        options.pop(name, None)
         return replace(self, options=options, train=train, layers=layers)
 
     def file_only(self, head: str) -> dict[str, Any]:
@@ -105,6 +112,16 @@ class TrainFile:
             return {}
         defaults = TrainConfig.for_head(head, {})
         return {k: v for k, v in self.train.items() if getattr(defaults, k) != v}
+
+
+def _roles_read(head: str, settings: Any) -> tuple[str, ...]:
+    """The roles ``head`` reads with its defaults and the ``--set KEY=VALUE`` words given."""
+    from sercache.heads import get_head
+
+    head_cls = get_head(head)
+    asked = dict(item.split("=", 1) for item in settings if "=" in item)
+    return head_cls.required_roles({**head_cls.hyperparameters(),
+                                    **{k.strip(): parse_value(v.strip()) for k, v in asked.items()}})
 
 
 def load_train_file(path: Path | str) -> TrainFile:
@@ -293,8 +310,10 @@ def _from_record(path: Path, cfg: dict[str, Any]) -> TrainFile:
     o: dict[str, Any] = {
         "cache_dir": rec.cache, "head": rec.head, "settings": settings_words(path, rec.hyperparameters),
         "label_preset": rec.labels.preset, "subset": rec.subset, "split_seed": rec.split_seed,
-        "text": rec.text_source or "asr", "fold": rec.fold_selection, "seeds": max(rec.seeds) + 1,
+        "fold": rec.fold_selection, "seeds": max(rec.seeds) + 1,
         **{k: rec[k] for k in ("jobs", "device", "tensorboard") if k in cfg}}
+    if "text" in rec.roles:  # a head without a text role names no text source (it would be refused)
+        o["text"] = rec.text_source or "asr"
     train = dict(cfg["train"])  # as recorded: only the settings it holds (hand-made records may hold a few)
     # closed-form heads take none of the optimiser's settings (recorded as the base defaults, lr 0 among them)
     for name in ("normalize", "refit") if head.closed_form else TRAIN_OPTIONS:

@@ -213,9 +213,44 @@ def resolve_roles(cache: FeatureStore, roles: tuple[str, ...], multi_layer: tupl
     return out
 
 
+def named_role_options(streams: dict[str, str], layers: dict[str, Any], text: str | None) -> dict[str, list[str]]:
+    """role -> the options of a request that name it (``--audio-stream whisper``, ``--layer all``, ``--text gold``)."""
+    named: dict[str, list[str]] = {}
+    for role, stream in streams.items():
+        if stream:
+            named.setdefault(role, []).append(f"--{role.replace('_', '-')}-stream {stream}")
+    for role, asked in layers.items():
+        if asked is not None and not isinstance(asked, RecordedLayers):
+            named.setdefault(role, []).append(f"{layer_option(role)} {asked}")
+        elif isinstance(asked, RecordedLayers):
+            named.setdefault(role, []).append(f"the recorded layers of role {role!r}")
+    if text is not None:
+        named.setdefault("text", []).append(f"--text {text}")
+    return named
+
+
+def check_roles_named(head: str, reads: Collection[str], named: dict[str, list[str]],
+                      enabled_by: dict[str, str] | None = None) -> None:
+    """Refuse options for roles the head does not read: ignored, they would let a run train on other features
+    than the user believes (apcnn reads mfcc, so ``--audio-stream whisper`` would change nothing).
+
+    ``enabled_by``: role -> the setting that makes the head read it (``--set with_text=true``), for the error.
+    """
+    for role, options in named.items():
+        if role in reads:
+            continue
+        hint = (f"; {enabled_by[role]} makes it read one" if enabled_by and role in enabled_by else
+                "; drop the option, or choose a head that reads it (`sercache heads`)")
+        raise DataError(f"{' and '.join(options)}: head {head!r} reads no {role!r} stream (it reads "
+                        f"{', '.join(reads) or 'none'}), so the option would be ignored{hint}")
+
+
 def _frame_role(role: str, info: StreamInfo, asked: Any, multi_layer: bool, mixes: bool) -> RoleSpec:
     """One stream's frames: every stored layer (multi-layer roles), one, or several to mix (``mixes``)."""
     if multi_layer:
+        if asked is not None and not isinstance(asked, RecordedLayers):
+            raise DataError(f"{layer_option(role)} {asked}: this head weights every stored layer of its {role!r} "
+                            "stream itself; drop the option (a stream stored with fewer layers gives it fewer)")
         if len(info.layers) < 2:
             raise DataError(f"this head weights several layers, but stream {info.name!r} stores only {info.layers}; "
                             "re-extract with --layers all (or e.g. --layers 0,6,12,24)")

@@ -37,7 +37,7 @@ from sercache.store.lock import ExclusiveLock
 from sercache.store.reader import FeatureStore
 from sercache.training import run_layout
 from sercache.training.data import label_summary, labelled_utterances
-from sercache.training.roles import resolve_roles
+from sercache.training.roles import check_roles_named, named_role_options, resolve_roles
 from sercache.training.run_config import (  # noqa: F401 - RESUMABLE_KEYS, describe_change: moved, kept here
     RESUMABLE_KEYS,
     RunConfig,
@@ -132,6 +132,13 @@ def text_source(req: TrainRequest, cache: FeatureStore) -> str:
     return req.text or (found if found in ("asr", "gold") else "asr")
 
 
+def roles_enabled_by(head_cls: type[Head], hyper: dict[str, Any]) -> dict[str, str]:
+    """role -> the ``--set KEY=true`` that makes ``head_cls`` read it (pooled heads' with_text, mmer's augmented_text)."""
+    reads = set(head_cls.required_roles(hyper))
+    return {role: f"--set {key}=true" for key, value in hyper.items() if value is False
+            for role in head_cls.required_roles({**hyper, key: True}) if role not in reads}
+
+
 def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
     if (req.seeds is not None and req.seeds < 1) or req.jobs < 1:
@@ -151,6 +158,8 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     except ValueError as exc:
         raise RunError(str(exc)) from None
     hyper = {**valid, **req.hyperparameters}
+    check_roles_named(req.head, head_cls.required_roles(hyper), named_role_options(req.streams, req.layers, req.text),
+                      enabled_by=roles_enabled_by(head_cls, hyper))
     streams = dict(req.streams)
     text = text_source(req, cache)
     streams.setdefault("text", f"text_{text}")
