@@ -1,6 +1,7 @@
 """The corpus and fold-protocol registries drive the CLI: choices, options, routing and replay agree with them."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,9 @@ def test_cli_choices_are_the_registries():
     train = {p.name: p for p in cli.commands["train"].params}
     assert list(train["protocol"].type.choices) == choosable() and "folds" not in choosable()
     for option in cli_options():
-        assert option.flag in train[option.param].opts and train[option.param].default == option.default
+        # no click default (None: not given, so an option the protocol does not read is refused); help shows it
+        assert option.flag in train[option.param].opts and train[option.param].default is None
+        assert option.default is None or f"[default: {option.default}]" in train[option.param].help
 
 
 def test_every_corpus_declares_known_defaults():
@@ -39,9 +42,9 @@ def test_every_corpus_declares_known_defaults():
 @pytest.mark.parametrize("given", [
     {}, {"protocol": "loso", "valid": "fraction", "valid_fraction": 0.3}, {"protocol": "lospk", "valid_speakers": 2},
     {"protocol": "session-holdout", "holdout_session": "3"}, {"protocol": "session-holdout", "valid": "group"},
-    {"protocol": "random", "ratios": "0.7,0.2,0.1", "valid": "speakers"}, {"protocol": "predefined"},
+    {"protocol": "random", "ratios": "0.7,0.2,0.1"}, {"protocol": "predefined"},
     {"fold_file": "/folds.csv"}, {"protocol": "emobox", "fold_file": "/emobox", "valid": "fraction"},
-    {"protocol": "partition", "valid": "group"}])
+    {"protocol": "partition"}, {"protocol": "session-holdout", "valid_fraction": 0.3}])
 def test_routing_then_replay_gives_the_same_protocol_options(given):
     """What a run records (protocol, protocol_options) maps back to options that route to the same record."""
     o = {**train_defaults(), **given}
@@ -61,7 +64,31 @@ def test_routing_refuses_what_does_not_fit():
         route({**train_defaults(), "protocol": "emobox"})
     with pytest.raises(RoutingError, match=r"--ratios 'a,b': give train,valid,test fractions"):
         route({**train_defaults(), "protocol": "random", "ratios": "a,b"})
-    assert route({**train_defaults(), "protocol": "random", "valid": "group"})[1] == {"ratios": (0.8, 0.1, 0.1)}
+    assert route({**train_defaults(), "protocol": "random"})[1] == {"ratios": (0.8, 0.1, 0.1)}
+
+
+@pytest.mark.parametrize(("given", "expect"), [
+    ({"protocol": "loso", "holdout_session": "3"},
+     "--session 3: protocol 'loso' does not read --session (it is for --protocol session-holdout); drop it"),
+    ({"holdout_session": "3"}, "--session 3: the corpus's default protocol (loso or lospk) does not read --session"),
+    ({"protocol": "lospk", "ratios": "0.6,0.2,0.2"}, "--ratios 0.6,0.2,0.2: protocol 'lospk' does not read --ratios "
+                                                      "(it is for --protocol random)"),
+    ({"fold_file": "/f.csv", "ratios": "0.6,0.2,0.2"}, "--ratios 0.6,0.2,0.2: protocol 'folds' does not read"),
+    ({"protocol": "random", "valid": "group"}, "--valid group: protocol 'random' does not read --valid (protocol "
+                                               "'random' makes its own validation split)"),
+    ({"protocol": "partition", "valid_speakers": 2}, "--valid-speakers 2: protocol 'partition' does not read"),
+    ({"protocol": "random", "valid_fraction": 0.3}, "--valid-fraction 0.3: protocol 'random' does not read"),
+])
+def test_routing_refuses_an_option_the_protocol_does_not_read(given, expect):
+    """Ignored, these would make other folds than the command says (before, each was dropped in silence)."""
+    with pytest.raises(RoutingError, match=re.escape(expect)):
+        route({**train_defaults(), **given})
+
+
+def test_session_holdout_takes_a_validation_fraction_without_valid():
+    """session-holdout validates on a fraction by default: --valid-fraction alone sets it (before: ignored)."""
+    assert route({**train_defaults(), "protocol": "session-holdout", "valid_fraction": 0.3}) == (
+        "session-holdout", {"session": "2", "valid_fraction": 0.3})
 
 
 def test_the_cli_reads_the_registries_without_pandas():

@@ -258,3 +258,20 @@ def test_a_run_made_through_the_api_replays_into_its_own_directory(small_cache, 
     assert again.exit_code == 0, again.output
     assert "replaying a recorded run with the same settings" in again.stderr
     assert "1 fold/seed result(s) already done, 0 to train" in again.stderr
+
+
+def test_a_replay_under_another_protocol_drops_the_files_options_of_the_old_one(small_cache, tmp_path):
+    """--ratios belongs to random: replaying a random run's config.json with --protocol loso drops it, where
+    it would now be refused as an option loso does not read; --session given with it is kept."""
+    made = invoke(small_cache, "--head", "linear", "--audio-stream", "mfcc", "--protocol", "random", "--ratios",
+                  "0.6,0.2,0.2", "--fold", "1", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--no-progress",
+                  "--out", tmp_path / "random")
+    assert made.exit_code == 0, made.output
+    loso = invoke("--config", tmp_path / "random" / "config.json", "--protocol", "loso", "--out", tmp_path / "loso",
+                  "--no-progress")
+    assert loso.exit_code == 0, loso.output
+    assert json.loads((tmp_path / "loso" / "config.json").read_text())["protocol_options"] == {"valid_fraction": 0.2}
+    held = invoke("--config", tmp_path / "random" / "config.json", "--protocol", "session-holdout", "--session", "3",
+                  "--out", tmp_path / "held", "--no-progress")
+    assert held.exit_code == 0, held.output
+    assert json.loads((tmp_path / "held" / "config.json").read_text())["protocol_options"] == {"session": "3"}

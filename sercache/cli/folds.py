@@ -33,7 +33,10 @@ def _apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 
 
 def _click_option(o: ProtocolOption) -> Callable[[Any], Any]:
-    return click.option(o.flag, o.param, default=o.default, type=_click_type(o), help=o.help)
+    # no click default: None means "not given", so an option the chosen protocol does not read can be refused
+    # (the protocol applies the default, which the help still shows)
+    shown = f" [default: {o.default}]" if o.default is not None else ""
+    return click.option(o.flag, o.param, default=None, type=_click_type(o), help=o.help + shown)
 
 
 def protocol_choice_options() -> Callable[[Any], Any]:

@@ -172,19 +172,61 @@ def route(o: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     valid = "speakers" if valid_speakers is not None else valid
     if entry is None and fold_file is not None:
         protocol, entry = "folds", get_protocol("folds")
+    refuse_unused(o, protocol, entry)
     options: dict[str, Any] = {}
     for key in entry.options if entry else ():
         option = OPTIONS[key]
-        value = o.get(option.param, option.default)
+        value = _given(o, option)
         options[key] = option.parse(value) if option.parse else value
     when = entry.validation if entry else "always"  # no protocol: the default is loso or lospk
-    if when == "always" or (when == "given" and valid is not None):
+    fraction = o.get("valid_fraction")
+    # "given": the protocol has its own validation default (session-holdout: a fraction), which --valid-fraction sets
+    if when == "always" or (when == "given" and (valid is not None or fraction is not None)):
         if valid is not None:
             options["valid"] = valid
-        options["valid_fraction"] = o.get("valid_fraction", OPTIONS["valid_fraction"].default)
+        options["valid_fraction"] = _given(o, OPTIONS["valid_fraction"])
         if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
             options["valid_speakers"] = valid_speakers
     return protocol, options
+
+
+def _given(o: Mapping[str, Any], option: ProtocolOption) -> Any:
+    """The option's value in ``o``, or its default when absent or None (not given)."""
+    value = o.get(option.param)
+    return option.default if value is None else value
+
+
+def options_read(entry: Protocol | None) -> set[str]:
+    """The option keys a protocol reads (None: the corpus's default, loso or lospk); ``path`` is not among them."""
+    takes = set(entry.options if entry else ())
+    if (entry.validation if entry else "always") != "never":
+        takes.update(VALIDATION)
+    return takes
+
+
+def unread_params(protocol: str | None, fold_file: Any = None) -> list[str]:
+    """The option parameters (``holdout_session``, ``ratios``...) that ``protocol`` (or a ``--folds`` run) does
+    not read: a replayed file's values of these go when another protocol is asked for."""
+    entry = get_protocol(protocol) if protocol else get_protocol("folds") if fold_file is not None else None
+    takes = options_read(entry)
+    return [o.param for key, o in OPTIONS.items() if o.kind != "path" and key not in takes]
+
+
+def refuse_unused(o: Mapping[str, Any], protocol: str | None, entry: Protocol | None) -> None:
+    """Refuse a protocol option the protocol does not read: ignored, it would let the folds differ from what the
+    command says (``--session 3`` under loso, ``--ratios`` without ``--protocol random``, ``--valid-speakers 2``
+    under random, whose validation comes from its ratios)."""
+    takes = options_read(entry)
+    which = f"protocol {protocol!r}" if protocol else "the corpus's default protocol (loso or lospk)"
+    for key, option in OPTIONS.items():
+        value = o.get(option.param)
+        if option.kind == "path" or value is None or key in takes:
+            continue
+        users = [name for name, p in protocols().items() if key in p.options and p.choosable]
+        hint = (f"it is for --protocol {' or '.join(users)}" if users else
+                f"{which} makes its own validation split" if key in VALIDATION else "no protocol here reads it")
+        raise RoutingError(f"{option.flag} {value}: {which} does not read {option.flag} ({hint}); drop it, "
+                           "or choose the protocol that reads it")
 
 
 def complete_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:

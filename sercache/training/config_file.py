@@ -28,7 +28,7 @@ from typing import Any
 
 from sercache.errors import SercacheError
 from sercache.head_catalog import stream_roles
-from sercache.splits.registry import RoutingError, cli_options, recorded_options, route
+from sercache.splits.registry import RoutingError, cli_options, recorded_options, route, unread_params
 from sercache.training.roles import RecordedLayers
 from sercache.training.run import RunError, TrainRequest
 from sercache.training.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
@@ -93,6 +93,10 @@ class TrainFile:
         for role, stream in ROLE_STREAM.items():
             if stream in given or (role == "text" and "text" in given):
                 layers.pop(role, None)
+        if "protocol" in given or "fold_file" in given:  # the file's options of its own protocol (--ratios...) go
+            for name in unread_params(given.get("protocol"), given.get("fold_file")):
+                if name not in given:
+                    options.pop(name, None)
         if self.record and "head" in given and given["head"] != self.options.get("head"):
             train = {}
             for name in ("settings", *TRAIN_OPTIONS):
