@@ -25,7 +25,15 @@ from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
 from sercache.training import run_layout
 from sercache.training.roles import check_roles_named, named_role_options
-from sercache.training.run import RunError, TrainRequest, plan_run, prepare_run_dir, resolve_device
+from sercache.training.run import (
+    OPTIMISER_SETTINGS,
+    RunError,
+    TrainRequest,
+    plan_run,
+    prepare_run_dir,
+    refuse_optimiser_settings,
+    resolve_device,
+)
 from sercache.training.run_config import RunConfig
 from sercache.training.run_layout import FAILED, METRICS, is_done, task_dir
 from sercache.training.task import describe_result, result_warnings, train_task
@@ -91,6 +99,8 @@ def expand(req: SweepRequest) -> list[TrainRequest]:
     # a stream option applies to the heads that read its role; one that no head reads would change nothing
     check_roles_named(" or ".join(req.heads), sorted({r for roles in reads.values() for r in roles}),
                       named_role_options(base.streams, base.layers, base.text))
+    if all(get_head(head).closed_form for head in req.heads):
+        refuse_optimiser_settings(" and ".join(req.heads), get_head(req.heads[0]), base.train)
     out = []
     for head in req.heads:
         # one configuration for a head that weights every layer itself (wsum) or reads no audio role (apcnn)
@@ -98,10 +108,12 @@ def expand(req: SweepRequest) -> list[TrainRequest]:
         streams = {r: s for r, s in base.streams.items() if r in reads[head]}
         layers = {r: v for r, v in base.layers.items() if r in reads[head]}
         text = base.text if "text" in reads[head] else None
+        train = ({k: v for k, v in base.train.items() if k not in OPTIMISER_SETTINGS} if get_head(head).closed_form
+                 else base.train)  # svm and logreg have no optimiser: --epochs, --lr... are for the other heads
         for layer in ([None] if one else req.layers):
             name = configuration_name(head, layer)
             out.append(replace(base, cache=req.cache, head=head, out=Path(req.out) / name, seeds=req.seeds,
-                               streams=streams, layers={**layers, "audio": layer}, text=text, jobs=req.jobs,
+                               streams=streams, layers={**layers, "audio": layer}, text=text, train=train, jobs=req.jobs,
                                command=req.command))
     return out
 

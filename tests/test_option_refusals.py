@@ -40,9 +40,9 @@ def test_extract_refuses_before_creating_the_cache(small_corpus, tmp_path, optio
     (["--progress-every", "nan"], "--progress-every': 'nan' is not a finite number"),
     (["--seeds", "1" + "0" * 30], "--seeds"),
     (["--split-seed", "-1"], "--split-seed': -1 is not in the range 0<=x<=4294967295"),
-    (["--head", "logreg", "--set", "with_text=true", "--text", "gold", "--text-stream", "text_asr"],
+    (["--head", "linear", "--set", "with_text=true", "--text", "gold", "--text-stream", "text_asr"],
      "--text gold and --text-stream text_asr contradict each other: stream 'text_asr' encodes the asr transcript"),
-    (["--head", "logreg", "--set", "with_text=true", "--text", "asr", "--text-stream", "text_gold"],
+    (["--head", "linear", "--set", "with_text=true", "--text", "asr", "--text-stream", "text_gold"],
      "--text asr and --text-stream text_gold contradict each other: stream 'text_gold' encodes the gold transcript"),
 ])
 def test_train_refuses_before_any_work(small_cache, tmp_path, options, expect):
@@ -81,8 +81,8 @@ IGNORED = [
 @pytest.mark.parametrize(("options", "expect"), IGNORED)
 def test_train_refuses_options_for_roles_the_head_does_not_read(small_cache, tmp_path, options, expect):
     out = tmp_path / "run"
-    args = ["train", str(small_cache), *options, "--fold", "1", "--seeds", "1", "--epochs", "1", "--device", "cpu",
-            "--no-progress", "--out", str(out)]
+    args = ["train", str(small_cache), *options, "--fold", "1", "--seeds", "1", "--device", "cpu", "--no-progress",
+            "--out", str(out)]  # (refused before any training: no --epochs, which svm and logreg would refuse)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert expect in " ".join(result.output.split())  # the message is one line; click may wrap nothing else
@@ -113,3 +113,27 @@ def test_a_sweep_gives_each_head_only_the_options_of_the_roles_it_reads(small_ca
 
     with pytest.raises(Exception, match="--text gold: head 'linear or wsum' reads no 'text' stream"):
         expand(SweepRequest(cache=small_cache, heads=["linear", "wsum"], out=tmp_path, base=base))
+
+
+@pytest.mark.parametrize("head", ["logreg", "svm"])
+def test_closed_form_heads_refuse_optimiser_settings(small_cache, tmp_path, head):
+    """svm and logreg choose C (and gamma) on validation: --lr, --epochs... would be ignored in silence."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(small_cache), "--head", head, "--audio-stream", "mfcc", "--fold", "1",
+                                      "--lr", "0.1", "--epochs", "3", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert (f"--epochs 3 and --lr 0.1: head {head!r} is fitted in closed form (the regularisation chosen on the "
+            "validation set), with no optimiser to take them; drop them") in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_a_sweep_gives_optimiser_settings_to_the_heads_with_an_optimiser(small_cache, tmp_path):
+    from sercache.sweep import SweepRequest, expand
+    from sercache.training.run import RunError, TrainRequest
+
+    base = TrainRequest(cache=small_cache, head="linear", streams={"audio": "mfcc"}, train={"epochs": 3, "lr": None})
+    requests = {r.head: r for r in expand(SweepRequest(cache=small_cache, heads=["linear", "logreg"], out=tmp_path,
+                                                         base=base))}
+    assert requests["linear"].train == {"epochs": 3, "lr": None} and requests["logreg"].train == {}
+    with pytest.raises(RunError, match="--epochs 3: heads logreg and svm are fitted in closed form"):
+        expand(SweepRequest(cache=small_cache, heads=["logreg", "svm"], out=tmp_path, base=base))

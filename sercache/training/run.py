@@ -139,6 +139,20 @@ def roles_enabled_by(head_cls: type[Head], hyper: dict[str, Any]) -> dict[str, s
             for role in head_cls.required_roles({**hyper, key: True}) if role not in reads}
 
 
+#: The optimiser loop's settings (train options): a closed-form head (svm, logreg) has no loop to use them
+OPTIMISER_SETTINGS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer")
+
+
+def refuse_optimiser_settings(head: str, head_cls: type[Head], train: dict[str, Any]) -> None:
+    """Refuse optimiser settings for a closed-form head: ignored, they would say the run trained as it did not."""
+    given = [f"--{k.replace('_', '-')} {train[k]}" for k in OPTIMISER_SETTINGS if train.get(k) is not None]
+    if head_cls.closed_form and given:
+        who = f"heads {head} are" if " " in head else f"head {head!r} is"  # sweep: "logreg and svm"
+        raise RunError(f"{' and '.join(given)}: {who} fitted in closed form (the regularisation chosen on the "
+                       "validation set), with no optimiser to take them; drop them (closed-form heads take "
+                       "--normalize/--no-normalize and --refit/--no-refit)")
+
+
 def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     """Resolve the head, streams, labels and folds; everything is checked before training starts."""
     if (req.seeds is not None and req.seeds < 1) or req.jobs < 1:
@@ -158,6 +172,7 @@ def plan_run(req: TrainRequest) -> tuple[RunConfig, list[Fold], FeatureStore]:
     except ValueError as exc:
         raise RunError(str(exc)) from None
     hyper = {**valid, **req.hyperparameters}
+    refuse_optimiser_settings(req.head, head_cls, req.train)
     check_roles_named(req.head, head_cls.required_roles(hyper), named_role_options(req.streams, req.layers, req.text),
                       enabled_by=roles_enabled_by(head_cls, hyper))
     streams = dict(req.streams)
