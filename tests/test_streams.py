@@ -60,3 +60,30 @@ def test_one_frame_rule_for_verify_encoders_and_synthetic_caches() -> None:
         assert expected_frames({"kind": "hop", "hop": 320}, n) == hop_frames(n, 320) == max(1, -(-n // 320))
     assert frames_for("ssl", 1.0) == 49 and frames_for("mfcc", 1.0) == stft_frames(16_000, 512) == 32
     assert expected_frames({"kind": "nonsense"}, 100) == -1
+
+
+def test_options_for_streams_not_extracted_are_named_with_the_one_meant() -> None:
+    """--layers is ssl's: with --streams whisper it would store one layer where all were asked for."""
+    opts = ExtractOptions("r", "csv", "o", streams=("whisper", "mfcc"), layers="all", asr_language="de",
+                          ssl_model="facebook/hubert-base-ls960", whisper_layers="3")
+    assert opts.unused_options() == [
+        "--ssl-model facebook/hubert-base-ls960: no stream of --streams whisper,mfcc reads it (it is for ssl), so it "
+        "is ignored; did you mean --whisper-model?",
+        "--layers all: no stream of --streams whisper,mfcc reads it (it is for ssl), so it is ignored; did you mean "
+        "--whisper-layers?",
+        "--asr-language de: no stream of --streams whisper,mfcc reads it (it is for asr), so it is ignored"]
+    # defaults, and options a requested stream reads (text_asr reads the text model), say nothing
+    assert ExtractOptions("r", "csv", "o", streams=("asr", "text_asr"), text_model="/m/minilm",
+                          asr_language="de").unused_options() == []
+
+
+def test_extract_warns_of_an_option_no_stream_reads_and_extracts(small_corpus, tmp_path) -> None:
+    from sercache.cli import cli
+
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["extract", str(small_corpus), "--corpus", "iemocap", "--out", str(out),
+                                      "--streams", "mfcc", "--session", "1", "--layers", "all", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: --layers all: no stream of --streams mfcc reads it (it is for ssl), so it is ignored"
+            in result.output)
+    assert (out / "sercache.json").exists()

@@ -117,6 +117,8 @@ def extract(root: Path, corpus: str, out: Path, sessions: tuple[str, ...], strea
             shard=parse_shard(shard), **stream_values, overwrite=overwrite, strict=strict, progress=not no_progress,
             flush_seconds=flush_seconds,
             command=replayable_command(click.get_current_context()))
+        for warning in opts.unused_options():
+            click.echo(f"warning: {warning}", err=True)
         scale_out = cluster_request(cluster)
         if scale_out is not None:
             return run_on_cluster(opts, scale_out, progress=not no_progress)

@@ -1,6 +1,7 @@
 """``sercache.extract(...)``: the extract command as a library call, with its options as keywords."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -12,4 +13,7 @@ def extract_features(root: Any, corpus: str, out: Any, **options: Any) -> Any:
 
     options.setdefault("command", f"sercache.extract({root!r}, corpus={corpus!r}, out={out!r}, **{options!r})")
     options.setdefault("progress", False)
-    return run_extract(ExtractOptions(root=root, corpus=corpus, out=out, **options))
+    opts = ExtractOptions(root=root, corpus=corpus, out=out, **options)
+    for message in opts.unused_options():  # an option meant for a stream not extracted: said, not refused
+        warnings.warn(message, stacklevel=2)
+    return run_extract(opts)

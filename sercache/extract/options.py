@@ -141,6 +141,27 @@ class ExtractOptions:
     def name_of(self, kind: str) -> str:
         return self.stream_names.get(kind, kind)
 
+    def unused_options(self) -> list[str]:
+        """A warning for each stream option set away from its default that no requested stream reads: it changes
+        nothing, and is most often meant for another stream (``--layers all`` with ``--streams whisper``, whose
+        layers are ``--whisper-layers``). Not refused: scripts pass every model while varying ``--streams``."""
+        kinds = stream_kinds()
+        read = {o.dest for k in self.streams for o in options_of(kinds[k])}
+        warnings = []
+        for dest, option in all_options().items():
+            value = self.options[dest]
+            if dest in read or value is None or value == option.default:
+                continue
+            flag = option.flag or dest
+            readers = [k for k, kind in kinds.items() if dest in {o.dest for o in options_of(kind)}]
+            word = dest.rsplit("_", 1)[-1]  # layers, model, language...
+            meant = [o.flag for k in self.streams for o in options_of(kinds[k])
+                     if o.flag and o.dest != dest and o.dest.rsplit("_", 1)[-1] == word]
+            warnings.append(f"{flag} {value}: no stream of --streams {','.join(self.streams)} reads it (it is for "
+                            f"{' and '.join(readers)}), so it is ignored"
+                            + (f"; did you mean {' or '.join(dict.fromkeys(meant))}?" if meant else ""))
+        return warnings
+
     def stream_configs(self, precision: str | None = None) -> dict[str, StreamConfig]:
         """``{stream name: config}`` for the requested streams (``precision``: the resolved one)."""
         values = {c: getattr(self, c) for c in COMMON_FIELDS} | self.options
