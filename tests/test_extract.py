@@ -253,6 +253,24 @@ def test_killed_extraction_resumes_to_identical_cache(small_corpus, models, tmp_
     assert run_cli("cache", "verify", str(out)).exit_code == 0
 
 
+@pytest.mark.parametrize("left", ["segments", "empty folder"])
+def test_a_rerun_removes_what_a_kill_after_publishing_left_in_staging(small_corpus, tmp_path, left):
+    """A kill after a stream's file is published, before (or while) its staging is removed: the stream is whole,
+    and the rerun, which has nothing to extract, removes the leftovers and the then-empty .staging."""
+    out = tmp_path / "cache"
+    args = ["extract", str(small_corpus), "--corpus", "iemocap", "--out", str(out), "--session", "1", "--streams",
+            "mfcc", "--no-progress"]
+    assert run_cli(*args).exit_code == 0
+    staging = out / "Session1" / ".staging"
+    assert not staging.exists()
+    (staging / "mfcc").mkdir(parents=True)  # as the kill left it
+    if left == "segments":
+        (staging / "mfcc" / "seg-000000.h5").write_bytes(b"merged already")
+    rerun = run_cli(*args)
+    assert rerun.exit_code == 0 and "already complete" in rerun.output, rerun.output
+    assert not staging.exists()
+
+
 def test_provenance_records_local_models_as_absolute_paths(small_corpus, models, tmp_path, monkeypatch):
     monkeypatch.chdir(models["ssl"].parent)
     out = tmp_path / "c"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +22,7 @@ from sercache.extract.options import StrictStop
 from sercache.features.audio import AudioError, load_audio, resampled_length
 from sercache.features.base import AudioItem, Extractor, ExtractResult, TextItem
 from sercache.interrupts import stop_if_interrupted
-from sercache.store.layout import staging_dir, stream_path
+from sercache.store.layout import remove_staging, staging_dir, stream_path
 from sercache.store.manifest import read_stream_field, read_stream_index
 from sercache.store.records import ExtractionProblem
 from sercache.store.writer import StreamWriter
@@ -76,9 +75,8 @@ class StreamJob:
         s, shard, name, extractor = self.s, self.shard, self.name, self.extractor
         final = stream_path(s.out, shard, name)
         if final.exists() and not s.overwrite:
-            leftover = staging_dir(s.out, shard, name)
-            if leftover.exists():
-                shutil.rmtree(leftover)  # a finished compaction's leftovers, or an abandoned --overwrite
+            # a finished compaction's leftovers (a kill after publishing), or an abandoned --overwrite
+            remove_staging(staging_dir(s.out, shard, name))
             index = read_stream_index(final)
             log.info("%s/%s: already complete (%d stored)", shard, name, len(index.utt_ids))
             self._report(len(self.rows))

@@ -20,6 +20,7 @@ under ``.staging`` and is invisible to readers until the stream is compacted.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 from sercache._typing import Pathlike
@@ -68,6 +69,15 @@ def stream_path(cache: Pathlike, shard: str, stream: str) -> Path:
 
 def staging_dir(cache: Pathlike, shard: str, stream: str) -> Path:
     return shard_dir(cache, shard) / STAGING_DIR / stream
+
+
+def remove_staging(staging: Path) -> None:
+    """Remove one stream's staging folder, and the shard's ``.staging`` once it holds nothing else (a kill between
+    the two, after a stream's file was published, must not leave an empty folder behind for good)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    parent = staging.parent
+    if parent.name == STAGING_DIR and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
 
 
 def list_shards(cache: Pathlike) -> list[str]:

@@ -24,7 +24,7 @@ from sercache import __version__
 from sercache._typing import Pathlike
 from sercache.store.atomic import TMP_SUFFIX, atomic_h5, write_text_atomic
 from sercache.store.errors import CacheError, DiskFullError, StaleCacheError
-from sercache.store.layout import FORMAT_VERSION, staging_dir, stream_path
+from sercache.store.layout import FORMAT_VERSION, remove_staging, staging_dir, stream_path
 from sercache.store.provenance import describe_difference, identity_of
 from sercache.store.records import ExtractionProblem, UtteranceFeatures, problems_frame
 from sercache.store.staging import read_staged
@@ -185,10 +185,7 @@ class StreamWriter:
         except (OSError, RuntimeError) as exc:
             raise CacheError(f"writing {self.final_path} failed: {exc}. The staged work in {self.staging} is kept; "
                              "fix the cause (disk space?) and rerun the same command to finish.") from exc
-        shutil.rmtree(self.staging)
-        parent = self.staging.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        remove_staging(self.staging)
         return self.final_path
 
 
