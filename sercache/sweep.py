@@ -29,6 +29,7 @@ from sercache.training.run import (
     OPTIMISER_SETTINGS,
     RunError,
     TrainRequest,
+    head_roles,
     plan_run,
     prepare_run_dir,
     refuse_optimiser_settings,
@@ -95,7 +96,7 @@ def expand(req: SweepRequest) -> list[TrainRequest]:
     if not req.heads:
         raise RunError("--heads: give at least one head, e.g. gate,cmgi")
     base = req.base or TrainRequest(cache=req.cache, head=req.heads[0])
-    reads = {head: _roles_read(head, base) for head in req.heads}
+    reads = {head: head_roles(head, base.hyperparameters) for head in req.heads}
     # a stream option applies to the heads that read its role; one that no head reads would change nothing
     check_roles_named(" or ".join(req.heads), sorted({r for roles in reads.values() for r in roles}),
                       named_role_options(base.streams, base.layers, base.text))
@@ -116,11 +117,6 @@ def expand(req: SweepRequest) -> list[TrainRequest]:
                                streams=streams, layers={**layers, "audio": layer}, text=text, train=train, jobs=req.jobs,
                                command=req.command))
     return out
-
-
-def _roles_read(head: str, base: TrainRequest) -> tuple[str, ...]:
-    head_cls = get_head(head)
-    return head_cls.required_roles({**head_cls.hyperparameters(), **base.hyperparameters})
 
 
 @dataclass

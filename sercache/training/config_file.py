@@ -30,7 +30,7 @@ from sercache.errors import SercacheError
 from sercache.head_catalog import stream_roles
 from sercache.splits.registry import RoutingError, cli_options, recorded_options, route, unread_params
 from sercache.training.roles import RecordedLayers
-from sercache.training.run import RunError, TrainRequest
+from sercache.training.run import OPTIMISER_SETTINGS, RunError, TrainRequest, head_roles
 from sercache.training.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
 from sercache.training.train_config import TrainConfig
 
@@ -45,7 +45,7 @@ OPTION_KEYS: dict[str, str] = {
     "seeds": "seeds", "out": "out", "jobs": "jobs", "device": "device", "tensorboard": "tensorboard",
     "progress_every": "progress_every", "no_progress": "no_progress"}
 #: TrainConfig fields that have their own option (the others come from a file's ``train:`` only).
-TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit")
+TRAIN_OPTIONS = (*OPTIMISER_SETTINGS, "normalize", "refit")
 #: RECORD_KEYS: the keys of a run's config.json (run_config.RunConfig's fields), mapped back to options or not used.
 #: Stream option of each role, and the layer option of the roles that have one.
 ROLE_STREAM = {r.name: r.param for r in stream_roles().values()}
@@ -119,13 +119,9 @@ class TrainFile:
 
 
 def _roles_read(head: str, settings: Any) -> tuple[str, ...]:
-    """The roles ``head`` reads with its defaults and the ``--set KEY=VALUE`` words given."""
-    from sercache.heads import get_head
-
-    head_cls = get_head(head)
+    """The roles ``head`` reads with the ``--set KEY=VALUE`` words given."""
     asked = dict(item.split("=", 1) for item in settings if "=" in item)
-    return head_cls.required_roles({**head_cls.hyperparameters(),
-                                    **{k.strip(): parse_value(v.strip()) for k, v in asked.items()}})
+    return head_roles(head, {k.strip(): parse_value(v.strip()) for k, v in asked.items()})
 
 
 def load_train_file(path: Path | str) -> TrainFile:

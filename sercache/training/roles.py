@@ -220,10 +220,10 @@ def named_role_options(streams: dict[str, str], layers: dict[str, Any], text: st
         if stream:
             named.setdefault(role, []).append(f"--{role.replace('_', '-')}-stream {stream}")
     for role, asked in layers.items():
-        if asked is not None and not isinstance(asked, RecordedLayers):
-            named.setdefault(role, []).append(f"{layer_option(role)} {asked}")
-        elif isinstance(asked, RecordedLayers):
+        if isinstance(asked, RecordedLayers):
             named.setdefault(role, []).append(f"the recorded layers of role {role!r}")
+        elif asked is not None:
+            named.setdefault(role, []).append(f"{layer_option(role)} {asked}")
     if text is not None:
         named.setdefault("text", []).append(f"--text {text}")
     return named

@@ -143,6 +143,12 @@ def roles_enabled_by(head_cls: type[Head], hyper: dict[str, Any]) -> dict[str, s
 OPTIMISER_SETTINGS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer")
 
 
+def head_roles(head: str, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
+    """The roles ``head`` reads with its defaults and ``hyperparameters`` over them."""
+    head_cls = get_head(head)
+    return head_cls.required_roles({**head_cls.hyperparameters(), **hyperparameters})
+
+
 def refuse_optimiser_settings(head: str, head_cls: type[Head], train: dict[str, Any]) -> None:
     """Refuse optimiser settings for a closed-form head: ignored, they would say the run trained as it did not."""
     given = [f"--{k.replace('_', '-')} {train[k]}" for k in OPTIMISER_SETTINGS if train.get(k) is not None]
