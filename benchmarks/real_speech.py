@@ -36,7 +36,7 @@ the frame heads on the real-encoder streams (extracted there too), with nothing 
 
     python benchmarks/real_speech.py [--root DIR] [--corpus emodb] [--presets emodb7,emodb4]
         [--folds PATH] [--skip-slow] [--whisper MODEL | --no-whisper] [--text-model DIR] [--workdir DIR]
-        [--device cpu|cuda] [--precision auto|fp32|fp16] [--no-classic] [--heads NAME,...]
+        [--device cpu|cuda] [--precision auto|fp32|fp16] [--train-precision fp32|bf16] [--no-classic] [--heads NAME,...]
 """
 from __future__ import annotations
 
@@ -300,6 +300,9 @@ def main() -> None:
                                                        "package's all-MiniLM-L6-v2)")
     ap.add_argument("--device", default="cpu", help="--device of every extract and train call (cpu, cuda)")
     ap.add_argument("--precision", default="auto", help="--precision of the real encoders' extraction")
+    ap.add_argument("--train-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="train --precision of tmn and mmer (bf16: about 2x faster on a CPU with AMX; "
+                    "benchmarks/train_precision.py), their rows named with it")
     ap.add_argument("--no-classic", action="store_true",
                     help="leave out the classic streams, heads, peer and anchors (a machine without openSMILE)")
     args = ap.parse_args()
@@ -329,6 +332,9 @@ def main() -> None:
     if args.heads:
         heads = [h for h in heads if h[1][1] in args.heads.split(",")]
     heads = [h for h in heads if not (h[2] and args.skip_slow)]
+    if args.train_precision != "fp32":  # tmn and mmer under autocast: their own rows (and run folders)
+        heads = [(f"{name} [{args.train_precision}]", [*extra, "--precision", args.train_precision], slow)
+                 if extra[1] in ("tmn", "mmer") else (name, extra, slow) for name, extra, slow in heads]
     fusion_runs = any(h[1][1] in FUSION for h in heads) and (
         args.fusion_folds or set(args.presets.split(",")) & set(args.fusion_presets.split(",")))
     if not args.no_whisper:  # the transcripts and their embeddings only where a fusion row reads them

@@ -193,6 +193,8 @@ def cache_status_command(path: Path) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="Epochs without a better validation UA before stopping (default: each head's).")
+@click.option("--precision", default=None, type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Autocast precision of every task's forward passes (as train's).  [default: fp32]")
 @click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
 @click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")
 @click.option("--slurm-gpus-per-task", type=int, default=0, help="GPUs per task for --backend slurm.")
@@ -204,7 +206,7 @@ def cache_status_command(path: Path) -> None:
 def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, seeds: int | None, backend: str,
                   scheduler: str | None, jobs: int, fold: str, split_seed: int, label_preset: str | None,
                   audio_stream: str | None, text: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
-                  patience: int | None, device: str, **more: Any) -> None:
+                  patience: int | None, precision: str | None, device: str, **more: Any) -> None:
     """Train every head x layer configuration on CACHE and write one combined report.
 
     Each configuration is a normal run directory under OUT; all their folds x seeds go through one
@@ -224,7 +226,8 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
                         protocol_options=protocol_options, folds=more["fold_file"], split_seed=split_seed,
                         labels=label_preset, streams={"audio": audio_stream} if audio_stream else {}, text=text,
                         device=device,
-                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience},
+                        train={"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
+                               "precision": precision},
                         progress_every=None)
     req = SweepRequest(cache=cache_dir, heads=head_list, out=out, layers=layer_list, seeds=seeds, backend=backend,
                        scheduler=scheduler, jobs=jobs, base=base, slurm=slurm_settings(slurm),

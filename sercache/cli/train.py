@@ -31,7 +31,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
     ("Data", ["label_preset", "subset", "text", *[r.param for r in stream_roles().values()], "layer", "text_layer"]),
     ("Folds and validation", ["fold", *protocol_option_names(), "split_seed"]),
     ("Optimisation (defaults: the head's, see `sercache heads`)", [
-        "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "normalize", "refit", "seeds"]),
+        "epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "precision", "normalize", "refit", "seeds"]),
     ("Running and output", ["config_file", "out", "jobs", "device", "tensorboard", "progress_every", "no_progress"])],
     epilog=examples(
         "sercache train cache/iemocap --head gate --fold all --seeds 3 --jobs 2 --out runs/gate",
@@ -75,6 +75,10 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Epochs without a better validation UA before stopping.")
 @click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="Weight decay.")
 @click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer.")
+@click.option("--precision", default=None, type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Autocast precision of the forward passes: bf16 trains tmn and mmer about 2x faster on a CPU with "
+              "AMX/AVX-512 BF16 or an Ampere+ GPU; fp16 (loss-scaled) for GPUs without bf16. Weights stay fp32; "
+              "eval and predict reuse it.  [default: fp32]")
 @click.option("--set", "settings", multiple=True, help="Head hyperparameter KEY=VALUE (repeatable).")
 @click.option("--normalize/--no-normalize", default=None,
               help="z-score features with training-fold statistics. Default per head (on; off for glam, whose "

@@ -112,7 +112,7 @@ def evaluate_run(run_dir: str | Path, *, fold: str | None = None, cache: str | P
             head = restore_head(seed_dir, config.head, data)
             test_ids = table.utt_id.tolist() if other else f.test
             idx = data.indices(test_ids)
-            result, _ = evaluate(head, data, idx, 64)
+            result, _ = evaluate(head, data, idx, 64, precision=config.train.precision)
             logits = result["logits"][:, columns]
             m = classification_metrics(data.y[idx].cpu().numpy(), logits.argmax(1), len(shared))
             row = {"fold": f.name, "seed": seed_of(seed_dir), "n_test": len(idx), **m}

@@ -179,7 +179,8 @@ class Predictor:
                 del chunk  # the audio of these segments (the streams have read it)
                 idx = np.arange(len(data))
                 for name, seed_dir in self.tasks:
-                    parts[name].append(evaluate(restore_head(seed_dir, self.config.head, data), data, idx, 64)[0])
+                    parts[name].append(evaluate(restore_head(seed_dir, self.config.head, data), data, idx, 64,
+                                                     precision=self.config.train.precision)[0])
                 del data
         logits = {name: np.concatenate([r["logits"] for r in rs]) for name, rs in parts.items()}
         regressions = [np.concatenate([r["regression"] for r in rs]) for rs in parts.values()

@@ -41,7 +41,8 @@ OPTION_KEYS: dict[str, str] = {
     "layer": "layer", "text_layer": "text_layer", "fold": "fold",
     "protocol": "protocol", **{o.flag[2:].replace("-", "_"): o.param for o in cli_options()}, "split_seed": "split_seed",
     "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
-    "weight_decay": "weight_decay", "optimizer": "optimizer", "normalize": "normalize", "refit": "refit",
+    "weight_decay": "weight_decay", "optimizer": "optimizer", "precision": "precision", "normalize": "normalize",
+    "refit": "refit",
     "seeds": "seeds", "out": "out", "jobs": "jobs", "device": "device", "tensorboard": "tensorboard",
     "progress_every": "progress_every", "no_progress": "no_progress"}
 #: TrainConfig fields that have their own option (the others come from a file's ``train:`` only).

@@ -22,6 +22,7 @@ from sercache.heads.base import Head
 from sercache.interrupts import stop_if_interrupted
 from sercache.training.data import bucket_batches
 from sercache.training.metrics import classification_metrics
+from sercache.training.precision import autocast, grad_scaler, unsupported
 from sercache.training.segments import SegmentTable
 from sercache.training.train_config import TrainConfigError
 
@@ -96,8 +97,11 @@ def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray |
 
     ``on_epoch`` gets each epoch's curve row as soon as it is complete (the TensorBoard log).
     """
+    if why := unsupported(cfg.precision, data.device):
+        raise TrainingError(f"{where}: {why}")
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(cfg, [p for p in head.parameters() if p.requires_grad])
+    scaler = grad_scaler(cfg.precision, data.device)
     by_segment = getattr(head, "batch_unit", "utterance") == "segment"
     segments = _segment_table(head, data, tr) if by_segment else None  # windows cut once per fold
     lengths = data.length_of(tr)
@@ -111,20 +115,24 @@ def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray |
         batches = segments.batches(cfg.batch_size, rng) if segments else bucket_batches(lengths, cfg.batch_size, rng)
         for k, b in enumerate(batches, 1):
             stop_if_interrupted()  # a Ctrl-C swallowed by a finaliser still stops the task here
-            if segments is not None:
-                x, mask, y = segments.gather(b)
-                loss = head.segment_loss(x, mask, y)
-            else:
-                loss = head.training_step(data.batch(tr[b]))
+            with autocast(cfg.precision, data.device):
+                if segments is not None:
+                    x, mask, y = segments.gather(b)
+                    loss = head.segment_loss(x, mask, y)
+                else:
+                    loss = head.training_step(data.batch(tr[b]))
             if not torch.isfinite(loss.detach()):
                 raise TrainingError(
                     f"{where}: the training loss became {loss.item()} at epoch {epoch}, batch {k}. This fold/seed "
-                    "stopped; lower --lr, or check the cache with `sercache cache verify`.")
+                    "stopped; lower --lr, or check the cache with `sercache cache verify`"
+                    + (", or train at --precision fp32." if cfg.precision != "fp32" else "."))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
                 torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skips a step whose scaled gradients overflowed (fp16), then lowers the scale
+            scaler.update()
             total += loss.item() * len(b)
             count += len(b)
             if k < len(batches) and progress.due():
@@ -135,7 +143,7 @@ def fit_epochs(head: Head, data: Any, cfg: Any, tr: np.ndarray, va: np.ndarray |
                "train_seconds": time.perf_counter() - start}
         stop = False
         if va is not None and len(va):
-            valid, valid_loss = evaluate(head, data, va, max(cfg.batch_size, 32))
+            valid, valid_loss = evaluate(head, data, va, max(cfg.batch_size, 32), precision=cfg.precision)
             vm = classification_metrics(data.y[va].cpu().numpy(), valid["logits"].argmax(1), data.n_classes)
             row.update(valid_loss=valid_loss, valid_ua=vm["ua"], valid_wa=vm["wa"])
             if (vm["ua"], -valid_loss) > (best[0], -best[1]):

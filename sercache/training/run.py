@@ -140,7 +140,7 @@ def roles_enabled_by(head_cls: type[Head], hyper: dict[str, Any]) -> dict[str, s
 
 
 #: The optimiser loop's settings (train options): a closed-form head (svm, logreg) has no loop to use them
-OPTIMISER_SETTINGS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer")
+OPTIMISER_SETTINGS = ("epochs", "lr", "batch_size", "patience", "weight_decay", "optimizer", "precision")
 
 
 def head_roles(head: str, hyperparameters: dict[str, Any]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sercache.errors import SercacheError
 from sercache.heads import HEADS
+from sercache.training.precision import PRECISIONS
 
 
 class TrainConfigError(SercacheError, ValueError):
@@ -32,6 +33,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0    # kept for the record; heads that mix inputs read their own keyword
     normalize: bool = True      # z-score every feature dimension with training-fold statistics
     refit: bool = False         # after selection, retrain on training + validation (selected epochs / candidate)
+    precision: str = "fp32"     # fp32 | bf16 | fp16: autocast of the forward passes (sercache.training.precision)
 
     def check(self) -> None:
         """Refuse values that would train nothing (and still mark the fold done) or fail late in torch."""
@@ -40,13 +42,14 @@ class TrainConfig:
                   "momentum": 0 <= self.momentum < 1, "gamma": 0 < self.gamma <= 1, "min_lr": self.min_lr >= 0,
                   "step_size": self.step_size >= 1, "grad_clip": self.grad_clip >= 0,
                   "mixup_alpha": self.mixup_alpha >= 0, "optimizer": self.optimizer in ("adam", "adamw", "sgd"),
-                  "schedule": self.schedule in ("none", "exponential", "step")}
+                  "schedule": self.schedule in ("none", "exponential", "step"),
+                  "precision": self.precision in PRECISIONS}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise TrainConfigError(f"invalid training option(s): {values} (lr > 0; batch_size, epochs, patience, step_size "
                                    ">= 1; 0 <= momentum < 1; 0 < gamma <= 1; optimizer adam/adamw/sgd; schedule "
-                                   "none/exponential/step)")
+                                   "none/exponential/step; precision fp32/bf16/fp16)")
 
     @classmethod
     def for_head(cls, head: str, overrides: dict[str, Any]) -> TrainConfig:

@@ -33,6 +33,7 @@ from sercache.training.data import InMemoryData, bucket_batches
 from sercache.training.epochs import FitResult, Progress, TrainingError, fit_epochs, make_optimizer
 from sercache.training.layer_selection import choose_layers
 from sercache.training.metrics import REGRESSION, ccc, classification_metrics
+from sercache.training.precision import autocast
 from sercache.training.roles import RoleSpec
 from sercache.training.run_layout import CHECKPOINT, CURVE, DONE, METRICS, PREDICTIONS
 from sercache.training.segments import SegmentTable
@@ -43,13 +44,19 @@ __all__ = ["DONE", "TrainingError", "evaluate", "load_checkpoint", "make_optimiz
 
 
 @torch.no_grad()
-def evaluate(head: Head, data: Any, idx: np.ndarray, batch_size: int) -> tuple[dict[str, Any], float]:
+def evaluate(head: Head, data: Any, idx: np.ndarray, batch_size: int,
+             precision: str = "fp32") -> tuple[dict[str, Any], float]:
     """Predictions for ``idx`` (per-utterance arrays in ``idx`` order) and the mean loss.
 
     Utterances go in length-sorted batches; the GLAM family's segments go 256 at a time, and an
-    utterance's logits are the mean of its segments'.
+    utterance's logits are the mean of its segments'. ``precision``: the run's (``--precision``).
     """
     head.eval()
+    with autocast(precision, data.device):
+        return _evaluate(head, data, idx, batch_size)
+
+
+def _evaluate(head: Head, data: Any, idx: np.ndarray, batch_size: int) -> tuple[dict[str, Any], float]:
     if getattr(head, "batch_unit", "utterance") == "segment":
         return _evaluate_segments(head, data, idx)
     logits, regs, positions, losses, weights = [], [], [], [], []
@@ -197,7 +204,7 @@ def _train_fold(out_dir: Path, head_name: str, hyperparameters: dict[str, Any], 
     if data.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    test, _ = evaluate(head, data, te, max(cfg.batch_size, 32))
+    test, _ = evaluate(head, data, te, max(cfg.batch_size, 32), precision=cfg.precision)
     if data.device.type == "cuda":
         torch.cuda.synchronize()
     test_seconds = time.perf_counter() - start
