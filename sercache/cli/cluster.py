@@ -14,6 +14,7 @@ import click
 from sercache.cli.common import FiniteFloat
 from sercache.cli.folds import protocol_choice_options, protocol_setting_options
 from sercache.cli.help import examples
+from sercache.training.precision import PRECISIONS
 
 CLUSTER_OPTION_NAMES = ["executor", "shards", "only_shards", "devices", "wait", "slurm_partition",
                         "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_time",
@@ -193,7 +194,7 @@ def cache_status_command(path: Path) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: each head's).")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="Epochs without a better validation UA before stopping (default: each head's).")
-@click.option("--precision", default=None, type=click.Choice(["fp32", "bf16", "fp16"]),
+@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
               help="Autocast precision of every task's forward passes (as train's).  [default: fp32]")
 @click.option("--device", default="auto", help="cpu, cuda or auto (for every task).")
 @click.option("--slurm-partition", default=None, help="SLURM partition for --backend slurm.")

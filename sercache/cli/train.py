@@ -12,6 +12,7 @@ from sercache.cli.common import CONTEXT, MAX_INT, FiniteFloat, replayable_comman
 from sercache.cli.folds import protocol_choice_options, protocol_option_names, protocol_setting_options
 from sercache.cli.help import Sectioned, examples
 from sercache.head_catalog import stream_roles
+from sercache.training.precision import PRECISIONS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,7 +76,7 @@ def stream_role_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Epochs without a better validation UA before stopping.")
 @click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="Weight decay.")
 @click.option("--optimizer", default=None, type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer.")
-@click.option("--precision", default=None, type=click.Choice(["fp32", "bf16", "fp16"]),
+@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
               help="Autocast precision of the forward passes: bf16 trains tmn and mmer about 2x faster on a CPU with "
               "AMX/AVX-512 BF16 or an Ampere+ GPU; fp16 (loss-scaled) for GPUs without bf16. Weights stay fp32; "
               "eval and predict reuse it.  [default: fp32]")

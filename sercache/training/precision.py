@@ -13,29 +13,35 @@ evaluate its checkpoints under the same precision, so their figures are the run'
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRECISIONS at start-up
+    import torch
 
 #: --precision choices; fp32 first (the default)
 PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The forward passes' context: nothing for fp32, ``torch.autocast`` to the precision's dtype otherwise."""
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 (gradients below fp16's range would become 0); a pass-through otherwise."""
+    import torch
+
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def unsupported(precision: str, device: torch.device) -> str:
     """Why ``device`` cannot train at ``precision`` ("" when it can)."""
+    import torch
+
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return (f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use "
                 "--precision fp16 (with loss scaling) or fp32")
