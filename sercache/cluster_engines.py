@@ -102,6 +102,21 @@ def drop_pickles(folder: Path, job_ids: list[str] | None = None) -> None:
             p.unlink(missing_ok=True)
 
 
+def drop_pickles_once_gone(folder: Path, job_ids: list[str], array_id: str, poll: float = 1.0) -> None:
+    """Drop these SLURM tasks' pickles once SLURM no longer lists them (waits until then).
+
+    A task writes its results first; submitit writes ``<job id>_result.pkl`` after, just before the task's
+    process exits. Dropping when the results appear left that pickle behind (seen in CI).
+    """
+    waiting = list(job_ids)
+    while waiting:
+        listed = squeue_states(array_id)  # {} when squeue cannot answer: nothing left to wait for
+        drop_pickles(folder, [j for j in waiting if j not in listed])
+        waiting = [j for j in waiting if j in listed]
+        if waiting:
+            time.sleep(poll)
+
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _WATCHED: set[int] = set()
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sercache.cluster_engines import SlurmSettings, drop_pickles, local_pool, make_executor, squeue_states
+from sercache.cluster_engines import SlurmSettings, drop_pickles_once_gone, local_pool, make_executor, squeue_states
 from sercache.heads import get_head
 from sercache.store.atomic import write_text_atomic
 from sercache.store.lock import ExclusiveLock
@@ -224,7 +224,7 @@ def _on_slurm(tasks: list[Task], req: SweepRequest, device: str, out: Path) -> I
             else:
                 continue
             del pending[job_id]
-            drop_pickles(folder, [job_id])
             yield t, res
         if pending:
             time.sleep(1.0)
+    drop_pickles_once_gone(folder, [j.job_id for j in jobs], array_id)  # a run holds no pickle once work is over

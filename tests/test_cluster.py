@@ -203,6 +203,28 @@ def test_slurm_times_and_resubmit_commands():
     assert resubmit_command(command, [3]).count("--only-shards") == 1
 
 
+def test_result_pickles_written_after_the_results_are_still_dropped(tmp_path, monkeypatch):
+    # submitit writes <job>_result.pkl as the task's process exits, after the task wrote its results: the
+    # pickles are dropped only once squeue no longer lists the task (a CI run once kept one behind)
+    from sercache import cluster_engines
+
+    (tmp_path / "7_0_submitted.pkl").write_bytes(b"x")
+    (tmp_path / "7_1_submitted.pkl").write_bytes(b"x")
+    answers = [{"7_0": "COMPLETING", "7_1": "RUNNING"}, {"7_1": "COMPLETING"}, {}]
+
+    def squeue(array_id):
+        assert array_id == "7"
+        listed = answers.pop(0)
+        for job in ("7_0", "7_1"):  # a listed task may still write its result pickle
+            if job in listed:
+                (tmp_path / f"{job}_result.pkl").write_bytes(b"x")
+        return listed
+
+    monkeypatch.setattr(cluster_engines, "squeue_states", squeue)
+    cluster_engines.drop_pickles_once_gone(tmp_path, ["7_0", "7_1"], "7", poll=0)
+    assert not answers and not list(tmp_path.glob("*.pkl"))
+
+
 def test_status_of_a_cache_without_submissions(reference):
     proc = sercache_cli("cache", "status", str(reference))
     assert "no submitted extraction" in proc.stdout

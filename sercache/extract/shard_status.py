@@ -116,7 +116,7 @@ def cache_status(cache: Path) -> CacheStatus:
     shards: dict[int, ShardState] = {i: ShardState(i, count, "not started") for i in range(1, count + 1)}
     for sub in [s for s in subs if s.count == count]:  # later submissions overrule earlier ones
         states = task_states(sub)
-        drop_pickles(sub, {i: s for i, s in states.items() if s in ("done", "failed")})
+        drop_pickles(sub, {i: s for i, s in states.items() if s in ("done", "failed")}, wait=False)
         for i, state in states.items():
             s = ShardState(i, count, state, job=f"{sub.executor} job {sub.job_ids[i]}")
             if state == "done":

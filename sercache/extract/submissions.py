@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sercache.cluster_engines import drop_pickles as drop_engine_pickles
+from sercache.cluster_engines import drop_pickles_once_gone, squeue_states
 from sercache.extract.options import ExtractOptions
 from sercache.features.streams import all_options
 from sercache.store.atomic import write_text_atomic
@@ -104,9 +105,20 @@ def read_submissions(cache: Path) -> list[Submission]:
     return sorted(out, key=lambda s: (s.created, s.id))
 
 
-def drop_pickles(sub: Submission, ended: dict[int, str]) -> None:
-    """Remove submitit's pickles of tasks that have ended: a cache should hold no pickle once work is over."""
-    drop_engine_pickles(sub.folder, [sub.job_ids[i] for i in ended])  # a task's own pickles: <job id>_*.pkl
+def drop_pickles(sub: Submission, ended: dict[int, str], wait: bool = True) -> None:
+    """Remove submitit's pickles of tasks that have ended: a cache should hold no pickle once work is over.
+
+    A SLURM task's result pickle comes after its marker, as its process exits: with ``wait`` this waits until
+    SLURM no longer lists the tasks; without, it leaves the pickles of tasks still listed for a later call.
+    """
+    ids = [sub.job_ids[i] for i in ended]  # a task's own pickles: <job id>_*.pkl
+    if sub.executor != "slurm":
+        drop_engine_pickles(sub.folder, ids)
+    elif wait:
+        drop_pickles_once_gone(sub.folder, ids, sub.array_id)
+    else:
+        listed = squeue_states(sub.array_id)
+        drop_engine_pickles(sub.folder, [j for j in ids if j not in listed])
 
 
 def resubmit_command(command: str, indices: list[int]) -> str:
