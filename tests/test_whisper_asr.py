@@ -121,6 +121,40 @@ def test_long_audio_is_decoded_window_after_window(whisper):
     assert start.max() >= 100  # tokens of later windows sit beyond the first 2 s (100 frames)
 
 
+def test_transformers_generate_noise_is_not_shown_and_other_warnings_are(whisper):
+    """transformers' Whisper ``generate`` logs warnings about its own internal calls (one says "you may observe
+    unexpected behavior"); a batch of short clips and a long one decode without them, and the loggers keep
+    everything else once the call is over."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from sercache.features.whisper_asr import GENERATE_LOGGERS, GENERATE_NOISE
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    keep, library = Keep(), logging.getLogger("transformers")
+    library.addHandler(keep)
+    try:
+        hf_logging.warning_once.cache_clear()  # each is logged once per process: an earlier test may have used it
+        items = [AudioItem(f"u{i}", "", wave(0.6 + 0.4 * i, seed=i)) for i in range(3)] + [
+            AudioItem("long", "", wave(5.0, seed=3))]
+        records = asr(whisper).extract(items).records
+        assert len(records) == 4 and records[-1].per_utterance["n_frames"] == 250
+        assert not [m for m in keep.messages if m.startswith(GENERATE_NOISE)], keep.messages
+        for name in GENERATE_LOGGERS:  # the filter is gone after the call: the same message reaches the handler
+            logging.getLogger(name).warning(GENERATE_NOISE[0])
+        assert keep.messages.count(GENERATE_NOISE[0]) == len(GENERATE_LOGGERS)
+    finally:
+        library.removeHandler(keep)
+
+
 def test_without_alignment_heads_each_token_spans_its_segment(whisper, tmp_path):
     plain = make_whisper_asr(tmp_path / "no-heads", alignment_heads=False)  # same seed: same weights
     samples = wave(1.5, seed=2)

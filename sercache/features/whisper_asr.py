@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,36 @@ MEL_RATE = 100           # mel frames per second
 CPU_BATCH, GPU_BATCH = 8, 32
 #: one decoded text token: (token id, probability it was chosen with, start s, end s)
 Token = tuple[int, float, float, float]
+#: what transformers' own Whisper ``generate`` logs about the calls it makes itself, whatever its caller passes:
+#: flags it checks before it sets ``return_dict_in_generate``, its own mix of a config and arguments, a mask for
+#: the decoder prompts, which here are all the same length (nothing padded), and (long audio) that segments are
+#: returned, which they are asked for. Dropped so a user does not read "unexpected behavior" over transcripts
+#: that equal transformers' own (tests/test_whisper_asr.py).
+GENERATE_NOISE = ("The following generation flags are not valid and may be ignored",
+                  "Passing `generation_config` together with generation-related arguments",
+                  "The attention mask is not set with a batched input",
+                  "You have passed `return_dict_in_generate=True` and `return_timestamps=True`")
+GENERATE_LOGGERS = ("transformers.generation.utils", "transformers.generation.configuration_utils",
+                    "transformers.models.whisper.generation_whisper")
+
+
+class _DropGenerateNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(GENERATE_NOISE)
+
+
+@contextlib.contextmanager
+def quiet_generate() -> Iterator[None]:
+    """transformers' generation loggers without :data:`GENERATE_NOISE`, for the duration of a ``generate`` call."""
+    loggers = [logging.getLogger(name) for name in GENERATE_LOGGERS]
+    noise = _DropGenerateNoise()
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
 class WhisperTranscriber(Extractor):
@@ -189,7 +220,7 @@ class WhisperASRExtractor(WhisperTranscriber):
         mel, mel_frames = self._mel(waves)
         encoded = self._encode(mel)
         languages = self._languages(encoded)
-        with self._eager_attention():  # the encoder has run: only the decoder's attention is eager
+        with self._eager_attention(), quiet_generate():  # the encoder has run: only the decoder's attention is eager
             # one decoding of the window (transformers would re-decode from a stray timestamp token)
             out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                                       force_unique_generate_call=True, return_dict_in_generate=True, output_scores=True,
@@ -214,10 +245,11 @@ class WhisperASRExtractor(WhisperTranscriber):
         window = int(self.fe.nb_max_frames)
         language = self._languages(self._encode(self._window(mel, 0, window)))
         seeks: list[int] = []  # the mel frame each decoding window starts at, in order
-        out = self.model.generate(mel, return_timestamps=True, return_segments=True, return_dict_in_generate=True,
-                                  output_scores=True, temperature=0.0, condition_on_prev_tokens=False,
-                                  monitor_progress=lambda p: seeks.append(int(p[0, 0])),
-                                  **self._generate_kwargs(language))
+        with quiet_generate():
+            out = self.model.generate(mel, return_timestamps=True, return_segments=True, return_dict_in_generate=True,
+                                      output_scores=True, temperature=0.0, condition_on_prev_tokens=False,
+                                      monitor_progress=lambda p: seeks.append(int(p[0, 0])),
+                                      **self._generate_kwargs(language))
         windows = list(_by_window(out["segments"][0]))
         if len(windows) != len(seeks):
             raise BackendError(f"long-form decoding made {len(windows)} windows but reported {len(seeks)} positions")
