@@ -9,7 +9,16 @@ import pytest
 
 from sercache.cli import cli
 from sercache.corpora import corpora, get_corpus
-from sercache.splits.registry import OPTIONS, RoutingError, choosable, cli_options, protocols, recorded_options, route
+from sercache.splits.registry import (
+    OPTIONS,
+    RoutingError,
+    choosable,
+    cli_options,
+    protocols,
+    recorded_options,
+    refuse_unused_fraction,
+    route,
+)
 
 
 def train_defaults() -> dict:
@@ -83,6 +92,30 @@ def test_routing_refuses_an_option_the_protocol_does_not_read(given, expect):
     """Ignored, these would make other folds than the command says (before, each was dropped in silence)."""
     with pytest.raises(RoutingError, match=re.escape(expect)):
         route({**train_defaults(), **given})
+
+
+@pytest.mark.parametrize(("given", "expect"), [
+    ({}, "--valid-fraction 0.3: validation here is --valid group (the corpus default protocol's default)"),
+    ({"protocol": "lospk"}, "--valid group (lospk's default): --valid group holds out a training session"),
+    ({"protocol": "loso", "valid": "group"}, "validation here is --valid group: "),
+    ({"protocol": "loso", "valid": "speakers"}, "--valid speakers holds out whole training speakers"),
+    ({"valid_speakers": 2}, "--valid speakers holds out whole training speakers"),
+    ({"fold_file": "/f.csv", "valid": "group"}, "validation here is --valid group"),
+])
+def test_a_validation_fraction_where_validation_is_not_a_fraction_is_refused(given, expect):
+    """Before, --valid-fraction under --valid group was recorded and ignored: the run said a share it never used."""
+    with pytest.raises(RoutingError, match=re.escape(expect)):
+        refuse_unused_fraction({**train_defaults(), "valid_fraction": 0.3, **given})
+
+
+@pytest.mark.parametrize("given", [
+    {"valid": "fraction"}, {"protocol": "lospk", "valid": "fraction"}, {"protocol": "session-holdout"},
+    {"fold_file": "/f.csv"}, {"protocol": "emobox", "fold_file": "/emobox"}])
+def test_a_validation_fraction_is_taken_where_it_is_used_or_may_be(given):
+    refuse_unused_fraction({**train_defaults(), "valid_fraction": 0.3, **given})  # no refusal
+    refuse_unused_fraction({**train_defaults(), "protocol": "loso"})  # no fraction given: nothing to say
+    # the default share: what every run records beside valid: group, and replayed commands spell out
+    refuse_unused_fraction({**train_defaults(), "protocol": "loso", "valid_fraction": 0.2})
 
 
 def test_session_holdout_takes_a_validation_fraction_without_valid():

@@ -95,7 +95,8 @@ def test_an_interrupted_sweep_resumes_only_what_is_missing(signal_cache, loky_sw
 
 def test_bad_sweeps_are_refused_before_training(signal_cache, tmp_path):
     cases = [(["--heads", "nosuch"], "unknown head"), (["--heads", "linear", "--backend", "dask"], "--scheduler"),
-             (["--heads", "linear", "--layers", "x"], "--layers 'x'"), (["--heads", "linear", "--layers", "9"], "9")]
+             (["--heads", "linear", "--layers", "x"], "--layers 'x'"), (["--heads", "linear", "--layers", "9"], "9"),
+             (["--heads", "linear", "--valid-fraction", "0.3"], "--valid-fraction 0.3: validation here is --valid group")]
     for extra, message in cases:
         result = CliRunner().invoke(cli, ["sweep", str(signal_cache), *extra, "--out", str(tmp_path / "s")])
         assert result.exit_code == 2 and message in result.output, (extra, result.output)

@@ -189,6 +189,20 @@ def test_cli_refuses_bad_training_values_before_any_work(signal_cache, tmp_path,
     assert not out.exists()  # nothing trained, nothing marked done
 
 
+def test_cli_refuses_a_validation_fraction_it_would_not_use(signal_cache, tmp_path):
+    """--valid-fraction under the default held-out-group validation was recorded and ignored."""
+    out = tmp_path / "r"
+    args = ["train", str(signal_cache), "--head", "linear", "--valid-fraction", "0.3", "--out", str(out)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "--valid-fraction 0.3: validation here is --valid group" in refused.output
+    assert "add --valid fraction" in refused.output and not out.exists()
+    taken = CliRunner().invoke(cli, [*args, "--valid", "fraction", "--fold", "1", "--seeds", "1", "--epochs", "1",
+                                     "--no-progress"])
+    assert taken.exit_code == 0, taken.output
+    recorded = json.loads((out / "config.json").read_text())["protocol_options"]
+    assert recorded["valid"] == "fraction" and recorded["valid_fraction"] == 0.3
+
+
 @pytest.mark.parametrize(("head", "setting", "expect"), [
     ("linear", "dropout=2", "a dropout probability"), ("mlp", "hidden=0", "whole number"),
     ("linear", "with_text=3", "true or false"), ("svm", "C=-1", "positive number"),

@@ -215,13 +215,14 @@ def sweep_command(cache_dir: Path, heads: str, layers: str | None, out: Path, se
     validation options are the same). Rerun the same command to resume an interrupted sweep.
     """
     from sercache.cli.common import replayable_command
-    from sercache.splits.registry import route
+    from sercache.splits.registry import refuse_unused_fraction, route
     from sercache.sweep import SweepRequest, run_sweep, sweep_layers
     from sercache.training.run import TrainRequest
 
     layer_list = sweep_layers(layers) if layers else [None]
     head_list = [h.strip() for h in heads.split(",") if h.strip()]
     slurm = {k: more.pop(k) for k in list(more) if k.startswith("slurm_")}
+    refuse_unused_fraction(more)
     protocol, protocol_options = route(more)  # the rest: the protocol options, as train reads them
     base = TrainRequest(cache=cache_dir, head=head_list[0] if head_list else "", fold=fold, protocol=protocol,
                         protocol_options=protocol_options, folds=more["fold_file"], split_seed=split_seed,

@@ -10,6 +10,7 @@ adding a file there. Declarations stay stdlib-only: the CLI builds its options f
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -188,6 +189,36 @@ def route(o: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         if valid_speakers is not None:  # only when given, so configs of earlier runs stay resumable
             options["valid_speakers"] = valid_speakers
     return protocol, options
+
+
+def refuse_unused_fraction(o: Mapping[str, Any]) -> None:
+    """Refuse ``--valid-fraction`` where validation is not a fraction (``--valid group`` or ``speakers``, given or
+    the protocol's default): ignored, it would let the run's command say its split was what it was not.
+
+    The default share is let through: every run records it beside ``valid: group`` (so config.json, and the
+    commands of runs replayed from one, spell out ``--valid-fraction 0.2``), and it says nothing the record does
+    not. Not part of :func:`route`, which replays read: a replay's recorded settings are not refused again.
+    Fold files with no ``--valid`` are left alone: whether they hold out speakers or a fraction depends on the data.
+    """
+    fraction, valid = o.get("valid_fraction"), o.get("valid")
+    if fraction is None or fraction == OPTIONS["valid_fraction"].default or (
+            valid is None and o.get("fold_file") is not None):
+        return
+    if o.get("valid_speakers") is not None:
+        valid = "speakers"
+    protocol = o.get("protocol")
+    entry = get_protocol(protocol) if protocol is not None else None
+    if entry is not None and entry.validation == "never":  # refuse_unused names these
+        return
+    if valid is None:  # the protocol's own default (loso, lospk and no protocol: a held-out group)
+        default = inspect.signature(entry.function()).parameters.get("valid") if entry else None
+        valid = default.default if default is not None else "group"
+    if valid not in (None, "fraction"):
+        which = "--valid speakers holds out whole training speakers" if valid == "speakers" else \
+            "--valid group holds out a training session (or speaker group)"
+        default = "" if o.get("valid") is not None else f" ({protocol or 'the corpus default protocol'}'s default)"
+        raise RoutingError(f"--valid-fraction {fraction}: validation here is --valid {valid}{default}: {which} and "
+                           "takes no share of utterances; drop --valid-fraction, or add --valid fraction")
 
 
 def _given(o: Mapping[str, Any], option: ProtocolOption) -> Any:

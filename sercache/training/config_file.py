@@ -28,7 +28,7 @@ from typing import Any
 
 from sercache.errors import SercacheError
 from sercache.head_catalog import stream_roles
-from sercache.splits.registry import RoutingError, cli_options, recorded_options, route, unread_params
+from sercache.splits.registry import RoutingError, cli_options, recorded_options, refuse_unused_fraction, route, unread_params
 from sercache.training.roles import RecordedLayers
 from sercache.training.run import OPTIMISER_SETTINGS, RunError, TrainRequest, head_roles
 from sercache.training.run_config import RECORD_KEYS, RunConfig, RunConfigError, unknown_key
@@ -350,6 +350,8 @@ def request_from_options(o: Mapping[str, Any], file: TrainFile | None = None, co
         k, v = item.split("=", 1)
         hyper[k.strip()] = parse_value(v.strip())
     try:  # None: the corpus's default, chosen with the cache
+        if file is None or not file.record:  # a replayed record holds the default fraction beside valid: group
+            refuse_unused_fraction(o)
         protocol, options = route(o)
     except RoutingError as exc:
         raise RunError(str(exc)) from None
