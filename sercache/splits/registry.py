@@ -210,10 +210,10 @@ def refuse_unused_fraction(o: Mapping[str, Any]) -> None:
     entry = get_protocol(protocol) if protocol is not None else None
     if entry is not None and entry.validation == "never":  # refuse_unused names these
         return
-    if valid is None:  # the protocol's own default (loso, lospk and no protocol: a held-out group)
-        default = inspect.signature(entry.function()).parameters.get("valid") if entry else None
-        valid = default.default if default is not None else "group"
-    if valid not in (None, "fraction"):
+    if valid is None:  # the protocol's own default; no protocol: loso or lospk, a held-out group
+        param = inspect.signature(entry.function()).parameters.get("valid") if entry else None
+        valid = "group" if entry is None else param.default if param is not None else None
+    if valid in ("group", "speakers"):
         which = "--valid speakers holds out whole training speakers" if valid == "speakers" else \
             "--valid group holds out a training session (or speaker group)"
         default = "" if o.get("valid") is not None else f" ({protocol or 'the corpus default protocol'}'s default)"
